@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Builds the local control plane from Go modules (no prebuilt downloads) and caches each binary
+# by version under ${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/.
+#
+#   hack/build-control-plane.sh          build what is missing, print the cache folder
+#   hack/build-control-plane.sh --force  rebuild everything
+#
+# When KUBEBUILDER_ASSETS names a folder that already holds a binary, that binary is used and
+# not built. Cold, on 2 cores, the whole build takes tens of minutes; progress is printed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/sovereign-ai/bin"
+force=0
+[[ "${1:-}" == "--force" ]] && force=1
+
+log() { printf '[control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+have_asset() {  # a binary already in KUBEBUILDER_ASSETS
+  [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "${KUBEBUILDER_ASSETS}/$1" ]]
+}
+
+require_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    log "ERROR: Go >= ${MIN_GO_VERSION} is needed to build the control plane, and it is not on PATH."
+    log "Either install Go >= ${MIN_GO_VERSION} (https://go.dev/doc/install, or your distribution's package),"
+    log "or set KUBEBUILDER_ASSETS to a folder holding: etcd kube-apiserver kube-controller-manager"
+    log "kube-scheduler kubectl kwok helm kuberay-operator."
+    exit 3
+  fi
+  local have
+  have=$(go env GOVERSION | sed 's/^go//')
+  if [[ "$(printf '%s\n%s\n' "$MIN_GO_VERSION" "$have" | sort -V | head -n1)" != "$MIN_GO_VERSION" ]]; then
+    log "ERROR: Go ${have} is too old; Go >= ${MIN_GO_VERSION} is needed (or set KUBEBUILDER_ASSETS, see README)."
+    exit 3
+  fi
+}
+
+# build_component NAME VERSION BINARIES... -- COMMAND...
+# Runs COMMAND with $dest set to the versioned cache folder, unless every binary is present.
+build_component() {
+  local name=$1 version=$2; shift 2
+  local bins=()
+  while [[ $1 != "--" ]]; do bins+=("$1"); shift; done
+  shift
+  dest="$cache/${name}-${version}"
+  local missing=0 b
+  for b in "${bins[@]}"; do
+    have_asset "$b" && continue
+    [[ $force == 0 && -x "$dest/$b" ]] && continue
+    missing=1
+  done
+  if [[ $missing == 0 ]]; then
+    log "$name $version: cached"
+    return
+  fi
+  require_go
+  mkdir -p "$dest"
+  log "$name $version: building ${bins[*]} ..."
+  local start=$SECONDS
+  "$@"
+  log "$name $version: done in $((SECONDS - start)) s"
+}
+
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--trimpath}"
+
+build_etcd() {
+  (cd "$here/go/etcd" && go build -ldflags "-s -w" -o "$dest/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kube() {
+  # The version goes in through ldflags, as Kubernetes' own build does, so that
+  # `--version` and `/version` report the real release instead of v0.0.0-master.
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local pkg ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=${KUBERNETES_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor}"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  done
+  (cd "$here/go/kube" && go build -ldflags "$ldflags" -o "$dest/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl)
+}
+
+# These modules carry no replace lines, so `go install module/cmd@version` builds them as released.
+build_kwok() { GOBIN="$dest" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"; }
+build_helm() {
+  GOBIN="$dest" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+}
+build_kuberay() {
+  GOBIN="$dest" go install -ldflags "-s -w" "github.com/ray-project/kuberay/ray-operator@${KUBERAY_VERSION}"
+  mv "$dest/ray-operator" "$dest/kuberay-operator"
+}
+
+build_component etcd "$ETCD_VERSION" etcd -- build_etcd
+build_component kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kube
+build_component kwok "$KWOK_VERSION" kwok -- build_kwok
+build_component helm "$HELM_VERSION" helm -- build_helm
+build_component kuberay "$KUBERAY_VERSION" kuberay-operator -- build_kuberay
+log "all binaries ready under $cache"
+echo "$cache"

@@ -1,0 +1,1 @@
+"""Sovereign AI Operator: the control plane (Kopf handlers, builders, policy, local cluster)."""

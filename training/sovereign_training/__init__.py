@@ -1,0 +1,1 @@
+"""Sovereign AI training data plane: fine-tuning, model fetch, CPU serving, benchmarks."""
