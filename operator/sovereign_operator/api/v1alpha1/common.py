@@ -1,0 +1,206 @@
+"""Types shared by the three kinds: the camelCase base model, references, placement, conditions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
+
+GROUP: Final = "sovereign-ai.eu"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "sovereign-ai.eu/v1alpha1"
+CATEGORY: Final = "sovereign-ai"
+
+# RFC 1123 label, the rule for most Kubernetes object names we reference.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# RFC 1123 subdomain (ConfigMap, Secret, SovereigntyPolicy names).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Kubernetes resource.Quantity, as controller-gen emits it for int-or-string quantities.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+# A CPU or memory amount: an integer or a Kubernetes quantity string such as "500m" or "32Gi".
+Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One x-kubernetes-validations entry. The message must name the field it is about."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def cel_rules(*rules: JsonDict) -> JsonDict:
+    """json_schema_extra carrying CEL rules, for a model's config or a Field."""
+    items: list[JsonValue] = list(rules)
+    return {"x-kubernetes-validations": items}
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase JSON, Python names accepted, unknown keys refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+        validate_default=True,
+    )
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The object as Kubernetes stores it: camelCase keys, no nulls, JSON scalars."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the namespace of the object that names it."""
+
+    name: str = Field(
+        description="Name of the Secret, in the same namespace as this object.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    key: str | None = Field(
+        default=None,
+        description=(
+            "Key inside the Secret. When omitted, every key of the Secret is exposed as an "
+            "environment variable (for example AWS_ACCESS_KEY_ID or HF_TOKEN)."
+        ),
+        min_length=1,
+        max_length=253,
+    )
+
+
+class NamespacedSecretKeyRef(ApiModel):
+    """A key of a Secret in a named namespace (used by cluster-scoped objects)."""
+
+    namespace: str = Field(description="Namespace of the Secret.", pattern=DNS_LABEL, max_length=63)
+    name: str = Field(description="Name of the Secret.", pattern=DNS_SUBDOMAIN, max_length=253)
+    key: str = Field(description="Key inside the Secret that holds the value.", min_length=1)
+
+
+class TolerationOperator(StrEnum):
+    """How a toleration matches a taint's value."""
+
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    """The taint effect a toleration matches."""
+
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration, copied onto every pod template the operator creates."""
+
+    key: str | None = Field(
+        default=None, description="Taint key to match; empty with operator Exists matches all."
+    )
+    operator: TolerationOperator = Field(
+        default=TolerationOperator.EQUAL, description="Exists or Equal (default Equal)."
+    )
+    value: str | None = Field(default=None, description="Taint value to match with Equal.")
+    effect: TaintEffect | None = Field(
+        default=None, description="Taint effect to match; empty matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="For NoExecute: how long the pod stays bound after the taint appears.",
+    )
+
+
+class Placement(ApiModel):
+    """Where the workload may run. The operator intersects this with the SovereigntyPolicy."""
+
+    regions: list[str] | None = Field(
+        default=None,
+        description=(
+            "Regions the workload may run in, as values of the policy's region label. Every "
+            "entry must be allowed by the SovereigntyPolicy. Empty means every allowed region."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    policy_ref: str | None = Field(
+        default=None,
+        description=(
+            "Name of the SovereigntyPolicy whose settings (region label, Ray clusters, egress) "
+            "the operator uses. It must select this namespace. When omitted, the operator uses "
+            "the policy named by its settings (SOVAI_DEFAULT_POLICY), else the single policy "
+            "that selects the namespace. Every policy that selects the namespace is enforced "
+            "either way."
+        ),
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    queue_name: str | None = Field(
+        default=None,
+        description="Kueue LocalQueue; passed through as the kueue.x-k8s.io/queue-name label.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        description="Tolerations added to every pod template the operator creates.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+
+class ConditionStatus(StrEnum):
+    """Status of a condition, as in metav1.Condition."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="Type of the condition, in CamelCase (e.g. Succeeded).")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        description="Machine-readable CamelCase reason for the last transition.",
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        max_length=1024,
+    )
+    message: str = Field(
+        default="", description="Human-readable detail; names the field when one is at fault."
+    )
+    last_transition_time: datetime = Field(
+        description="When the status last changed (not when it was last checked)."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from."
+    )
+
+
+class PodPlacement(ApiModel):
+    """Evidence of where one pod ran: the node and that node's region label."""
+
+    pod: str = Field(description="Name of the pod.")
+    node: str = Field(description="Name of the node the pod was bound to.")
+    region: str = Field(description="Value of the policy's region label on that node.")
+
+
+class ErrorInfo(ApiModel):
+    """Why the object failed, shaped like OpenAI's error object."""
+
+    code: str = Field(
+        description="Stable machine-readable code, e.g. PolicyViolation or ImagePullFailed."
+    )
+    message: str = Field(description="Human-readable explanation, naming what is allowed.")
+    field: str | None = Field(
+        default=None, description="JSON path of the offending field, e.g. spec.dataset.trainingUri."
+    )

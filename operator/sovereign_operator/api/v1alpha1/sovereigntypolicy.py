@@ -1,0 +1,212 @@
+"""SovereigntyPolicy (cluster-scoped): where work may run and what it may read, write and pull."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
+
+from .common import API_VERSION, DNS_LABEL, ApiModel, NamespacedSecretKeyRef
+
+KIND: Final = "SovereigntyPolicy"
+PLURAL: Final = "sovereigntypolicies"
+
+DEFAULT_REGION_LABEL = "topology.kubernetes.io/region"
+# A qualified label key: optional DNS prefix, then a name.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+# "*", "*suffix", "prefix*" or an exact host.
+HOST_PATTERN = r"^(\*[A-Za-z0-9._-]*|[A-Za-z0-9._-]+\*?)$"
+REGISTRY_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$"
+
+
+class UriScheme(StrEnum):
+    """URI schemes the operator can read from or write to."""
+
+    S3 = "s3"
+    PVC = "pvc"
+    HF = "hf"
+    MODELS = "models"
+    FILE = "file"
+
+
+class UriPattern(ApiModel):
+    """A location: a URI scheme and a pattern for its host. The host is the first path segment
+    after the scheme: the S3 bucket, the PVC claim, the Hugging Face organisation, the MLflow
+    registered model name, or the top directory of a file:// path."""
+
+    scheme: UriScheme = Field(description="s3, pvc, hf, models or file.")
+    host: str = Field(
+        description=(
+            '"*" (any), "*suffix", "prefix*" or an exact host (bucket, claim, '
+            "organisation, registered model name or top directory)."
+        ),
+        pattern=HOST_PATTERN,
+        max_length=253,
+    )
+
+
+class RayClusterEndpoint(ApiModel):
+    """An existing Ray cluster that FineTuneJobs may submit to (backend rayCluster)."""
+
+    name: str = Field(
+        description="Name FineTuneJobs use in spec.execution.rayClusterRef.",
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+    address: str = Field(
+        description="http(s) URL of the Ray dashboard (Job Submission API), e.g. http://ray-eu:8265.",
+        pattern=r"^https?://[^\s/]+(:[0-9]+)?(/[^\s]*)?$",
+        max_length=2048,
+    )
+    region: str = Field(
+        description="Region the cluster runs in; must be one of allowedRegions.",
+        min_length=1,
+        max_length=63,
+    )
+    auth_token_secret_ref: NamespacedSecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding a bearer token for the dashboard, if it needs one.",
+    )
+
+
+class SelectorOperator(StrEnum):
+    """Operator of a label selector requirement."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+SELECTOR_VALUES_RULE: JsonDict = {
+    "rule": ("(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)"),
+    "message": (
+        "spec.namespaceSelector.matchExpressions[].values must be non-empty for In and NotIn "
+        "and empty for Exists and DoesNotExist"
+    ),
+}
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One requirement of a label selector."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [SELECTOR_VALUES_RULE]}
+    )
+
+    key: str = Field(description="Label key.", pattern=LABEL_KEY_PATTERN, max_length=317)
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[str] | None = Field(
+        default=None,
+        description="Values for In and NotIn; empty for Exists and DoesNotExist.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector; both parts must match. An empty selector matches all."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, description="Labels that must be present with exactly these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None,
+        description="Requirements that must all hold.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+
+CIDR_RULE: JsonDict = {
+    "rule": "self.all(c, isCIDR(c))",
+    "message": "spec.egress.allowedCIDRs entries must be CIDRs such as 10.0.0.0/8",
+}
+
+
+class Egress(ApiModel):
+    """Network egress allowed to workloads, applied as a NetworkPolicy."""
+
+    allowed_cidrs: list[str] = Field(
+        default=[],
+        alias="allowedCIDRs",
+        description=(
+            "CIDRs that training and serving pods may connect to, besides cluster DNS and the "
+            "API server. Empty denies all other egress."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [CIDR_RULE],
+        },
+    )
+
+
+RAY_CLUSTER_REGION_RULE: JsonDict = {
+    "rule": "!has(self.rayClusters) || self.rayClusters.all(c, c.region in self.allowedRegions)",
+    "message": "spec.rayClusters[].region must be one of spec.allowedRegions",
+    "fieldPath": ".rayClusters",
+}
+
+
+class SovereigntyPolicySpec(ApiModel):
+    """What FineTuneJobs and ModelDeployments in the selected namespaces may do.
+    Enforced at admission (ValidatingAdmissionPolicy) and again by the operator."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [RAY_CLUSTER_REGION_RULE]}
+    )
+
+    region_label: str = Field(
+        default=DEFAULT_REGION_LABEL,
+        description="Node label that carries the region; pods get a required affinity on it.",
+        pattern=LABEL_KEY_PATTERN,
+        max_length=317,
+    )
+    allowed_regions: list[str] = Field(
+        min_length=1,
+        description="Values of regionLabel where work may run, e.g. eu-west-par.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    allowed_storage: list[UriPattern] = Field(
+        default=[],
+        description="Where datasets may be read from and outputs written to.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    allowed_model_sources: list[UriPattern] = Field(
+        default=[],
+        description="Where base models and served models may come from.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    allowed_registries: list[str] = Field(
+        default=[],
+        description=(
+            "Registries (host[:port][/path]) images may come from; an image matches when it "
+            'starts with an entry followed by "/". Empty allows only the operator\'s defaults.'
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    egress: Egress = Field(default_factory=Egress, description="Allowed network egress.")
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces this policy governs; omitted or empty selects every namespace.",
+    )
+    ray_clusters: list[RayClusterEndpoint] = Field(
+        default=[],
+        description="Existing Ray clusters FineTuneJobs may use with backend rayCluster.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class SovereigntyPolicy(ApiModel):
+    """A SovereigntyPolicy custom resource (cluster-scoped)."""
+
+    api_version: Literal["sovereign-ai.eu/v1alpha1"] = Field(
+        default=API_VERSION, description="sovereign-ai.eu/v1alpha1"
+    )
+    kind: Literal["SovereigntyPolicy"] = Field(default=KIND, description="SovereigntyPolicy")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: SovereigntyPolicySpec = Field(description="The policy.")
