@@ -48,7 +48,7 @@ build_component() {
   local missing=0 b
   for b in "${bins[@]}"; do
     have_asset "$b" && continue
-    [[ $force == 0 && -x "$dest/$b" ]] && continue
+    [[ $force == 0 && -e "$dest/$b" ]] && continue
     missing=1
   done
   if [[ $missing == 0 ]]; then
@@ -86,7 +86,23 @@ build_kube() {
 }
 
 # These modules carry no replace lines, so `go install module/cmd@version` builds them as released.
-build_kwok() { GOBIN="$dest" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"; }
+# module_dir MODULE@VERSION: where the Go module cache holds that module's files.
+module_dir() {
+  go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+build_kwok() {
+  GOBIN="$dest" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
+  # kwok acts as a kubelet only through Stage definitions: take the ones its own module ships
+  # (node initialisation, lease heartbeats, the pod lifecycle).
+  local stages
+  stages="$(module_dir "sigs.k8s.io/kwok@${KWOK_VERSION}")/kustomize/stage"
+  mkdir -p "$dest/stages"
+  cp "$stages"/node/fast/node-initialize.yaml \
+    "$stages"/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    "$stages"/pod/general/pod-*.yaml "$dest/stages/"
+  chmod u+w "$dest"/stages/*.yaml
+}
 build_helm() {
   GOBIN="$dest" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
     "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
@@ -94,12 +110,18 @@ build_helm() {
 build_kuberay() {
   GOBIN="$dest" go install -ldflags "-s -w" "github.com/ray-project/kuberay/ray-operator@${KUBERAY_VERSION}"
   mv "$dest/ray-operator" "$dest/kuberay-operator"
+  # The CRDs that match this operator build, from the same module version.
+  local moddir
+  moddir=$(module_dir "github.com/ray-project/kuberay/ray-operator@${KUBERAY_VERSION}")
+  mkdir -p "$dest/crds"
+  cp "$moddir"/config/crd/bases/ray.io_*.yaml "$dest/crds/"
+  chmod u+w "$dest"/crds/*.yaml
 }
 
 build_component etcd "$ETCD_VERSION" etcd -- build_etcd
 build_component kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kube
-build_component kwok "$KWOK_VERSION" kwok -- build_kwok
+build_component kwok "$KWOK_VERSION" kwok stages/pod-ready.yaml -- build_kwok
 build_component helm "$HELM_VERSION" helm -- build_helm
-build_component kuberay "$KUBERAY_VERSION" kuberay-operator -- build_kuberay
+build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.yaml -- build_kuberay
 log "all binaries ready under $cache"
 echo "$cache"

@@ -1,0 +1,121 @@
+"""Locate (or build) the control-plane binaries that the local cluster runs.
+
+Lookup order for each binary:
+1. ``$KUBEBUILDER_ASSETS/<name>`` when that folder holds it (nothing is built);
+2. the per-version cache written by ``hack/build-control-plane.sh``:
+   ``${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/<name>``.
+
+Versions come from ``hack/versions.env``, the same file the build script reads, so the two can
+never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# binary name -> (component, key of its version in hack/versions.env)
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "etcd": ("etcd", "ETCD_VERSION"),
+    "kube-apiserver": ("kubernetes", "KUBERNETES_VERSION"),
+    "kube-controller-manager": ("kubernetes", "KUBERNETES_VERSION"),
+    "kube-scheduler": ("kubernetes", "KUBERNETES_VERSION"),
+    "kubectl": ("kubernetes", "KUBERNETES_VERSION"),
+    "kwok": ("kwok", "KWOK_VERSION"),
+    "helm": ("helm", "HELM_VERSION"),
+    "kuberay-operator": ("kuberay", "KUBERAY_VERSION"),
+}
+
+
+class BinariesUnavailableError(RuntimeError):
+    """The control-plane binaries are neither present nor buildable here."""
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding ``hack/``, or None for an installed wheel."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "hack" / "versions.env").is_file():
+            return parent
+    return None
+
+
+def read_versions(root: Path) -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for line in (root / "hack" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            versions[key.strip()] = value.strip()
+    return versions
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sovereign-ai" / "bin"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of every control-plane binary."""
+
+    paths: dict[str, Path]
+
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
+
+
+def _candidates(name: str, versions: dict[str, str]) -> list[Path]:
+    found: list[Path] = []
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        found.append(Path(assets) / name)
+    component, key = COMPONENTS[name]
+    if key in versions:
+        found.append(cache_dir() / f"{component}-{versions[key]}" / name)
+    return found
+
+
+def find_binaries() -> tuple[Binaries, list[str]]:
+    """Return the binaries found, and the names of those missing."""
+    root = repo_root()
+    versions = read_versions(root) if root else {}
+    paths: dict[str, Path] = {}
+    missing: list[str] = []
+    for name in COMPONENTS:
+        hit = next((p for p in _candidates(name, versions) if os.access(p, os.X_OK)), None)
+        if hit is None:
+            missing.append(name)
+        else:
+            paths[name] = hit
+    return Binaries(paths), missing
+
+
+def ensure_binaries(build: bool = True) -> Binaries:
+    """Find every binary, building the missing ones with ``hack/build-control-plane.sh``.
+
+    Raises BinariesUnavailableError with instructions when they cannot be had.
+    """
+    binaries, missing = find_binaries()
+    if not missing:
+        return binaries
+    root = repo_root()
+    if not build or root is None:
+        raise BinariesUnavailableError(
+            f"control-plane binaries missing: {', '.join(missing)}. Set KUBEBUILDER_ASSETS to a "
+            "folder that holds them, or run `make control-plane` in a source checkout "
+            "(needs Go >= 1.26)."
+        )
+    script = root / "hack" / "build-control-plane.sh"
+    # Progress goes straight to the user's terminal: a cold build takes many minutes.
+    result = subprocess.run([str(script)], stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    if result.returncode != 0:
+        raise BinariesUnavailableError(
+            f"{script} failed with exit code {result.returncode}; see its output above"
+        )
+    binaries, missing = find_binaries()
+    if missing:
+        raise BinariesUnavailableError(f"still missing after the build: {', '.join(missing)}")
+    return binaries

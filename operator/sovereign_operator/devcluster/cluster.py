@@ -1,0 +1,430 @@
+"""LocalCluster: a real Kubernetes control plane on 127.0.0.1, with kwok GPU nodes and KubeRay.
+
+Nothing is mocked: etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real
+binaries; kwok plays the kubelets of fake GPU nodes; the KubeRay operator is the real one.
+
+    with LocalCluster() as cluster:
+        cluster.kubectl("get", "nodes")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+import yaml
+
+from .binaries import Binaries, ensure_binaries
+from .nodes import DEFAULT_NODES, FakeNode, build_node
+from .pki import CertificateAuthority, CertPair, service_account_keys
+from .processes import ClusterStartError, ManagedProcess, free_port, tail
+
+log = logging.getLogger(__name__)
+
+SERVICE_CIDR = "10.96.0.0/16"
+# Where the vendored KubeRay CRDs live in a source checkout (../shared/crds beside it).
+KUBERAY_CRD_FOLDER = "kuberay-v1.7.0"
+
+
+def _find_kuberay_crds(operator_binary: Path) -> Path | None:
+    # The build script puts the CRDs of the same KubeRay module version beside the binary.
+    beside = operator_binary.parent / "crds"
+    if any(beside.glob("ray.io_rayjobs.yaml")):
+        return beside
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        for candidate in (
+            parent / "shared" / "crds" / KUBERAY_CRD_FOLDER,
+            parent.parent / "shared" / "crds" / KUBERAY_CRD_FOLDER,
+            parent / "hack" / "crds" / KUBERAY_CRD_FOLDER,
+        ):
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+class LocalCluster:
+    """A local control plane; a context manager that tears everything down by PID on exit.
+
+    ``workdir``: where certificates, data, kubeconfigs and logs go (a temp folder by default,
+    removed on exit unless ``keep_workdir``). ``kuberay``: also run the KubeRay operator.
+    """
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        kuberay: bool = True,
+        nodes: Sequence[FakeNode] = DEFAULT_NODES,
+        binaries: Binaries | None = None,
+        keep_workdir: bool = False,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sovai-cluster-"))
+        self.keep_workdir = keep_workdir
+        self.with_kuberay = kuberay
+        self.nodes = tuple(nodes)
+        self.binaries = binaries or ensure_binaries()
+        self.start_timeout = start_timeout
+        self.pki_dir = self.workdir / "pki"
+        self.log_dir = self.workdir / "logs"
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+        self.api_port = 0
+        self._processes: list[ManagedProcess] = []
+        self._ca: CertificateAuthority | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def component_logs(self) -> dict[str, Path]:
+        return {p.name: p.log_path for p in self._processes}
+
+    def kubectl(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the cluster's own kubectl against it; raise with stderr when ``check`` fails."""
+        argv = [str(self.binaries["kubectl"]), f"--kubeconfig={kubeconfig or self.kubeconfig}"]
+        result = subprocess.run(
+            [*argv, *args], input=stdin, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, ["kubectl", *args], result.stdout, result.stderr
+            )
+        return result
+
+    def apply(self, *manifests: dict[str, Any], namespace: str | None = None) -> None:
+        """Server-side apply of manifests given as dicts."""
+        text = yaml.safe_dump_all(manifests)
+        extra = ["-n", namespace] if namespace else []
+        self.kubectl("apply", "--server-side", "--force-conflicts", *extra, "-f", "-", stdin=text)
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig for a client-certificate user with the given groups (RBAC tests)."""
+        assert self._ca is not None, "cluster not started"
+        pair = self._ca.issue(
+            f"user-{user}", user, organization=",".join(groups) if groups else None
+        )
+        path = self.workdir / f"user-{user}.kubeconfig"
+        self._write_kubeconfig(path, user, pair)
+        return path
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every component in order; on any failure stop what started, then raise."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._make_pki()
+            self._start_etcd()
+            self._start_apiserver()
+            self._start_controller_manager()
+            self._start_scheduler()
+            self._start_kwok()
+            self._create_nodes()
+            if self.with_kuberay:
+                self._start_kuberay()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop components in reverse order of start, then remove a temporary workdir."""
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes.clear()
+        if self._own_workdir and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.log_dir, env)
+        log.info("starting %s", name)
+        process.start()
+        self._processes.append(process)
+        return process
+
+    def _make_pki(self) -> None:
+        ca = CertificateAuthority(self.pki_dir)
+        self._ca = ca
+        self._serving = ca.issue(
+            "apiserver",
+            "kube-apiserver",
+            server_hosts=[
+                "127.0.0.1",
+                "localhost",
+                "10.96.0.1",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+        )
+        self._sa = service_account_keys(self.pki_dir)
+
+    def _write_kubeconfig(self, path: Path, user: str, pair: CertPair) -> None:
+        assert self._ca is not None
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "sovai-local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self._ca.pair.cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {"client-certificate": str(pair.cert), "client-key": str(pair.key)},
+                }
+            ],
+            "contexts": [
+                {"name": "sovai-local", "context": {"cluster": "sovai-local", "user": user}}
+            ],
+            "current-context": "sovai-local",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+
+    def _component_kubeconfig(
+        self, component: str, common_name: str, group: str | None = None
+    ) -> Path:
+        assert self._ca is not None
+        pair = self._ca.issue(component, common_name, organization=group)
+        path = self.workdir / f"{component}.kubeconfig"
+        self._write_kubeconfig(path, common_name, pair)
+        return path
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(self.binaries["etcd"]),
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                # A throw-away cluster: durability is not worth the fsync latency on CI disks.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        etcd.wait_until(
+            lambda: (
+                requests.get(f"{self.etcd_url}/health", timeout=2).json().get("health") == "true"
+            ),
+            self.start_timeout,
+            "healthy",
+        )
+
+    def _start_apiserver(self) -> None:
+        assert self._ca is not None
+        self.api_port = free_port()
+        admin = self._ca.issue("admin", "sovai-admin", organization="system:masters")
+        self._admin = admin
+        self._write_kubeconfig(self.kubeconfig, "sovai-admin", admin)
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries["kube-apiserver"]),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={self._serving.cert}",
+                f"--tls-private-key-file={self._serving.key}",
+                f"--client-ca-file={self._ca.pair.cert}",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={self._sa.cert}",
+                f"--service-account-signing-key-file={self._sa.key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                # Nothing runs kubelets here; kwok fakes them.
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+            ],
+        )
+        apiserver.wait_until(self._readyz, self.start_timeout, "ready (/readyz)")
+
+    def _readyz(self) -> bool:
+        assert self._ca is not None
+        response = requests.get(
+            f"{self.server}/readyz",
+            cert=(str(self._admin.cert), str(self._admin.key)),
+            verify=str(self._ca.pair.cert),
+            timeout=2,
+        )
+        return response.status_code == 200
+
+    def _start_controller_manager(self) -> None:
+        assert self._ca is not None
+        kubeconfig = self._component_kubeconfig(
+            "kube-controller-manager", "system:kube-controller-manager"
+        )
+        kcm = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binaries["kube-controller-manager"]),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                # Each controller acts as its own service account, as in a kubeadm cluster, so the
+                # component's identity needs only the bootstrap RBAC role.
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={self._sa.key}",
+                f"--root-ca-file={self._ca.pair.cert}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
+            ],
+        )
+        kcm.wait_until(
+            lambda: self._exists("serviceaccount", "default", namespace="default"),
+            self.start_timeout,
+            "managing the cluster (default ServiceAccount created)",
+        )
+
+    def _start_scheduler(self) -> None:
+        kubeconfig = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler")
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries["kube-scheduler"]),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )
+        # The scheduler has no endpoint to poll with secure serving off; give it a moment to
+        # crash on bad flags rather than reporting a later, confusing Pending pod.
+        time.sleep(1.0)
+        if not scheduler.running():
+            raise scheduler.failure("exited right after start")
+
+    def _start_kwok(self) -> None:
+        # kwok needs Stage definitions to act as kubelets; the build script puts the ones
+        # shipped in kwok's own module (node init + lease heartbeat, the pod lifecycle) beside
+        # the binary.
+        stages = sorted((self.binaries["kwok"].parent / "stages").glob("*.yaml"))
+        if not stages:
+            raise ClusterStartError(
+                f"no kwok stages beside {self.binaries['kwok']}; run hack/build-control-plane.sh"
+            )
+        kwok = self._spawn(
+            "kwok",
+            [
+                str(self.binaries["kwok"]),
+                f"--kubeconfig={self.kubeconfig}",
+                *(f"--config={stage}" for stage in stages),
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--cidr=10.244.0.1/16",
+                "--node-ip=10.0.0.1",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+        time.sleep(0.5)
+        if not kwok.running():
+            raise kwok.failure("exited right after start")
+        self._kwok = kwok
+
+    def _create_nodes(self) -> None:
+        self.apply(*(build_node(node) for node in self.nodes))
+        self._kwok.wait_until(
+            self._nodes_ready, self.start_timeout, "reporting every fake node Ready"
+        )
+
+    def _nodes_ready(self) -> bool:
+        result = self.kubectl("get", "nodes", "-o", "json", check=False)
+        if result.returncode != 0:
+            return False
+        items = json.loads(result.stdout)["items"]
+        ready = {
+            item["metadata"]["name"]
+            for item in items
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in item.get("status", {}).get("conditions", [])
+            )
+        }
+        return ready >= {node.name for node in self.nodes}
+
+    def _start_kuberay(self) -> None:
+        crds = _find_kuberay_crds(self.binaries["kuberay-operator"])
+        if crds is None:
+            raise ClusterStartError(
+                f"KubeRay CRDs ({KUBERAY_CRD_FOLDER}) not found next to the checkout (shared/crds)"
+            )
+        self.kubectl("apply", "--server-side", "-f", str(crds), timeout=120)
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/rayjobs.ray.io",
+            "crd/rayclusters.ray.io",
+            "--timeout=60s",
+        )
+        probe = free_port()
+        kuberay = self._spawn(
+            "kuberay-operator",
+            [
+                str(self.binaries["kuberay-operator"]),
+                f"--metrics-addr=127.0.0.1:{free_port()}",
+                f"--health-probe-bind-address=127.0.0.1:{probe}",
+                "--enable-leader-election=false",
+            ],
+            env={"KUBECONFIG": str(self.kubeconfig)},
+        )
+        kuberay.wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{probe}/readyz", timeout=2).status_code == 200,
+            self.start_timeout,
+            "ready (/readyz)",
+        )
+
+    def _exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        extra = ["-n", namespace] if namespace else []
+        return self.kubectl("get", kind, name, *extra, check=False).returncode == 0
+
+
+__all__ = ["ClusterStartError", "LocalCluster", "tail"]
