@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-integration test-training lint control-plane dev-cluster
+.PHONY: setup test test-unit test-integration test-training lint control-plane dev-cluster crds
 
 # Install the project, with its training and dev extras, into .venv (again when pyproject changes).
 setup: $(STAMP)
@@ -41,3 +41,7 @@ lint: setup
 # Start the local cluster, print its kubeconfig, stop on Ctrl-C.
 dev-cluster: setup control-plane
 	$(VENV)/bin/sovai dev-cluster --workdir .cache/dev-cluster
+
+# Regenerate crds/ (CRDs and admission policies) from the pydantic models in api/.
+crds: setup
+	$(PY) -m sovereign_operator.crdgen --out crds

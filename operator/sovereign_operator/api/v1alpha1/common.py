@@ -8,7 +8,6 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from pydantic.config import JsonDict, JsonValue
 
 GROUP: Final = "sovereign-ai.eu"
 VERSION: Final = "v1alpha1"
@@ -25,22 +24,15 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
+# A label value, such as a region name.
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+# Bounds on list sizes and string lengths keep the CEL rules' estimated cost within budget.
+MAX_REGIONS = 32
+MAX_LIST = 64
+RegionName = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
 # A CPU or memory amount: an integer or a Kubernetes quantity string such as "500m" or "32Gi".
 Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
-    """One x-kubernetes-validations entry. The message must name the field it is about."""
-    entry: JsonDict = {"rule": rule, "message": message}
-    if field_path is not None:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-def cel_rules(*rules: JsonDict) -> JsonDict:
-    """json_schema_extra carrying CEL rules, for a model's config or a Field."""
-    items: list[JsonValue] = list(rules)
-    return {"x-kubernetes-validations": items}
 
 
 class ApiModel(BaseModel):
@@ -105,12 +97,16 @@ class Toleration(ApiModel):
     """A Kubernetes toleration, copied onto every pod template the operator creates."""
 
     key: str | None = Field(
-        default=None, description="Taint key to match; empty with operator Exists matches all."
+        default=None,
+        description="Taint key to match; empty with operator Exists matches all.",
+        max_length=317,
     )
     operator: TolerationOperator = Field(
         default=TolerationOperator.EQUAL, description="Exists or Equal (default Equal)."
     )
-    value: str | None = Field(default=None, description="Taint value to match with Equal.")
+    value: str | None = Field(
+        default=None, description="Taint value to match with Equal.", max_length=63
+    )
     effect: TaintEffect | None = Field(
         default=None, description="Taint effect to match; empty matches every effect."
     )
@@ -124,8 +120,9 @@ class Toleration(ApiModel):
 class Placement(ApiModel):
     """Where the workload may run. The operator intersects this with the SovereigntyPolicy."""
 
-    regions: list[str] | None = Field(
+    regions: list[RegionName] | None = Field(
         default=None,
+        max_length=MAX_REGIONS,
         description=(
             "Regions the workload may run in, as values of the policy's region label. Every "
             "entry must be allowed by the SovereigntyPolicy. Empty means every allowed region."
@@ -152,6 +149,7 @@ class Placement(ApiModel):
     )
     tolerations: list[Toleration] | None = Field(
         default=None,
+        max_length=MAX_LIST,
         description="Tolerations added to every pod template the operator creates.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )

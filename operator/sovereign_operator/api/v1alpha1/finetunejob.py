@@ -6,18 +6,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.config import JsonDict
 
 from .common import (
     API_VERSION,
     DNS_LABEL,
+    MAX_LIST,
+    MAX_REGIONS,
     ApiModel,
     Condition,
     ErrorInfo,
     Placement,
     PodPlacement,
     Quantity,
+    RegionName,
     SecretKeyRef,
 )
 
@@ -124,16 +127,27 @@ class MethodType(StrEnum):
 EpochsValue = Annotated[int, Field(ge=1, le=100)] | Auto
 BatchSizeValue = Annotated[int, Field(ge=1, le=4096)] | Auto
 MicroBatchSizeValue = Annotated[int, Field(ge=1, le=512)] | Auto
-LearningRateValue = Annotated[float, Field(gt=0, le=1)] | Auto
-
+# Kubernetes APIs avoid floats (they do not round-trip), and no structural schema holds a
+# number-or-string; so on the wire the learning rate is a string, "auto" or a decimal such as
+# "2e-4", like a resource.Quantity. In Python it is a float or "auto".
+LEARNING_RATE_PATTERN = r"^(auto|([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?)$"
 LEARNING_RATE_RULE: JsonDict = {
-    "rule": (
-        "(type(self) == string && self == 'auto') || "
-        "((type(self) == double || type(self) == int) && double(self) > 0.0 && "
-        "double(self) <= 1.0)"
-    ),
-    "message": 'spec.method.hyperparameters.learningRate must be "auto" or a number in (0, 1]',
+    "rule": "self == 'auto' || (double(self) > 0.0 && double(self) <= 1.0)",
+    "message": 'spec.method.hyperparameters.learningRate must be "auto" or a number in (0, 1], '
+    'as a string such as "2e-4"',
 }
+LearningRateValue = Annotated[
+    Annotated[float, Field(gt=0, le=1)] | Auto,
+    PlainSerializer(lambda v: v if v == AUTO else repr(v), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": LEARNING_RATE_PATTERN,
+            "maxLength": 32,
+            "x-kubernetes-validations": [LEARNING_RATE_RULE],
+        }
+    ),
+]
 
 
 class Hyperparameters(ApiModel):
@@ -166,8 +180,10 @@ class Hyperparameters(ApiModel):
     )
     learning_rate: LearningRateValue = Field(
         default=AUTO,
-        description=('Peak learning rate in (0, 1], or "auto": 2e-4 for lora, 1e-5 for full.'),
-        json_schema_extra={"x-kubernetes-validations": [LEARNING_RATE_RULE]},
+        description=(
+            'Peak learning rate in (0, 1] as a string such as "2e-4", or "auto": 2e-4 for '
+            "lora, 1e-5 for full."
+        ),
     )
     max_seq_length: int = Field(
         default=2048,
@@ -194,7 +210,8 @@ class LoraConfig(ApiModel):
         default=32, ge=1, le=4096, description="Scaling numerator; scale = alpha / rank."
     )
     dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        max_length=MAX_LIST,
         default=["q_proj", "k_proj", "v_proj", "o_proj"],
         min_length=1,
         description="Names of the linear modules to adapt (e.g. q_proj, v_proj).",
@@ -299,7 +316,8 @@ class Cleanup(ApiModel):
 
 
 RAY_CLUSTER_REF_RULE: JsonDict = {
-    "rule": "self.backend == 'rayCluster' ? has(self.rayClusterRef) : !has(self.rayClusterRef)",
+    # has(self.backend): the rule also judges the schema default {} before it is filled in.
+    "rule": "(has(self.backend) && self.backend == 'rayCluster') == has(self.rayClusterRef)",
     "message": (
         "spec.execution.rayClusterRef is required when spec.execution.backend is rayCluster "
         "and not allowed otherwise"
@@ -573,8 +591,9 @@ class FineTuneJobStatus(ApiModel):
     policy_name: str | None = Field(
         default=None, description="The SovereigntyPolicy whose settings were applied."
     )
-    regions: list[str] | None = Field(
+    regions: list[RegionName] | None = Field(
         default=None,
+        max_length=MAX_REGIONS,
         description="Allowed regions the pods were pinned to (policy ∩ spec.placement.regions).",
     )
     placement: list[PodPlacement] | None = Field(

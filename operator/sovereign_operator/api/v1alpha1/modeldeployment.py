@@ -11,12 +11,14 @@ from pydantic.config import JsonDict
 from .common import (
     API_VERSION,
     DNS_SUBDOMAIN,
+    MAX_REGIONS,
     ApiModel,
     Condition,
     ErrorInfo,
     Placement,
     PodPlacement,
     Quantity,
+    RegionName,
 )
 from .finetunejob import IMAGE_PATTERN, MODEL_URI_PATTERN
 
@@ -241,8 +243,8 @@ class ModelDeploymentStatus(ApiModel):
     policy_name: str | None = Field(
         default=None, description="The SovereigntyPolicy whose settings were applied."
     )
-    regions: list[str] | None = Field(
-        default=None, description="Allowed regions the pods were pinned to."
+    regions: list[RegionName] | None = Field(
+        default=None, max_length=MAX_REGIONS, description="Allowed regions the pods were pinned to."
     )
     placement: list[PodPlacement] | None = Field(
         default=None, description="Where each replica runs: pod, node, region."

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
-from .common import API_VERSION, DNS_LABEL, ApiModel, NamespacedSecretKeyRef
+from .common import (
+    API_VERSION,
+    DNS_LABEL,
+    LABEL_VALUE_PATTERN,
+    MAX_LIST,
+    MAX_REGIONS,
+    ApiModel,
+    NamespacedSecretKeyRef,
+    RegionName,
+)
 
 KIND: Final = "SovereigntyPolicy"
 PLURAL: Final = "sovereigntypolicies"
@@ -19,10 +28,10 @@ LABEL_KEY_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
-LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
 # "*", "*suffix", "prefix*" or an exact host.
 HOST_PATTERN = r"^(\*[A-Za-z0-9._-]*|[A-Za-z0-9._-]+\*?)$"
 REGISTRY_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$"
+RegistryPrefix = Annotated[str, Field(max_length=253, pattern=REGISTRY_PATTERN)]
 
 
 class UriScheme(StrEnum):
@@ -64,10 +73,8 @@ class RayClusterEndpoint(ApiModel):
         pattern=r"^https?://[^\s/]+(:[0-9]+)?(/[^\s]*)?$",
         max_length=2048,
     )
-    region: str = Field(
-        description="Region the cluster runs in; must be one of allowedRegions.",
-        min_length=1,
-        max_length=63,
+    region: RegionName = Field(
+        description="Region the cluster runs in; must be one of allowedRegions."
     )
     auth_token_secret_ref: NamespacedSecretKeyRef | None = Field(
         default=None,
@@ -102,8 +109,9 @@ class LabelSelectorRequirement(ApiModel):
 
     key: str = Field(description="Label key.", pattern=LABEL_KEY_PATTERN, max_length=317)
     operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
-    values: list[str] | None = Field(
+    values: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] | None = Field(
         default=None,
+        max_length=MAX_LIST,
         description="Values for In and NotIn; empty for Exists and DoesNotExist.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
@@ -112,11 +120,14 @@ class LabelSelectorRequirement(ApiModel):
 class LabelSelector(ApiModel):
     """A Kubernetes label selector; both parts must match. An empty selector matches all."""
 
-    match_labels: dict[str, str] | None = Field(
-        default=None, description="Labels that must be present with exactly these values."
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None,
+        max_length=MAX_LIST,
+        description="Labels that must be present with exactly these values.",
     )
     match_expressions: list[LabelSelectorRequirement] | None = Field(
         default=None,
+        max_length=MAX_LIST,
         description="Requirements that must all hold.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
@@ -131,8 +142,9 @@ CIDR_RULE: JsonDict = {
 class Egress(ApiModel):
     """Network egress allowed to workloads, applied as a NetworkPolicy."""
 
-    allowed_cidrs: list[str] = Field(
+    allowed_cidrs: list[Annotated[str, Field(max_length=43)]] = Field(
         default=[],
+        max_length=MAX_LIST,
         alias="allowedCIDRs",
         description=(
             "CIDRs that training and serving pods may connect to, besides cluster DNS and the "
@@ -166,23 +178,27 @@ class SovereigntyPolicySpec(ApiModel):
         pattern=LABEL_KEY_PATTERN,
         max_length=317,
     )
-    allowed_regions: list[str] = Field(
+    allowed_regions: list[RegionName] = Field(
         min_length=1,
+        max_length=MAX_REGIONS,
         description="Values of regionLabel where work may run, e.g. eu-west-par.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     allowed_storage: list[UriPattern] = Field(
         default=[],
+        max_length=MAX_LIST,
         description="Where datasets may be read from and outputs written to.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     allowed_model_sources: list[UriPattern] = Field(
         default=[],
+        max_length=MAX_LIST,
         description="Where base models and served models may come from.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
-    allowed_registries: list[str] = Field(
+    allowed_registries: list[RegistryPrefix] = Field(
         default=[],
+        max_length=MAX_LIST,
         description=(
             "Registries (host[:port][/path]) images may come from; an image matches when it "
             'starts with an entry followed by "/". Empty allows only the operator\'s defaults.'
@@ -196,6 +212,7 @@ class SovereigntyPolicySpec(ApiModel):
     )
     ray_clusters: list[RayClusterEndpoint] = Field(
         default=[],
+        max_length=MAX_LIST,
         description="Existing Ray clusters FineTuneJobs may use with backend rayCluster.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )

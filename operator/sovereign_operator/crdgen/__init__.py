@@ -1,0 +1,1 @@
+"""Generates crds/ from the API models: CustomResourceDefinitions and admission policies."""
