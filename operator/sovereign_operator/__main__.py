@@ -1,0 +1,7 @@
+"""`python -m sovereign_operator`: run the operator."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Backend kuberay: read a RayJob's status (as KubeRay writes it) into a BackendObservation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ..api.v1alpha1.finetunejob import FineTuneJobStatus
+from ..builders.context import SPEC_HASH_ANNOTATION, Owner
+from ..builders.jobconfig import build_job_configmap
+from ..builders.names import configmap_name, rayjob_name
+from ..builders.rayjob import build_rayjob
+from ..k8s.client import CONFIGMAP, RAYJOB, Kube
+from ..k8s.ensure import ensure
+from .context import JobContext
+from .jobsapi import JobsApi, JobsApiError
+from .logs import last_progress
+from .logs import result as parse_result
+from .pods import PodFacts
+from .types import BackendObservation, BackendState
+
+log = logging.getLogger(__name__)
+
+_PENDING = frozenset({"", "New", "Initializing", "Waiting", "Retrying"})
+_FAILED = frozenset({"Failed", "ValidationFailed"})
+_SUSPENDED = frozenset({"Suspended", "Suspending"})
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp as Kubernetes writes it, or None."""
+    if not value or not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def observe_rayjob(
+    rayjob: dict[str, Any] | None,
+    pods: list[PodFacts] | tuple[PodFacts, ...] = (),
+    progress: dict[str, Any] | None = None,
+    result: dict[str, Any] | None = None,
+) -> BackendObservation:
+    """The normalised state of a RayJob, with start-up blockers from its pods. Pure."""
+    if rayjob is None:
+        return BackendObservation(BackendState.ABSENT)
+    metadata = rayjob.get("metadata", {})
+    status = rayjob.get("status") or {}
+    deployment = status.get("jobDeploymentStatus") or ""
+    job_status = status.get("jobStatus") or ""
+    reason = status.get("reason") or None
+    message = status.get("message") or None
+    if deployment == "Complete":
+        if job_status == "SUCCEEDED":
+            state = BackendState.SUCCEEDED
+        else:
+            state = BackendState.FAILED
+            reason = reason or f"RayJob{job_status.title() or 'Failed'}"
+            message = message or f"the Ray job ended with status {job_status or 'unknown'}"
+    elif deployment in _FAILED:
+        state = BackendState.FAILED
+        reason = reason or "RayJobFailed"
+        message = message or f"KubeRay reports the RayJob as {deployment}"
+    elif deployment in _SUSPENDED:
+        state = BackendState.SUSPENDED
+    elif deployment == "Running":
+        state = BackendState.RUNNING
+    else:
+        state = BackendState.PENDING
+    blockers = tuple(blocker for pod in pods for blocker in pod.blockers)
+    return BackendObservation(
+        state=state,
+        name=metadata.get("name"),
+        created_at=parse_time(metadata.get("creationTimestamp")),
+        start_time=parse_time(status.get("startTime")),
+        end_time=parse_time(status.get("endTime")),
+        reason=reason,
+        message=message,
+        progress=progress,
+        result=result,
+        blockers=blockers,
+    )
+
+
+class KubeRayBackend:
+    """Creates the ConfigMap and RayJob (ensure), reads state from the cached RayJob and pods,
+    and, where the Ray dashboard is reachable, progress and the result from the job's logs."""
+
+    kind = "kuberay"
+
+    def __init__(self, kube: Kube, dashboard_timeout: float = 2.0, retry_after: float = 30.0):
+        self.kube = kube
+        self.dashboard_timeout = dashboard_timeout
+        self.retry_after = retry_after
+        self._dashboard_failed: dict[str, float] = {}
+
+    def reconcile(self, ctx: JobContext) -> BackendObservation:
+        """Ensure the children as built, then observe them."""
+        desired = build_rayjob(ctx.spec, ctx.owner, ctx.build, ctx.residency)
+        live = ctx.live_rayjob
+        wanted_hash = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+        live_hash = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
+            SPEC_HASH_ANNOTATION
+        )
+        if live is None or live_hash != wanted_hash:
+            # The ConfigMap first: the RayJob's pods mount it.
+            ensure(
+                self.kube,
+                build_job_configmap(ctx.spec, ctx.owner, ctx.hyperparameters, ctx.residency),
+            )
+            live = ensure(self.kube, desired).obj
+        observation = observe_rayjob(live, ctx.pods)
+        if observation.state in (BackendState.RUNNING, BackendState.SUCCEEDED):
+            progress, result = self._read_logs(ctx.owner.uid, live)
+            observation = replace(observation, progress=progress, result=result)
+        return observation
+
+    def _read_logs(
+        self, uid: str, rayjob: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Progress and result from the dashboard, when it answers; (None, None) otherwise.
+
+        An operator outside the cluster network (the local test cluster, whose pods are fake)
+        cannot reach the head's service: the fields then stay empty rather than invented.
+        """
+        status = rayjob.get("status") or {}
+        url, job_id = status.get("dashboardURL"), status.get("jobId")
+        if not url or not job_id:
+            return None, None
+        failed_at = self._dashboard_failed.get(uid)
+        if failed_at is not None and time.monotonic() - failed_at < self.retry_after:
+            return None, None
+        address = url if "://" in url else f"http://{url}"
+        try:
+            text = JobsApi(address, timeout=self.dashboard_timeout).logs(job_id)
+        except JobsApiError as error:
+            log.debug("Ray dashboard of %s not reachable: %s", rayjob_name_of(rayjob), error)
+            self._dashboard_failed[uid] = time.monotonic()
+            return None, None
+        self._dashboard_failed.pop(uid, None)
+        return last_progress(text), parse_result(text)
+
+    def stop(self, ctx: JobContext) -> None:
+        """Give up on a job that cannot start: delete its RayJob (and so its pods)."""
+        self.kube.delete(RAYJOB, ctx.owner.namespace, rayjob_name(ctx.owner.name))
+
+    def delete(self, owner: Owner, status: FineTuneJobStatus | None) -> None:
+        """Delete the children explicitly (owner references would too, later, via the GC)."""
+        self.kube.delete(RAYJOB, owner.namespace, rayjob_name(owner.name))
+        self.kube.delete(CONFIGMAP, owner.namespace, configmap_name(owner.name))
+        self._dashboard_failed.pop(owner.uid, None)
+
+
+def rayjob_name_of(rayjob: dict[str, Any]) -> str:
+    return str(rayjob.get("metadata", {}).get("name", "?"))

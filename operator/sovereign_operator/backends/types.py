@@ -1,0 +1,36 @@
+"""What every backend reports about a job, in one shape, so status is the same for all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class BackendState(StrEnum):
+    """The backend job's state, normalised across KubeRay and the Job Submission API."""
+
+    ABSENT = "Absent"  # nothing submitted or created (yet, or any more)
+    PENDING = "Pending"  # created, not yet running (cluster starting, queued, retrying)
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class BackendObservation:
+    """Facts read from the backend; compute_status turns them into phase and conditions."""
+
+    state: BackendState
+    name: str | None = None  # RayJob name or submission id
+    created_at: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    reason: str | None = None
+    message: str | None = None
+    progress: dict[str, Any] | None = None  # last SOVAI_PROGRESS document
+    result: dict[str, Any] | None = None  # the SOVAI_RESULT document
+    # Why pods cannot start (unschedulable, image pull errors): evidence for StartupTimeout.
+    blockers: tuple[str, ...] = field(default_factory=tuple)

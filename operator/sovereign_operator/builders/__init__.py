@@ -1,0 +1,1 @@
+"""Pure manifest builders: (validated spec, owner, config) -> dict. No client calls, no env."""

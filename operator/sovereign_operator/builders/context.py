@@ -1,0 +1,66 @@
+"""Inputs of the builders besides the spec: who owns the children, where they may run, and the
+operator-wide defaults. Plain frozen dataclasses so that builders stay pure and testable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..api.v1alpha1.common import API_VERSION
+
+LABEL_PREFIX = "sovereign-ai.eu"
+JOB_UID_LABEL = f"{LABEL_PREFIX}/job-uid"
+JOB_NAME_LABEL = f"{LABEL_PREFIX}/finetunejob"
+COMPONENT_LABEL = f"{LABEL_PREFIX}/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "sovereign-ai-operator"
+SPEC_HASH_ANNOTATION = f"{LABEL_PREFIX}/spec-hash"
+QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The object that owns the children (a FineTuneJob)."""
+
+    name: str
+    namespace: str
+    uid: str
+    kind: str = "FineTuneJob"
+    api_version: str = API_VERSION
+
+    def reference(self) -> dict[str, object]:
+        """An ownerReference making the owner the controller, so deletion cascades."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class Residency:
+    """Where the job may run: the bound policy, its region label, allowed ∩ requested regions."""
+
+    policy_name: str
+    region_label: str
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Operator-wide defaults the builders need (taken from Settings by the caller)."""
+
+    runtime_image: str
+    mlflow_tracking_uri: str | None = None
+    mlflow_secret_name: str | None = None
+    hf_hub_offline: bool = True
+    head_cpu: str = "2"
+    head_memory: str = "8Gi"
+    ray_version: str = "2.60.0"
+    training_command: str = "python -m sovereign_training train"
+    extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)

@@ -1,0 +1,141 @@
+"""The job.json the trainer reads (the operator <-> training contract) and its ConfigMap."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..api.v1alpha1.finetunejob import (
+    FineTuneJobSpec,
+    LoraConfig,
+    MethodType,
+    ResolvedHyperparameters,
+)
+from .context import (
+    COMPONENT_LABEL,
+    JOB_NAME_LABEL,
+    JOB_UID_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    Owner,
+    Residency,
+)
+from .names import configmap_name, rayjob_name
+
+CONFIG_KEY = "job.json"
+CONFIG_DIR = "/etc/sovereign-ai"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+_MODEL_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def base_model_name(uri: str) -> str:
+    """The short name of a base model URI: hf://org/name -> name, models:/name/3 -> name."""
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/") :]
+        return re.split(r"[/@]", rest, maxsplit=1)[0]
+    path = uri.split("://", 1)[-1].rstrip("/")
+    return path.rsplit("/", 1)[-1] or "model"
+
+
+def registered_model_name(spec: FineTuneJobSpec, owner: Owner) -> str:
+    """spec.tracking.registeredModelName, else <baseModelName>-<suffix or job name>."""
+    if spec.tracking.registered_model_name:
+        return spec.tracking.registered_model_name
+    name = f"{base_model_name(spec.base_model.uri)}-{spec.suffix or owner.name}"
+    return _MODEL_NAME_UNSAFE.sub("-", name)[:256]
+
+
+def experiment_name(spec: FineTuneJobSpec, owner: Owner) -> str:
+    """spec.tracking.experimentName, else <namespace>/<name>."""
+    return spec.tracking.experiment_name or f"{owner.namespace}/{owner.name}"
+
+
+def build_job_config(
+    spec: FineTuneJobSpec,
+    owner: Owner,
+    hyperparameters: ResolvedHyperparameters,
+    residency: Residency,
+) -> dict[str, Any]:
+    """The TrainingConfig document of the contract, with every "auto" already resolved."""
+    lora: dict[str, Any] | None = None
+    if spec.method.type == MethodType.LORA:
+        settings = spec.method.lora or LoraConfig()
+        lora = {
+            "rank": settings.rank,
+            "alpha": settings.alpha,
+            "dropout": settings.dropout,
+            "targetModules": list(settings.target_modules),
+        }
+    return {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "TrainingConfig",
+        "job": {"namespace": owner.namespace, "name": owner.name, "uid": owner.uid},
+        "baseModel": {"uri": spec.base_model.uri, "revision": spec.base_model.revision},
+        "dataset": {
+            "trainingUri": spec.dataset.training_uri,
+            "validationUri": spec.dataset.validation_uri,
+            "format": spec.dataset.format.value,
+            "sha256": spec.dataset.sha256,
+        },
+        "method": {
+            "type": spec.method.type.value,
+            "hyperparameters": {
+                "epochs": hyperparameters.epochs,
+                "batchSize": hyperparameters.batch_size,
+                "microBatchSize": hyperparameters.micro_batch_size,
+                "learningRate": hyperparameters.learning_rate,
+                "maxSeqLength": hyperparameters.max_seq_length,
+                "warmupRatio": hyperparameters.warmup_ratio,
+                "seed": hyperparameters.seed,
+            },
+            "lora": lora,
+            "mergeAdapter": spec.method.merge_adapter,
+        },
+        "resources": {
+            "workers": spec.resources.workers,
+            "gpusPerWorker": spec.resources.gpus_per_worker,
+        },
+        "tracking": {
+            "experimentName": experiment_name(spec, owner),
+            "registeredModelName": registered_model_name(spec, owner),
+        },
+        "output": {"uri": spec.output.uri},
+        "checkpointing": {
+            "everySteps": spec.checkpointing.every_steps,
+            "keep": spec.checkpointing.keep,
+            "maxFailures": spec.checkpointing.max_failures,
+        },
+        "placement": {"regions": list(residency.regions)},
+    }
+
+
+def child_labels(owner: Owner, component: str) -> dict[str, str]:
+    """Labels every child carries: who owns it (uid, name-derived) and which part it is."""
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        JOB_NAME_LABEL: rayjob_name(owner.name),
+        JOB_UID_LABEL: owner.uid,
+        COMPONENT_LABEL: component,
+    }
+
+
+def build_job_configmap(
+    spec: FineTuneJobSpec,
+    owner: Owner,
+    hyperparameters: ResolvedHyperparameters,
+    residency: Residency,
+) -> dict[str, Any]:
+    """The owned ConfigMap that is mounted at /etc/sovereign-ai and holds job.json."""
+    document = build_job_config(spec, owner, hyperparameters, residency)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": child_labels(owner, "config"),
+            "ownerReferences": [owner.reference()],
+        },
+        "data": {CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True)},
+    }

@@ -1,0 +1,123 @@
+"""Pieces shared by every pod template the operator creates: placement, env, config volume.
+
+Every template (Ray head, workers, submitter, serving) gets the same required node affinity:
+kueue#5711 shows a submitter pod escaping its flavor when only some templates are pinned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.v1alpha1.common import SecretKeyRef, Toleration
+from .context import GPU_PRODUCT_LABEL, GPU_RESOURCE, BuildConfig, Residency
+from .jobconfig import CONFIG_DIR, CONFIG_KEY
+
+CONFIG_VOLUME = "sovereign-ai-config"
+# The kubelet copies nothing from nodes to pods; since Kubernetes 1.33 the topology labels
+# of the node are copied onto the pod at binding (PodTopologyLabelsAdmission), which the
+# downward API can then read.
+REGION_POD_LABEL = "topology.kubernetes.io/region"
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
+
+
+def node_affinity(residency: Residency, gpus: int, gpu_type: str | None) -> dict[str, Any]:
+    """A *required* node affinity to the allowed regions, and to the GPU pool when GPUs are used."""
+    expressions: list[dict[str, Any]] = [
+        {"key": residency.region_label, "operator": "In", "values": sorted(residency.regions)}
+    ]
+    if gpu_type:
+        expressions.append({"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [gpu_type]})
+    elif gpus > 0:
+        expressions.append({"key": GPU_PRODUCT_LABEL, "operator": "Exists"})
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": expressions}]
+            }
+        }
+    }
+
+
+def tolerations(gpus: int, extra: list[Toleration] | None) -> list[dict[str, Any]]:
+    """The GPU taint's toleration when GPUs are used, then the spec's own tolerations."""
+    result: list[dict[str, Any]] = []
+    if gpus > 0:
+        result.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    for toleration in extra or []:
+        result.append(toleration.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return result
+
+
+def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+    """Requests equal to limits (Guaranteed QoS for training pods)."""
+    amounts: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpus > 0:
+        amounts[GPU_RESOURCE] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _secret_env(ref: SecretKeyRef | None, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A keyed reference becomes one variable named after the key; others become envFrom."""
+    if ref is None:
+        return []
+    if ref.key:
+        env.append(
+            {
+                "name": ref.key.upper().replace("-", "_").replace(".", "_"),
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+        return []
+    return [{"secretRef": {"name": ref.name}}]
+
+
+def environment(
+    cfg: BuildConfig, secrets: list[SecretKeyRef | None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, envFrom) of the Ray containers. Secrets only by reference, never inline."""
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HUB_OFFLINE", "value": "1" if cfg.hf_hub_offline else "0"},
+        {"name": "SOVAI_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {
+            "name": "SOVAI_NODE_REGION",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{REGION_POD_LABEL}']"}},
+        },
+    ]
+    if cfg.mlflow_tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": cfg.mlflow_tracking_uri})
+    if cfg.mlflow_secret_name:
+        for key in MLFLOW_SECRET_KEYS:
+            env.append(
+                {
+                    "name": key,
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": cfg.mlflow_secret_name,
+                            "key": key,
+                            "optional": True,
+                        }
+                    },
+                }
+            )
+    env.extend({"name": name, "value": value} for name, value in cfg.extra_env)
+    env_from: list[dict[str, Any]] = []
+    for ref in secrets:
+        env_from.extend(_secret_env(ref, env))
+    return env, env_from
+
+
+def config_volume(configmap: str) -> dict[str, Any]:
+    """The ConfigMap holding job.json, as a pod volume."""
+    return {
+        "name": CONFIG_VOLUME,
+        "configMap": {"name": configmap, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+    }
+
+
+def config_mount() -> dict[str, Any]:
+    """Where job.json appears in the containers (read-only)."""
+    return {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}

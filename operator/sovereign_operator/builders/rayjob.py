@@ -1,0 +1,161 @@
+"""The KubeRay RayJob of a FineTuneJob (backend kuberay)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..api.v1alpha1.finetunejob import FineTuneJobSpec
+from .context import QUEUE_NAME_LABEL, SPEC_HASH_ANNOTATION, BuildConfig, Owner, Residency
+from .jobconfig import CONFIG_PATH, child_labels
+from .names import configmap_name, rayjob_name
+from .podtemplate import (
+    config_mount,
+    config_volume,
+    environment,
+    node_affinity,
+    resources,
+    tolerations,
+)
+
+WORKER_GROUP = "workers"
+SUBMITTER_CPU = ("500m", "1")
+SUBMITTER_MEMORY = ("256Mi", "1Gi")
+METADATA_UID_KEY = "sovereign-ai.eu/job-uid"
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """A digest of the desired spec, recorded on the child so drift is cheap to detect."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pod_template(
+    spec: FineTuneJobSpec,
+    owner: Owner,
+    residency: Residency,
+    component: str,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    restart_never: bool = False,
+) -> dict[str, Any]:
+    gpus = spec.resources.gpus_per_worker
+    pod_spec: dict[str, Any] = {
+        "affinity": node_affinity(residency, gpus, spec.resources.gpu_type),
+        "tolerations": tolerations(gpus, spec.placement.tolerations),
+        "containers": [container],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if restart_never:
+        pod_spec["restartPolicy"] = "Never"
+    return {"metadata": {"labels": child_labels(owner, component)}, "spec": pod_spec}
+
+
+def build_rayjob(
+    spec: FineTuneJobSpec, owner: Owner, cfg: BuildConfig, residency: Residency
+) -> dict[str, Any]:
+    """A RayJob with one head and one worker group, every pod pinned to the allowed regions."""
+    image = spec.execution.image or cfg.runtime_image
+    gpus = spec.resources.gpus_per_worker
+    cpu, memory = str(spec.resources.cpu), str(spec.resources.memory)
+    env, env_from = environment(cfg, [spec.base_model.secret_ref, spec.dataset.secret_ref])
+    volumes = [config_volume(configmap_name(owner.name))]
+
+    def ray_container(name: str, amounts: dict[str, Any], ports: list[int]) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": name,
+            "image": image,
+            "resources": amounts,
+            "env": env,
+            "volumeMounts": [config_mount()],
+        }
+        if env_from:
+            container["envFrom"] = env_from
+        if ports:
+            container["ports"] = [
+                {"name": port_name, "containerPort": port}
+                for port_name, port in zip(("gcs", "dashboard", "client"), ports, strict=True)
+            ]
+        return container
+
+    head = _pod_template(
+        spec,
+        owner,
+        residency,
+        "ray-head",
+        ray_container("ray-head", resources(cfg.head_cpu, cfg.head_memory), [6379, 8265, 10001]),
+        volumes,
+    )
+    workers = _pod_template(
+        spec,
+        owner,
+        residency,
+        "ray-worker",
+        ray_container("ray-worker", resources(cpu, memory, gpus), []),
+        volumes,
+    )
+    # No command: KubeRay fills in `ray job submit ... -- <entrypoint>` itself.
+    submitter = _pod_template(
+        spec,
+        owner,
+        residency,
+        "ray-submitter",
+        {
+            "name": "ray-job-submitter",
+            "image": image,
+            "resources": {
+                "requests": {"cpu": SUBMITTER_CPU[0], "memory": SUBMITTER_MEMORY[0]},
+                "limits": {"cpu": SUBMITTER_CPU[1], "memory": SUBMITTER_MEMORY[1]},
+            },
+        },
+        [],
+        restart_never=True,
+    )
+    rayjob_spec: dict[str, Any] = {
+        "entrypoint": f"{cfg.training_command} --config {CONFIG_PATH}",
+        "submissionMode": "K8sJobMode",
+        "metadata": {METADATA_UID_KEY: owner.uid},
+        # KubeRay refuses to suspend a RayJob that keeps its cluster, so this is always true;
+        # ttlSecondsAfterFinished delays the teardown.
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": spec.execution.ttl_seconds_after_finished,
+        "backoffLimit": spec.execution.backoff_limit,
+        "suspend": spec.suspend,
+        "submitterPodTemplate": submitter,
+        "rayClusterSpec": {
+            "rayVersion": cfg.ray_version,
+            "enableInTreeAutoscaling": False,
+            "headGroupSpec": {
+                "rayStartParams": {"dashboard-host": "0.0.0.0"},
+                "template": head,
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": WORKER_GROUP,
+                    "replicas": spec.resources.workers,
+                    "minReplicas": spec.resources.workers,
+                    "maxReplicas": spec.resources.workers,
+                    "rayStartParams": {},
+                    "template": workers,
+                }
+            ],
+        },
+    }
+    if spec.execution.active_deadline_seconds is not None:
+        rayjob_spec["activeDeadlineSeconds"] = spec.execution.active_deadline_seconds
+    labels = child_labels(owner, "rayjob")
+    if spec.placement.queue_name:
+        labels[QUEUE_NAME_LABEL] = spec.placement.queue_name
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "name": rayjob_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(rayjob_spec)},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": rayjob_spec,
+    }

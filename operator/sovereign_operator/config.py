@@ -1,0 +1,78 @@
+"""Operator settings: one typed object read from SOVAI_* environment variables at startup.
+
+The Helm chart's values map one-to-one onto these variables.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the operator can be configured with. Read once, at startup."""
+
+    model_config = SettingsConfigDict(env_prefix="SOVAI_", extra="ignore", frozen=True)
+
+    runtime_image: str = Field(
+        default="registry.sovereign-ai.eu/sovereign-ai/training:0.1.0",
+        description="Training image used when a FineTuneJob names none.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLFLOW_TRACKING_URI given to training pods; unset: the trainer's default.",
+    )
+    mlflow_secret_name: str | None = Field(
+        default=None,
+        description=(
+            "Secret in the job's namespace whose keys MLFLOW_TRACKING_USERNAME / "
+            "MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN are passed via secretKeyRef."
+        ),
+    )
+    hf_hub_offline: bool = Field(
+        default=True, description="HF_HUB_OFFLINE for training pods (air-gapped by default)."
+    )
+    default_policy: str | None = Field(
+        default=None, description="SovereigntyPolicy used when a job names none."
+    )
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch (comma-separated); empty: the whole cluster.",
+    )
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0 off.")
+    health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness port; 0 off.")
+    replicas: int = Field(
+        default=1, ge=1, description="Operator replicas; peering is used only when > 1."
+    )
+    peering_name: str = Field(default="sovereign-ai-operator", description="Kopf peering name.")
+    post_events: bool = Field(default=True, description="Post Kubernetes Events.")
+    startup_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Overrides every job's spec.execution.startupDeadlineSeconds (tests, demos); "
+            "unset: each job's own value."
+        ),
+    )
+    reconcile_interval_seconds: float = Field(
+        default=10.0, gt=0, description="Interval of the level-based timer following each job."
+    )
+    max_workers: int = Field(default=16, ge=1, description="Threads for the sync handlers.")
+    head_cpu: str = Field(default="2", description="CPU of the Ray head pod.")
+    head_memory: str = Field(default="8Gi", description="Memory of the Ray head pod.")
+    ray_version: str = Field(default="2.60.0", description="Ray version in the runtime image.")
+    training_command: str = Field(
+        default="python -m sovereign_training train",
+        description="Trainer command; the operator appends --config <path to job.json>.",
+    )
+    log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text.")
+    log_level: str = Field(default="INFO", description="Python log level.")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

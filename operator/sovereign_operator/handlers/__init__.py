@@ -1,0 +1,1 @@
+"""Kopf handlers (thin: parse -> decide -> ensure -> write status) and their pure decisions."""

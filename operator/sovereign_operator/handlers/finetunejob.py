@@ -1,0 +1,275 @@
+"""FineTuneJob handlers: parse -> decide -> ensure -> write status, each one call.
+
+One reconcile serves the create, resume and update handlers and the level-based timer, so
+the same facts always lead to the same status, whichever event woke the operator up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from ..api.v1alpha1.common import PodPlacement
+from ..api.v1alpha1.finetunejob import (
+    ExecutionBackend,
+    FineTuneJobPhase,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+)
+from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
+from ..backends.context import JobContext
+from ..backends.kuberay import KubeRayBackend
+from ..backends.pods import PodFacts
+from ..backends.raycluster import RayClusterBackend
+from ..backends.types import BackendObservation, BackendState
+from ..builders.context import Owner, Residency
+from ..k8s.client import FINETUNEJOB, NAMESPACE
+from .finetunejob_status import TERMINAL, Observed, compute_status
+from .finetunejob_validate import validate
+from .indexes import one
+from .runtime import Runtime, runtime_of
+
+log = logging.getLogger(__name__)
+KIND = "FineTuneJob"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_status(status: Mapping[str, Any] | None) -> FineTuneJobStatus | None:
+    """The stored status, typed; None when absent or unreadable (then it is recomputed)."""
+    if not status or "phase" not in status:
+        return None
+    try:
+        return FineTuneJobStatus.model_validate(dict(status))
+    except ValidationError:
+        log.warning("ignoring an unreadable status", exc_info=True)
+        return None
+
+
+def _policies(index: kopf.Index[str, Any] | None) -> dict[str, SovereigntyPolicySpec]:
+    result: dict[str, SovereigntyPolicySpec] = {}
+    for name in list(index or {}):
+        raw = one(index, name) if index is not None else None
+        if raw is None:
+            continue
+        try:
+            result[name] = SovereigntyPolicySpec.model_validate(raw)
+        except ValidationError:
+            log.warning("SovereigntyPolicy %s is unreadable and ignored", name)
+    return result
+
+
+def _namespace_labels(
+    rt: Runtime, index: kopf.Index[str, Any] | None, namespace: str
+) -> dict[str, str]:
+    labels = one(index, namespace) if index is not None else None
+    if labels is None:
+        labels = (rt.kube.get(NAMESPACE, None, namespace).get("metadata") or {}).get("labels") or {}
+    return dict(labels)
+
+
+def _placement(
+    pods: tuple[PodFacts, ...], nodes: kopf.Index[str, Any] | None, region_label: str
+) -> tuple[PodPlacement, ...]:
+    result = []
+    for pod in pods:
+        if not pod.node:
+            continue
+        labels = (one(nodes, pod.node) if nodes is not None else None) or {}
+        result.append(
+            PodPlacement(pod=pod.name, node=pod.node, region=labels.get(region_label, "unknown"))
+        )
+    return tuple(result)
+
+
+def _result_placement(result: dict[str, Any] | None) -> tuple[PodPlacement, ...]:
+    """Where a Ray job on an existing cluster ran, as the trainer reported it."""
+    nodes = (result or {}).get("nodes") or []
+    return tuple(
+        PodPlacement(
+            pod=f"ray-node/{n.get('node')}", node=str(n.get("node")), region=str(n.get("region"))
+        )
+        for n in nodes
+        if isinstance(n, dict) and n.get("node")
+    )
+
+
+def write_status(
+    rt: Runtime,
+    namespace: str,
+    name: str,
+    current: Mapping[str, Any] | None,
+    new: FineTuneJobStatus,
+) -> bool:
+    """Write the whole status in one merge patch (conditions included, as a merge patch
+    replaces lists), only when it changed. Fields that disappeared are nulled."""
+    desired = new.to_json_dict()
+    existing = dict(current or {})
+    if desired == existing:
+        return False
+    patch: dict[str, Any] = {key: None for key in existing if key not in desired}
+    patch.update(desired)
+    rt.kube.merge_patch(FINETUNEJOB, namespace, name, {"status": patch}, subresource="status")
+    return True
+
+
+def _announce(
+    rt: Runtime, body: kopf.Body, previous: FineTuneJobStatus | None, new: FineTuneJobStatus
+) -> None:
+    """An Event on every phase transition, with the message of the condition that moved."""
+    if previous is not None and previous.phase == new.phase:
+        return
+    message = new.error.message if new.error else ""
+    if not message:
+        for condition in new.conditions:
+            if condition.type == new.phase.value or (
+                new.phase == FineTuneJobPhase.QUEUED and condition.type == "Admitted"
+            ):
+                message = condition.message
+        if new.phase == FineTuneJobPhase.VALIDATING:
+            message = "checking the spec against the SovereigntyPolicy"
+    kind = "Warning" if new.phase == FineTuneJobPhase.FAILED else "Normal"
+    before = previous.phase.value if previous else "Pending"
+    rt.event(body, kind, new.phase.value, f"{before} -> {new.phase.value}: {message}".strip())
+    if new.phase == FineTuneJobPhase.QUEUED:
+        for condition in new.conditions:
+            if condition.type == "ResidencyVerified":
+                rt.event(body, "Normal", "ResidencyVerified", condition.message)
+
+
+def _backend(rt: Runtime, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterBackend:
+    if spec.execution.backend == ExecutionBackend.RAY_CLUSTER:
+        return rt.raycluster
+    return rt.kuberay
+
+
+def reconcile(
+    rt: Runtime,
+    body: kopf.Body,
+    *,
+    handler: str,
+    raise_permanent: bool,
+    indexes: Mapping[str, Any],
+) -> None:
+    """One level-based pass over a FineTuneJob."""
+    meta, namespace, name = body.metadata, body.metadata.namespace, body.metadata.name
+    uid = str(meta.uid)
+    assert namespace is not None
+    assert name is not None
+    with rt.job_lock(uid), rt.measured(KIND, handler):
+        status = body.get("status")
+        previous = parse_status(status)
+        if previous is not None and previous.phase in TERMINAL:
+            rt.metrics.phases.set(uid, previous.phase.value)
+            return
+        generation = int(meta.get("generation") or 1)
+        policies = _policies(indexes.get("sovai_policies"))
+        spec, validation = validate(
+            body.get("spec") or {},
+            namespace,
+            _namespace_labels(rt, indexes.get("sovai_namespaces"), namespace),
+            policies,
+            rt.settings.default_policy,
+            rt.build.runtime_image,
+        )
+        backend_kind = "kuberay"
+        deadline = rt.settings.startup_deadline_seconds
+        observation = BackendObservation(BackendState.ABSENT)
+        placement: tuple[PodPlacement, ...] = ()
+        ctx: JobContext | None = None
+        if spec is not None:
+            backend_kind = spec.execution.backend.value
+            deadline = deadline or spec.execution.startup_deadline_seconds
+        if spec is not None and validation.ok:
+            assert validation.policy_name is not None
+            assert validation.hyperparameters is not None
+            policy = policies[validation.policy_name]
+            pods = tuple(indexes.get("sovai_pods", {}).get(uid, ()))
+            ctx = JobContext(
+                spec=spec,
+                owner=Owner(name=name, namespace=namespace, uid=uid),
+                generation=generation,
+                residency=Residency(
+                    validation.policy_name, policy.region_label, validation.regions
+                ),
+                hyperparameters=validation.hyperparameters,
+                policy=policy,
+                build=rt.build,
+                previous=previous,
+                live_rayjob=one(indexes["sovai_rayjobs"], uid)
+                if "sovai_rayjobs" in indexes
+                else None,
+                pods=pods,
+            )
+            observation = _backend(rt, spec).reconcile(ctx)
+            placement = _placement(pods, indexes.get("sovai_nodes"), policy.region_label)
+            placement += _result_placement(observation.result)
+        observed = Observed(
+            generation=generation,
+            validation=validation,
+            backend=observation,
+            backend_kind=backend_kind,
+            placement=placement,
+            startup_deadline_seconds=deadline or 900,
+        )
+        new = compute_status(spec, observed, previous, _now())
+        if (
+            ctx is not None
+            and spec is not None
+            and new.error is not None
+            and new.error.code == "StartupTimeout"
+        ):
+            _backend(rt, spec).stop(ctx)
+        write_status(rt, namespace, name, status, new)
+        rt.metrics.phases.set(uid, new.phase.value)
+        _announce(rt, body, previous, new)
+    if not validation.ok and raise_permanent:
+        raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
+
+
+def on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Create, resume and spec updates."""
+    reconcile(runtime_of(memo), body, handler="ftj-reconcile", raise_permanent=True, indexes=kwargs)
+
+
+def on_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """The level-based follow-up: the children's actual state, not only their events."""
+    reconcile(runtime_of(memo), body, handler="ftj-follow", raise_permanent=False, indexes=kwargs)
+
+
+def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Delete the children explicitly and stop a submitted Ray job; Kopf then removes the
+    finalizer."""
+    rt = runtime_of(memo)
+    meta = body.metadata
+    assert meta.namespace is not None
+    assert meta.name is not None
+    uid = str(meta.uid)
+    owner = Owner(name=meta.name, namespace=meta.namespace, uid=uid)
+    previous = parse_status(body.get("status"))
+    with rt.job_lock(uid), rt.measured(KIND, "ftj-cleanup"):
+        rt.kuberay.delete(owner, previous)
+        raw = body.get("spec") or {}
+        if (raw.get("execution") or {}).get("backend") == ExecutionBackend.RAY_CLUSTER.value:
+            policies = _policies(kwargs.get("sovai_policies"))
+            bound = previous.policy_name if previous else None
+            if bound in policies:
+                try:
+                    rt.raycluster.delete_run(
+                        policies[bound], raw["execution"].get("rayClusterRef"), owner, previous
+                    )
+                except Exception:
+                    log.warning("could not stop the Ray job of %s/%s", meta.namespace, meta.name)
+    rt.forget(uid)
+
+
+def phase_is_active(status: kopf.Status, **_: Any) -> bool:
+    """Timer filter: follow only jobs that have not reached a terminal phase."""
+    return status.get("phase") not in {p.value for p in TERMINAL}

@@ -1,0 +1,388 @@
+"""compute_status: the one pure function that turns observed facts into a FineTuneJob's status.
+
+Phase and conditions are derived from the same facts in the same pass, so they can never
+disagree (kuberay#2314). A condition's lastTransitionTime moves only when its status changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api.v1alpha1.common import Condition, ConditionStatus, ErrorInfo, PodPlacement
+from ..api.v1alpha1.finetunejob import (
+    FineTuneJobConditionType,
+    FineTuneJobPhase,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+    MlflowInfo,
+    Progress,
+    ResolvedHyperparameters,
+)
+from ..backends.types import BackendObservation, BackendState
+
+TERMINAL = frozenset(
+    {FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED, FineTuneJobPhase.CANCELLED}
+)
+CONDITION_ORDER = tuple(FineTuneJobConditionType)
+_REASON_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_PROGRESS_KEYS = {
+    "step",
+    "totalSteps",
+    "epoch",
+    "trainLoss",
+    "evalLoss",
+    "tokensPerSecond",
+    "estimatedRemainingSeconds",
+}
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of the Validating step: either the evidence, or what is wrong and where."""
+
+    ok: bool
+    policy_name: str | None = None
+    allowed_regions: tuple[str, ...] = ()
+    requested_regions: tuple[str, ...] | None = None
+    regions: tuple[str, ...] = ()
+    hyperparameters: ResolvedHyperparameters | None = None
+    code: str | None = None
+    message: str | None = None
+    field: str | None = None
+    residency: bool = False  # the failure is about where the job may run
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything compute_status needs to know about the world, gathered by the handler."""
+
+    generation: int
+    validation: Validation | None
+    backend: BackendObservation
+    backend_kind: str = "kuberay"  # or "rayCluster"
+    placement: tuple[PodPlacement, ...] = field(default_factory=tuple)
+    startup_deadline_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class _Decision:
+    phase: FineTuneJobPhase
+    reason: str
+    message: str
+    error: ErrorInfo | None = None
+
+
+RESUMED = "Resumed"
+
+
+def _was_suspended(condition: Condition | None) -> bool:
+    return condition is not None and (
+        condition.status == ConditionStatus.TRUE or condition.reason == RESUMED
+    )
+
+
+def _reason(text: str) -> str:
+    cleaned = _REASON_UNSAFE.sub("", text) or "Unknown"
+    return cleaned if cleaned[0].isalpha() else f"R{cleaned}"
+
+
+def _waiting_since(
+    observed: Observed, previous: FineTuneJobStatus | None, now: datetime
+) -> datetime | None:
+    """Since when the job has been trying to start: creation, or the last resume."""
+    moments = [m for m in (observed.backend.created_at,) if m is not None]
+    if previous is not None and previous.phase == FineTuneJobPhase.SUSPENDED:
+        moments.append(now)  # resuming in this very pass
+    for condition in previous.conditions if previous else []:
+        if condition.type == FineTuneJobConditionType.SUSPENDED and condition.reason == RESUMED:
+            moments.append(condition.last_transition_time)
+    return max(moments) if moments else None
+
+
+def _decide(
+    spec: FineTuneJobSpec | None,
+    observed: Observed,
+    previous: FineTuneJobStatus | None,
+    now: datetime,
+) -> _Decision:
+    validation = observed.validation
+    backend = observed.backend
+    if validation is None:
+        return _Decision(FineTuneJobPhase.VALIDATING, "Validating", "checking the spec and policy")
+    if not validation.ok:
+        code = validation.code or "InvalidSpec"
+        message = validation.message or "the spec is invalid"
+        return _Decision(
+            FineTuneJobPhase.FAILED,
+            code,
+            message,
+            ErrorInfo(code=code, message=message, field=validation.field),
+        )
+    if backend.state == BackendState.FAILED:
+        code = _reason(backend.reason or "TrainingFailed")
+        message = backend.message or "the Ray job failed"
+        return _Decision(
+            FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
+        )
+    if backend.state == BackendState.SUCCEEDED:
+        model = (backend.result or {}).get("modelUri")
+        detail = f"; registered {model}" if model else ""
+        return _Decision(
+            FineTuneJobPhase.SUCCEEDED, "TrainingSucceeded", f"training finished{detail}"
+        )
+    if spec is not None and spec.suspend:
+        return _Decision(FineTuneJobPhase.SUSPENDED, "SuspendedBySpec", "spec.suspend is true")
+    if backend.state in (BackendState.PENDING, BackendState.ABSENT, BackendState.SUSPENDED):
+        since = _waiting_since(observed, previous, now)
+        deadline = observed.startup_deadline_seconds
+        if since is not None and (now - since).total_seconds() > deadline:
+            why = "; ".join(dict.fromkeys(backend.blockers)) or "no pod reported a cause"
+            code = "StartupTimeout"
+            message = (
+                f"the job did not start within spec.execution.startupDeadlineSeconds "
+                f"({deadline} s): {why}"
+            )
+            return _Decision(
+                FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
+            )
+    if backend.state == BackendState.RUNNING:
+        return _Decision(
+            FineTuneJobPhase.RUNNING, "Running", f"the Ray job {backend.name} is running"
+        )
+    where = (
+        f"RayJob {backend.name}"
+        if observed.backend_kind == "kuberay"
+        else f"submission {backend.name}"
+    )
+    blockers = "; ".join(dict.fromkeys(backend.blockers))
+    message = f"{where} is starting" + (f" (waiting: {blockers})" if blockers else "")
+    return _Decision(FineTuneJobPhase.QUEUED, "Queued", message)
+
+
+def _condition(
+    kind: FineTuneJobConditionType,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    previous: dict[str, Condition],
+    generation: int,
+    now: datetime,
+) -> Condition:
+    before = previous.get(kind.value)
+    moved = before is None or before.status != status
+    return Condition(
+        type=kind.value,
+        status=status,
+        reason=_reason(reason),
+        message=message,
+        last_transition_time=now if moved or before is None else before.last_transition_time,
+        observed_generation=generation,
+    )
+
+
+def _progress(
+    observed: BackendObservation, previous: Progress | None, done: bool
+) -> Progress | None:
+    progress = previous
+    if observed.progress:
+        values: dict[str, Any] = {
+            k: v for k, v in observed.progress.items() if k in _PROGRESS_KEYS and v is not None
+        }
+        try:
+            progress = Progress.model_validate(values)
+        except ValidationError:
+            progress = previous
+    if progress is not None and progress.total_steps:
+        percentage = min(100, int(progress.step * 100 / progress.total_steps))
+        progress = progress.model_copy(update={"percentage": percentage})
+    if done and progress is not None:
+        progress = progress.model_copy(update={"percentage": 100, "estimated_remaining_seconds": 0})
+    return progress
+
+
+def _merge_placement(
+    previous: list[PodPlacement] | None, current: tuple[PodPlacement, ...]
+) -> list[PodPlacement] | None:
+    """Pods disappear after teardown; the evidence of where they ran must not."""
+    merged = {p.pod: p for p in previous or []}
+    merged.update({p.pod: p for p in current})
+    return [merged[name] for name in sorted(merged)] or None
+
+
+def compute_status(
+    spec: FineTuneJobSpec | None,
+    observed: Observed,
+    previous: FineTuneJobStatus | None,
+    now: datetime,
+) -> FineTuneJobStatus:
+    """The complete status of a FineTuneJob: phase, all conditions, and the evidence. Pure.
+
+    A terminal phase (Succeeded, Failed, Cancelled) never changes again.
+    """
+    generation = observed.generation
+    if previous is not None and previous.phase in TERMINAL:
+        return previous.model_copy(
+            update={
+                "observed_generation": generation,
+                "placement": _merge_placement(previous.placement, observed.placement),
+            }
+        )
+    decision = _decide(spec, observed, previous, now)
+    phase = decision.phase
+    validation = observed.validation
+    backend = observed.backend
+    before = {c.type: c for c in (previous.conditions if previous else [])}
+
+    def cond(
+        kind: FineTuneJobConditionType, status: ConditionStatus, reason: str, message: str
+    ) -> Condition:
+        return _condition(kind, status, reason, message, before, generation, now)
+
+    T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+    conditions: list[Condition] = []
+    # InputsValidated and ResidencyVerified
+    if validation is None:
+        conditions.append(cond(FineTuneJobConditionType.INPUTS_VALIDATED, U, "Validating", ""))
+        conditions.append(cond(FineTuneJobConditionType.RESIDENCY_VERIFIED, U, "Validating", ""))
+    elif not validation.ok:
+        code, message = decision.reason, decision.message
+        if validation.residency:
+            conditions.append(
+                cond(
+                    FineTuneJobConditionType.INPUTS_VALIDATED, T, "Valid", "the spec is well-formed"
+                )
+            )
+            conditions.append(cond(FineTuneJobConditionType.RESIDENCY_VERIFIED, F, code, message))
+        else:
+            conditions.append(cond(FineTuneJobConditionType.INPUTS_VALIDATED, F, code, message))
+            conditions.append(
+                cond(
+                    FineTuneJobConditionType.RESIDENCY_VERIFIED,
+                    U,
+                    "NotChecked",
+                    "the spec is invalid",
+                )
+            )
+    else:
+        hp = validation.hyperparameters
+        resolved = (
+            f"epochs={hp.epochs} batchSize={hp.batch_size} microBatchSize={hp.micro_batch_size} "
+            f"learningRate={hp.learning_rate:g}"
+            if hp
+            else ""
+        )
+        conditions.append(
+            cond(
+                FineTuneJobConditionType.INPUTS_VALIDATED,
+                T,
+                "Valid",
+                f"the spec is valid; hyperparameters resolved: {resolved}".rstrip(": "),
+            )
+        )
+        requested = (
+            ", ".join(validation.requested_regions)
+            if validation.requested_regions
+            else "any allowed"
+        )
+        conditions.append(
+            cond(
+                FineTuneJobConditionType.RESIDENCY_VERIFIED,
+                T,
+                "RegionsAllowed",
+                f"SovereigntyPolicy {validation.policy_name} allows "
+                f"[{', '.join(validation.allowed_regions)}]; requested [{requested}]; "
+                f"every pod is pinned to [{', '.join(validation.regions)}]",
+            )
+        )
+    # Admitted
+    what = "RayJob" if observed.backend_kind == "kuberay" else "Ray job submission"
+    if validation is None:
+        conditions.append(cond(FineTuneJobConditionType.ADMITTED, U, "Validating", ""))
+    elif not validation.ok:
+        conditions.append(
+            cond(FineTuneJobConditionType.ADMITTED, F, "NotAdmitted", "the job failed validation")
+        )
+    elif backend.state != BackendState.ABSENT or (
+        previous is not None and previous.start_time is not None
+    ):
+        conditions.append(
+            cond(
+                FineTuneJobConditionType.ADMITTED,
+                T,
+                "RayJobCreated" if observed.backend_kind == "kuberay" else "Submitted",
+                f"{what} {backend.name or ''} created".replace("  ", " "),
+            )
+        )
+    else:
+        reason = "SuspendedBySpec" if phase == FineTuneJobPhase.SUSPENDED else "Creating"
+        conditions.append(cond(FineTuneJobConditionType.ADMITTED, F, reason, f"no {what} yet"))
+    for kind, target in (
+        (FineTuneJobConditionType.RUNNING, FineTuneJobPhase.RUNNING),
+        (FineTuneJobConditionType.SUCCEEDED, FineTuneJobPhase.SUCCEEDED),
+        (FineTuneJobConditionType.FAILED, FineTuneJobPhase.FAILED),
+        (FineTuneJobConditionType.SUSPENDED, FineTuneJobPhase.SUSPENDED),
+    ):
+        if phase == target:
+            conditions.append(cond(kind, T, decision.reason, decision.message))
+        elif kind == FineTuneJobConditionType.SUSPENDED and _was_suspended(before.get(kind.value)):
+            # Remembered, so the start-up deadline counts from the resume, not from creation.
+            conditions.append(cond(kind, F, RESUMED, "resumed after a suspension"))
+        else:
+            conditions.append(cond(kind, F, phase.value, f"the job is {phase.value}"))
+
+    prev = previous or FineTuneJobStatus()
+    start_time = prev.start_time or (
+        backend.created_at if backend.state != BackendState.ABSENT else None
+    )
+    terminal = phase in TERMINAL
+    completion = (backend.end_time or now) if terminal else None
+    result = backend.result if phase == FineTuneJobPhase.SUCCEEDED else None
+    mlflow = prev.mlflow
+    fine_tuned = prev.fine_tuned_model
+    if result:
+        mlflow = MlflowInfo(
+            run_id=_str(result.get("runId")),
+            experiment_id=_str(result.get("experimentId")),
+            model_name=_str(result.get("modelName")),
+            model_version=_str(result.get("modelVersion")),
+            model_uri=_str(result.get("modelUri")),
+        )
+        fine_tuned = _str(result.get("modelUri"))
+    ok = validation is not None and validation.ok
+    return FineTuneJobStatus(
+        phase=phase,
+        conditions=conditions,
+        observed_generation=generation,
+        start_time=start_time,
+        completion_time=completion,
+        ray_job_name=backend.name
+        if observed.backend_kind == "kuberay" and backend.name
+        else prev.ray_job_name,
+        submission_id=backend.name
+        if observed.backend_kind != "kuberay" and backend.name
+        else prev.submission_id,
+        policy_name=validation.policy_name if validation else prev.policy_name,
+        regions=list(validation.regions) if ok and validation else prev.regions,
+        placement=_merge_placement(prev.placement, observed.placement),
+        progress=_progress(backend, prev.progress, phase == FineTuneJobPhase.SUCCEEDED),
+        resolved_hyperparameters=validation.hyperparameters
+        if ok and validation
+        else prev.resolved_hyperparameters,
+        mlflow=mlflow,
+        fine_tuned_model=fine_tuned,
+        error=decision.error,
+    )
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def conditions_by_type(status: FineTuneJobStatus) -> dict[str, Condition]:
+    """The conditions of a status keyed by type (for tests and event messages)."""
+    return {c.type: c for c in status.conditions}

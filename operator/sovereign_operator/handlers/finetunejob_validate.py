@@ -1,0 +1,178 @@
+"""The Validating step, pure: parse the spec, bind the SovereigntyPolicy, re-check the policy,
+intersect the regions and resolve "auto" hyperparameters. Everything it needs is passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api.v1alpha1.finetunejob import ExecutionBackend, FineTuneJobSpec
+from ..api.v1alpha1.hyperparameters import HyperparameterError, resolve_hyperparameters
+from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
+from ..policy import check_finetunejob, selects_namespace
+from .finetunejob_status import Validation
+
+
+def _field_of(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    return f"spec.{location}" if location else "spec", first["msg"]
+
+
+def parse_spec(spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, Validation | None]:
+    """The typed spec, or a failed Validation naming the first bad field."""
+    try:
+        return FineTuneJobSpec.model_validate(dict(spec)), None
+    except ValidationError as error:
+        field, message = _field_of(error)
+        return None, Validation(
+            ok=False, code="InvalidSpec", field=field, message=f"{field}: {message}"
+        )
+
+
+def bind_policy(
+    spec: FineTuneJobSpec,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    policies: Mapping[str, SovereigntyPolicySpec],
+    default_policy: str | None,
+) -> tuple[str | None, list[str], Validation | None]:
+    """(bound policy name, every policy selecting the namespace, or a failure)."""
+    selecting = sorted(n for n, p in policies.items() if selects_namespace(p, namespace_labels))
+    ref = spec.placement.policy_ref
+    if ref:
+        if ref not in policies:
+            return (
+                None,
+                selecting,
+                Validation(
+                    ok=False,
+                    code="PolicyNotFound",
+                    field="spec.placement.policyRef",
+                    residency=True,
+                    message=f"spec.placement.policyRef: SovereigntyPolicy {ref!r} does not exist; "
+                    f"policies selecting namespace {namespace}: {selecting or 'none'}",
+                ),
+            )
+        if ref not in selecting:
+            return (
+                None,
+                selecting,
+                Validation(
+                    ok=False,
+                    code="PolicyNotApplicable",
+                    field="spec.placement.policyRef",
+                    residency=True,
+                    message=f"spec.placement.policyRef: SovereigntyPolicy {ref!r} does not select "
+                    f"namespace {namespace}; allowed: {selecting or 'none'}",
+                ),
+            )
+        return ref, selecting, None
+    if default_policy and default_policy in selecting:
+        return default_policy, selecting, None
+    if len(selecting) == 1:
+        return selecting[0], selecting, None
+    if not selecting:
+        return (
+            None,
+            selecting,
+            Validation(
+                ok=False,
+                code="NoPolicy",
+                field="spec.placement.policyRef",
+                residency=True,
+                message=f"no SovereigntyPolicy selects namespace {namespace}; a FineTuneJob only "
+                "runs where a policy says where it may run",
+            ),
+        )
+    return (
+        None,
+        selecting,
+        Validation(
+            ok=False,
+            code="AmbiguousPolicy",
+            field="spec.placement.policyRef",
+            residency=True,
+            message=f"spec.placement.policyRef: several policies select namespace {namespace} "
+            f"({', '.join(selecting)}); name one",
+        ),
+    )
+
+
+def validate(
+    raw_spec: Mapping[str, Any],
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    policies: Mapping[str, SovereigntyPolicySpec],
+    default_policy: str | None,
+    default_image: str,
+) -> tuple[FineTuneJobSpec | None, Validation]:
+    """Parse and check a FineTuneJob spec; on success the Validation carries the evidence."""
+    spec, failure = parse_spec(raw_spec)
+    if spec is None:
+        assert failure is not None
+        return None, failure
+    bound, selecting, failure = bind_policy(
+        spec, namespace, namespace_labels, policies, default_policy
+    )
+    if failure is not None or bound is None:
+        assert failure is not None
+        return spec, failure
+    # Every policy that selects the namespace is enforced, not only the bound one.
+    allowed: set[str] | None = None
+    for name in selecting:
+        policy = policies[name]
+        for violation in check_finetunejob(spec, policy, name, default_image=default_image):
+            return spec, Validation(
+                ok=False,
+                code="PolicyViolation",
+                field=violation.field,
+                message=violation.message,
+                residency=True,
+                policy_name=bound,
+            )
+        permitted = set(policy.allowed_regions)
+        allowed = permitted if allowed is None else allowed & permitted
+    allowed_regions = tuple(sorted(allowed or ()))
+    requested = tuple(spec.placement.regions) if spec.placement.regions else None
+    regions = tuple(r for r in allowed_regions if requested is None or r in requested)
+    if spec.execution.backend == ExecutionBackend.RAY_CLUSTER:
+        # check_finetunejob has refused undeclared clusters already.
+        endpoint = next(
+            c for c in policies[bound].ray_clusters if c.name == spec.execution.ray_cluster_ref
+        )
+        if endpoint.region not in regions:
+            return spec, Validation(
+                ok=False,
+                code="PolicyViolation",
+                field="spec.execution.rayClusterRef",
+                residency=True,
+                policy_name=bound,
+                message=f"spec.execution.rayClusterRef: Ray cluster {endpoint.name} runs in "
+                f"{endpoint.region}, outside the allowed regions {list(regions)}",
+            )
+        regions = (endpoint.region,)
+    if not regions:
+        return spec, Validation(
+            ok=False,
+            code="PolicyViolation",
+            field="spec.placement.regions",
+            residency=True,
+            policy_name=bound,
+            message=f"spec.placement.regions: {list(requested or ())} has no region allowed by "
+            f"the policies of namespace {namespace}; allowed: {list(allowed_regions)}",
+        )
+    try:
+        hyperparameters = resolve_hyperparameters(spec)
+    except HyperparameterError as error:
+        return spec, Validation(ok=False, code="InvalidSpec", field=error.field, message=str(error))
+    return spec, Validation(
+        ok=True,
+        policy_name=bound,
+        allowed_regions=allowed_regions,
+        requested_regions=requested,
+        regions=regions,
+        hyperparameters=hyperparameters,
+    )

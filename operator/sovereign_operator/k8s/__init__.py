@@ -1,0 +1,1 @@
+"""Small client helpers over the sync kubernetes client: generic CRUD, ensure, lookups."""

@@ -1,0 +1,165 @@
+"""The operator process: settings, Kopf configuration, handler registration, kopf.run().
+
+Settings are read when the operator starts (never at import time); the startup handler then
+loads the kube config, sets Kopf's settings, and starts the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+
+from .api.v1alpha1.common import GROUP, VERSION
+from .api.v1alpha1.finetunejob import PLURAL as FTJ_PLURAL
+from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
+from .backends.kuberay import KubeRayBackend
+from .backends.raycluster import RayClusterBackend
+from .builders.context import JOB_UID_LABEL, BuildConfig
+from .config import Settings
+from .handlers import finetunejob, indexes
+from .handlers.runtime import Runtime
+from .k8s.client import Kube
+from .metrics import Metrics
+
+FINALIZER = "sovereign-ai.eu/finalizer"
+ANNOTATION_PREFIX = "sovereign-ai.eu"
+log = logging.getLogger(__name__)
+
+
+def build_config(settings: Settings) -> BuildConfig:
+    """The builders' view of the settings."""
+    return BuildConfig(
+        runtime_image=settings.runtime_image,
+        mlflow_tracking_uri=settings.mlflow_tracking_uri,
+        mlflow_secret_name=settings.mlflow_secret_name,
+        hf_hub_offline=settings.hf_hub_offline,
+        head_cpu=settings.head_cpu,
+        head_memory=settings.head_memory,
+        ray_version=settings.ray_version,
+        training_command=settings.training_command,
+    )
+
+
+def _api_client(max_workers: int) -> k8s.ApiClient:
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    configuration = k8s.Configuration.get_default_copy()
+    # One connection per handler thread, so threads never queue for a socket.
+    configuration.connection_pool_maxsize = max_workers + 4
+    return k8s.ApiClient(configuration)
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Kopf's own settings: progress in annotations, our finalizer, peering, events."""
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = FINALIZER
+    kopf_settings.peering.standalone = settings.replicas <= 1
+    kopf_settings.peering.name = settings.peering_name
+    kopf_settings.peering.mandatory = settings.replicas > 1
+    kopf_settings.posting.enabled = settings.post_events
+    kopf_settings.posting.reporting_component = "sovereign-ai-operator"
+    kopf_settings.execution.executor = ThreadPoolExecutor(max_workers=settings.max_workers)
+    kopf_settings.watching.server_timeout = 300
+    # Only the pods and RayJobs the operator made are watched (server-side filtering).
+    kopf_settings.watching.label_selectors["", "v1", "pods"] = JOB_UID_LABEL
+    kopf_settings.watching.label_selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Register every handler with an explicit, stable id."""
+    ftj = (GROUP, VERSION, FTJ_PLURAL)
+
+    @kopf.on.startup(registry=registry, id="sovai-startup")
+    def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        configure_kopf(settings, memo.settings)
+        kube = Kube(_api_client(memo.settings.max_workers))
+        metrics = Metrics()
+        metrics.serve(memo.settings.metrics_port)
+        memo.runtime = Runtime(
+            settings=memo.settings,
+            kube=kube,
+            metrics=metrics,
+            build=build_config(memo.settings),
+            kuberay=KubeRayBackend(kube),
+            raycluster=RayClusterBackend(
+                kube,
+                memo.settings.training_command,
+                memo.settings.mlflow_tracking_uri,
+                memo.settings.hf_hub_offline,
+            ),
+        )
+        log.info("sovereign-ai operator started", extra={"namespaces": memo.settings.namespaces})
+
+    kopf.index(
+        "ray.io",
+        "v1",
+        "rayjobs",
+        id="sovai_rayjobs",
+        registry=registry,
+        labels={JOB_UID_LABEL: kopf.PRESENT},
+    )(indexes.rayjobs_by_owner)
+    kopf.index(
+        "", "v1", "pods", id="sovai_pods", registry=registry, labels={JOB_UID_LABEL: kopf.PRESENT}
+    )(indexes.pods_by_owner)
+    kopf.index("", "v1", "nodes", id="sovai_nodes", registry=registry)(indexes.node_labels)
+    kopf.index("", "v1", "namespaces", id="sovai_namespaces", registry=registry)(
+        indexes.namespace_labels
+    )
+    kopf.index(GROUP, VERSION, POLICY_PLURAL, id="sovai_policies", registry=registry)(
+        indexes.policies
+    )
+    kopf.on.create(*ftj, id="ftj-reconcile", registry=registry)(finetunejob.on_change)
+    kopf.on.resume(*ftj, id="ftj-resume", registry=registry)(finetunejob.on_change)
+    kopf.on.update(*ftj, id="ftj-update", field="spec", registry=registry)(finetunejob.on_change)
+    kopf.timer(
+        *ftj,
+        id="ftj-follow",
+        registry=registry,
+        interval=settings.reconcile_interval_seconds,
+        initial_delay=settings.reconcile_interval_seconds,
+        when=finetunejob.phase_is_active,
+    )(finetunejob.on_timer)
+    kopf.on.delete(*ftj, id="ftj-cleanup", registry=registry)(finetunejob.on_delete)
+
+
+def run(settings: Settings | None = None, stop_flag: threading.Event | None = None) -> None:
+    """Run the operator until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
+    settings = settings or Settings()
+    kopf.configure(
+        verbose=settings.log_level.upper() == "DEBUG",
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(settings.log_level.upper())
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+    memo = kopf.Memo(settings=settings)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    kopf.run(
+        registry=registry,
+        memo=memo,
+        standalone=settings.replicas <= 1,
+        peering_name=settings.peering_name,
+        liveness_endpoint=liveness,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        stop_flag=stop_flag,
+    )
+
+
+def main() -> int:
+    """Entry point of `python -m sovereign_operator` and `sovai operator`."""
+    run()
+    return 0

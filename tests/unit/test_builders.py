@@ -1,0 +1,389 @@
+"""Builders are pure: whole-dict comparisons of the RayJob, the ConfigMap and job.json."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
+from sovereign_operator.builders.context import BuildConfig, Owner, Residency
+from sovereign_operator.builders.jobconfig import build_job_config, build_job_configmap
+from sovereign_operator.builders.names import RAYJOB_NAME_MAX, configmap_name, rayjob_name
+from sovereign_operator.builders.rayjob import build_rayjob, spec_hash
+
+OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")
+RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par", "eu-central-fra"))
+CFG = BuildConfig(
+    runtime_image="registry.eu/sovai/training:1", mlflow_tracking_uri="http://mlflow:5000"
+)
+HP = ResolvedHyperparameters(
+    epochs=3,
+    batch_size=8,
+    micro_batch_size=4,
+    learning_rate=2e-4,
+    max_seq_length=2048,
+    warmup_ratio=0.03,
+    seed=42,
+)
+OWNER_REF = {
+    "apiVersion": "sovereign-ai.eu/v1alpha1",
+    "kind": "FineTuneJob",
+    "name": "ft",
+    "uid": "0000-1111",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+
+
+def labels(component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "sovereign-ai-operator",
+        "sovereign-ai.eu/finetunejob": "ft",
+        "sovereign-ai.eu/job-uid": "0000-1111",
+        "sovereign-ai.eu/component": component,
+    }
+
+
+def make_spec(**overrides: Any) -> FineTuneJobSpec:
+    raw: dict[str, Any] = {
+        "baseModel": {
+            "uri": "hf://acme/tiny-llama",
+            "secretRef": {"name": "hf", "key": "HF_TOKEN"},
+        },
+        "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
+        "resources": {
+            "workers": 2,
+            "gpusPerWorker": 1,
+            "gpuType": "NVIDIA-H100-80GB-HBM3",
+            "cpu": "8",
+            "memory": "64Gi",
+        },
+        "placement": {
+            "queueName": "eu-gpus",
+            "tolerations": [
+                {"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"}
+            ],
+        },
+        "execution": {
+            "activeDeadlineSeconds": 7200,
+            "backoffLimit": 1,
+            "ttlSecondsAfterFinished": 600,
+        },
+    }
+    raw.update(overrides)
+    return FineTuneJobSpec.model_validate(raw)
+
+
+AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "topology.kubernetes.io/region",
+                            "operator": "In",
+                            "values": ["eu-central-fra", "eu-west-par"],
+                        },
+                        {
+                            "key": "nvidia.com/gpu.product",
+                            "operator": "In",
+                            "values": ["NVIDIA-H100-80GB-HBM3"],
+                        },
+                    ]
+                }
+            ]
+        }
+    }
+}
+TOLERATIONS = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"},
+]
+ENV = [
+    {"name": "HF_HUB_OFFLINE", "value": "1"},
+    {"name": "SOVAI_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    {
+        "name": "SOVAI_NODE_REGION",
+        "valueFrom": {
+            "fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/region']"}
+        },
+    },
+    {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"},
+    {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}},
+]
+VOLUMES = [
+    {
+        "name": "sovereign-ai-config",
+        "configMap": {"name": "ft-config", "items": [{"key": "job.json", "path": "job.json"}]},
+    }
+]
+MOUNTS = [{"name": "sovereign-ai-config", "mountPath": "/etc/sovereign-ai", "readOnly": True}]
+
+
+def test_rayjob_is_exactly_as_expected() -> None:
+    expected_spec = {
+        "entrypoint": "python -m sovereign_training train --config /etc/sovereign-ai/job.json",
+        "submissionMode": "K8sJobMode",
+        "metadata": {"sovereign-ai.eu/job-uid": "0000-1111"},
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": 600,
+        "backoffLimit": 1,
+        "suspend": False,
+        "submitterPodTemplate": {
+            "metadata": {"labels": labels("ray-submitter")},
+            "spec": {
+                "affinity": AFFINITY,
+                "tolerations": TOLERATIONS,
+                "containers": [
+                    {
+                        "name": "ray-job-submitter",
+                        "image": "registry.eu/sovai/training:1",
+                        "resources": {
+                            "requests": {"cpu": "500m", "memory": "256Mi"},
+                            "limits": {"cpu": "1", "memory": "1Gi"},
+                        },
+                    }
+                ],
+                "restartPolicy": "Never",
+            },
+        },
+        "rayClusterSpec": {
+            "rayVersion": "2.60.0",
+            "enableInTreeAutoscaling": False,
+            "headGroupSpec": {
+                "rayStartParams": {"dashboard-host": "0.0.0.0"},
+                "template": {
+                    "metadata": {"labels": labels("ray-head")},
+                    "spec": {
+                        "affinity": AFFINITY,
+                        "tolerations": TOLERATIONS,
+                        "containers": [
+                            {
+                                "name": "ray-head",
+                                "image": "registry.eu/sovai/training:1",
+                                "resources": {
+                                    "requests": {"cpu": "2", "memory": "8Gi"},
+                                    "limits": {"cpu": "2", "memory": "8Gi"},
+                                },
+                                "env": ENV,
+                                "volumeMounts": MOUNTS,
+                                "ports": [
+                                    {"name": "gcs", "containerPort": 6379},
+                                    {"name": "dashboard", "containerPort": 8265},
+                                    {"name": "client", "containerPort": 10001},
+                                ],
+                            }
+                        ],
+                        "volumes": VOLUMES,
+                    },
+                },
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": "workers",
+                    "replicas": 2,
+                    "minReplicas": 2,
+                    "maxReplicas": 2,
+                    "rayStartParams": {},
+                    "template": {
+                        "metadata": {"labels": labels("ray-worker")},
+                        "spec": {
+                            "affinity": AFFINITY,
+                            "tolerations": TOLERATIONS,
+                            "containers": [
+                                {
+                                    "name": "ray-worker",
+                                    "image": "registry.eu/sovai/training:1",
+                                    "resources": {
+                                        "requests": {
+                                            "cpu": "8",
+                                            "memory": "64Gi",
+                                            "nvidia.com/gpu": "1",
+                                        },
+                                        "limits": {
+                                            "cpu": "8",
+                                            "memory": "64Gi",
+                                            "nvidia.com/gpu": "1",
+                                        },
+                                    },
+                                    "env": ENV,
+                                    "volumeMounts": MOUNTS,
+                                }
+                            ],
+                            "volumes": VOLUMES,
+                        },
+                    },
+                }
+            ],
+        },
+        "activeDeadlineSeconds": 7200,
+    }
+    expected = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "name": "ft",
+            "namespace": "team-a",
+            "labels": {**labels("rayjob"), "kueue.x-k8s.io/queue-name": "eu-gpus"},
+            "annotations": {"sovereign-ai.eu/spec-hash": spec_hash(expected_spec)},
+            "ownerReferences": [OWNER_REF],
+        },
+        "spec": expected_spec,
+    }
+    assert build_rayjob(make_spec(), OWNER, CFG, RESIDENCY) == expected
+
+
+def test_cpu_job_has_no_gpu_selector_toleration_or_limit() -> None:
+    spec = make_spec(
+        resources={"workers": 1, "gpusPerWorker": 0, "cpu": "2", "memory": "4Gi"}, placement={}
+    )
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY)
+    worker = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [
+            {
+                "matchExpressions": [
+                    {
+                        "key": "topology.kubernetes.io/region",
+                        "operator": "In",
+                        "values": ["eu-central-fra", "eu-west-par"],
+                    }
+                ]
+            }
+        ]
+    }
+    assert worker["tolerations"] == []
+    assert worker["containers"][0]["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
+
+
+def test_gpus_without_type_pin_to_any_gpu_node() -> None:
+    spec = make_spec(resources={"workers": 1, "gpusPerWorker": 2})
+    pod = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["submitterPodTemplate"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][1] == {
+        "key": "nvidia.com/gpu.product",
+        "operator": "Exists",
+    }
+
+
+def test_every_pod_template_is_pinned_to_the_allowed_regions() -> None:
+    spec = make_spec()
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]
+    templates = [
+        rayjob["submitterPodTemplate"],
+        rayjob["rayClusterSpec"]["headGroupSpec"]["template"],
+        *(group["template"] for group in rayjob["rayClusterSpec"]["workerGroupSpecs"]),
+    ]
+    assert len(templates) == 3
+    for template in templates:
+        assert template["spec"]["affinity"] == AFFINITY
+        assert template["spec"]["tolerations"] == TOLERATIONS
+
+
+def test_secret_without_key_is_referenced_whole_never_inlined() -> None:
+    spec = make_spec(dataset={"trainingUri": "s3://eu-data/t.jsonl", "secretRef": {"name": "s3"}})
+    head = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["rayClusterSpec"]["headGroupSpec"]
+    container = head["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert all("value" not in e or e["name"] not in ("HF_TOKEN",) for e in container["env"])
+
+
+def test_suspend_maps_to_rayjob_suspend_and_changes_the_hash() -> None:
+    running = build_rayjob(make_spec(), OWNER, CFG, RESIDENCY)
+    suspended = build_rayjob(make_spec(suspend=True), OWNER, CFG, RESIDENCY)
+    assert suspended["spec"]["suspend"] is True
+    assert running["metadata"]["annotations"] != suspended["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ft", "ft"),
+        ("a" * 47, "a" * 47),
+        ("llama.v2", "llama-v2"),
+        ("7b-run", "j7b-run"),
+    ],
+)
+def test_rayjob_names(name: str, expected: str) -> None:
+    assert rayjob_name(name) == expected
+
+
+@pytest.mark.parametrize("length", [48, 63, 200, 253])
+def test_long_names_are_truncated_with_a_hash_and_stay_distinct(length: int) -> None:
+    name = "x" * (length - 1) + "a"
+    other = "x" * (length - 1) + "b"
+    assert len(rayjob_name(name)) <= RAYJOB_NAME_MAX
+    assert len(configmap_name(name)) <= 63
+    assert rayjob_name(name) != rayjob_name(other)
+    assert rayjob_name(name) == rayjob_name(name)
+
+
+def test_job_config_follows_the_contract() -> None:
+    spec = make_spec(suffix="gdpr", output={"uri": "s3://eu-models/out"})
+    assert build_job_config(spec, OWNER, HP, RESIDENCY) == {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "TrainingConfig",
+        "job": {"namespace": "team-a", "name": "ft", "uid": "0000-1111"},
+        "baseModel": {"uri": "hf://acme/tiny-llama", "revision": None},
+        "dataset": {
+            "trainingUri": "s3://eu-data/train.jsonl",
+            "validationUri": None,
+            "format": "chat",
+            "sha256": None,
+        },
+        "method": {
+            "type": "lora",
+            "hyperparameters": {
+                "epochs": 3,
+                "batchSize": 8,
+                "microBatchSize": 4,
+                "learningRate": 2e-4,
+                "maxSeqLength": 2048,
+                "warmupRatio": 0.03,
+                "seed": 42,
+            },
+            "lora": {
+                "rank": 16,
+                "alpha": 32,
+                "dropout": 0.05,
+                "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+            },
+            "mergeAdapter": False,
+        },
+        "resources": {"workers": 2, "gpusPerWorker": 1},
+        "tracking": {"experimentName": "team-a/ft", "registeredModelName": "tiny-llama-gdpr"},
+        "output": {"uri": "s3://eu-models/out"},
+        "checkpointing": {"everySteps": 200, "keep": 2, "maxFailures": 2},
+        "placement": {"regions": ["eu-west-par", "eu-central-fra"]},
+    }
+
+
+def test_full_method_has_no_lora_section() -> None:
+    spec = make_spec(method={"type": "full"})
+    assert build_job_config(spec, OWNER, HP, RESIDENCY)["method"]["lora"] is None
+
+
+def test_configmap_holds_job_json_and_is_owned() -> None:
+    spec = make_spec()
+    configmap = build_job_configmap(spec, OWNER, HP, RESIDENCY)
+    assert configmap == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "ft-config",
+            "namespace": "team-a",
+            "labels": labels("config"),
+            "ownerReferences": [OWNER_REF],
+        },
+        "data": {
+            "job.json": json.dumps(
+                build_job_config(spec, OWNER, HP, RESIDENCY), indent=2, sort_keys=True
+            )
+        },
+    }

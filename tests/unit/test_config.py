@@ -1,0 +1,41 @@
+"""Settings come from SOVAI_* variables; Kopf's settings follow from them."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from sovereign_operator.builders.context import JOB_UID_LABEL
+from sovereign_operator.config import Settings
+from sovereign_operator.main import FINALIZER, build_config, configure_kopf
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVAI_RUNTIME_IMAGE", "registry.eu/training:2")
+    monkeypatch.setenv("SOVAI_NAMESPACES", "team-a, team-b,")
+    monkeypatch.setenv("SOVAI_MLFLOW_TRACKING_URI", "http://mlflow.eu:5000")
+    monkeypatch.setenv("SOVAI_REPLICAS", "2")
+    monkeypatch.setenv("SOVAI_STARTUP_DEADLINE_SECONDS", "45")
+    settings = Settings()
+    assert settings.runtime_image == "registry.eu/training:2"
+    assert settings.namespaces == ["team-a", "team-b"]
+    assert settings.mlflow_tracking_uri == "http://mlflow.eu:5000"
+    assert settings.startup_deadline_seconds == 45
+    assert build_config(settings).runtime_image == "registry.eu/training:2"
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVAI_METRICS_PORT", "70000")
+    with pytest.raises(ValueError, match="metrics_port"):
+        Settings()
+
+
+@pytest.mark.parametrize(("replicas", "standalone"), [(1, True), (3, False)])
+def test_kopf_settings(replicas: int, standalone: bool) -> None:
+    kopf_settings = kopf.OperatorSettings()
+    configure_kopf(kopf_settings, Settings(replicas=replicas, post_events=False))
+    assert kopf_settings.persistence.finalizer == FINALIZER == "sovereign-ai.eu/finalizer"
+    assert isinstance(kopf_settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert kopf_settings.peering.standalone is standalone
+    assert kopf_settings.posting.enabled is False
+    assert kopf_settings.watching.label_selectors["", "v1", "pods"] == JOB_UID_LABEL

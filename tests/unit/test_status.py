@@ -1,0 +1,353 @@
+"""compute_status: phase and conditions from the same facts; times move only on change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sovereign_operator.api.v1alpha1.common import PodPlacement
+from sovereign_operator.api.v1alpha1.finetunejob import (
+    FineTuneJobPhase,
+    FineTuneJobSpec,
+    ResolvedHyperparameters,
+)
+from sovereign_operator.backends.kuberay import observe_rayjob
+from sovereign_operator.backends.pods import PodFacts, pod_facts
+from sovereign_operator.backends.types import BackendObservation, BackendState
+from sovereign_operator.handlers.finetunejob_status import (
+    Observed,
+    Validation,
+    compute_status,
+    conditions_by_type,
+)
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+SPEC = FineTuneJobSpec.model_validate(
+    {"baseModel": {"uri": "hf://acme/tiny"}, "dataset": {"trainingUri": "s3://eu-data/t.jsonl"}}
+)
+HP = ResolvedHyperparameters(
+    epochs=3,
+    batch_size=8,
+    micro_batch_size=4,
+    learning_rate=2e-4,
+    max_seq_length=2048,
+    warmup_ratio=0.03,
+    seed=42,
+)
+VALID = Validation(
+    ok=True,
+    policy_name="eu-only",
+    allowed_regions=("eu-central-fra", "eu-west-par"),
+    requested_regions=("eu-west-par",),
+    regions=("eu-west-par",),
+    hyperparameters=HP,
+)
+TYPES = [
+    "InputsValidated",
+    "ResidencyVerified",
+    "Admitted",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Suspended",
+]
+
+
+def observed(
+    state: BackendState, validation: Validation | None = VALID, **backend: object
+) -> Observed:
+    return Observed(
+        generation=1,
+        validation=validation,
+        backend=BackendObservation(state, name="ft", created_at=T0, **backend),  # type: ignore[arg-type]
+        startup_deadline_seconds=60,
+    )
+
+
+def statuses(status: object) -> dict[str, str]:
+    return {c.type: c.status.value for c in status.conditions}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("state", "phase", "true_conditions"),
+    [
+        (
+            BackendState.PENDING,
+            FineTuneJobPhase.QUEUED,
+            {"InputsValidated", "ResidencyVerified", "Admitted"},
+        ),
+        (
+            BackendState.RUNNING,
+            FineTuneJobPhase.RUNNING,
+            {"InputsValidated", "ResidencyVerified", "Admitted", "Running"},
+        ),
+        (
+            BackendState.SUCCEEDED,
+            FineTuneJobPhase.SUCCEEDED,
+            {"InputsValidated", "ResidencyVerified", "Admitted", "Succeeded"},
+        ),
+        (
+            BackendState.FAILED,
+            FineTuneJobPhase.FAILED,
+            {"InputsValidated", "ResidencyVerified", "Admitted", "Failed"},
+        ),
+    ],
+)
+def test_phase_and_conditions_agree(
+    state: BackendState, phase: FineTuneJobPhase, true_conditions: set[str]
+) -> None:
+    status = compute_status(SPEC, observed(state), None, T0)
+    assert status.phase == phase
+    assert [c.type for c in status.conditions] == TYPES
+    assert {t for t, s in statuses(status).items() if s == "True"} == true_conditions
+    assert all(c.observed_generation == 1 for c in status.conditions)
+    assert status.observed_generation == 1
+
+
+def test_validating_has_unknown_inputs() -> None:
+    status = compute_status(SPEC, observed(BackendState.ABSENT, validation=None), None, T0)
+    assert status.phase == FineTuneJobPhase.VALIDATING
+    assert statuses(status)["InputsValidated"] == "Unknown"
+    assert statuses(status)["ResidencyVerified"] == "Unknown"
+
+
+def test_residency_evidence_names_policy_and_regions() -> None:
+    status = compute_status(SPEC, observed(BackendState.PENDING), None, T0)
+    residency = conditions_by_type(status)["ResidencyVerified"]
+    assert residency.reason == "RegionsAllowed"
+    assert residency.message == (
+        "SovereigntyPolicy eu-only allows [eu-central-fra, eu-west-par]; requested "
+        "[eu-west-par]; every pod is pinned to [eu-west-par]"
+    )
+    assert status.policy_name == "eu-only"
+    assert status.regions == ["eu-west-par"]
+    assert status.resolved_hyperparameters == HP
+
+
+def test_invalid_input_fails_with_the_field() -> None:
+    bad = Validation(
+        ok=False,
+        code="InvalidSpec",
+        field="spec.dataset.trainingUri",
+        message="spec.dataset.trainingUri: must be s3://, pvc://, hf:// or file://",
+    )
+    status = compute_status(SPEC, observed(BackendState.ABSENT, validation=bad), None, T0)
+    assert status.phase == FineTuneJobPhase.FAILED
+    conditions = conditions_by_type(status)
+    assert conditions["InputsValidated"].status.value == "False"
+    assert conditions["InputsValidated"].reason == "InvalidSpec"
+    assert conditions["Failed"].status.value == "True"
+    assert status.error is not None
+    assert status.error.field == "spec.dataset.trainingUri"
+
+
+def test_residency_violation_sets_residency_false_not_inputs() -> None:
+    bad = Validation(
+        ok=False,
+        code="PolicyViolation",
+        field="spec.placement.regions",
+        message="spec.placement.regions: 'us-east-1' is not allowed",
+        residency=True,
+    )
+    status = compute_status(SPEC, observed(BackendState.ABSENT, validation=bad), None, T0)
+    conditions = conditions_by_type(status)
+    assert conditions["InputsValidated"].status.value == "True"
+    assert conditions["ResidencyVerified"].status.value == "False"
+    assert conditions["ResidencyVerified"].reason == "PolicyViolation"
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    queued = compute_status(SPEC, observed(BackendState.PENDING), None, T0)
+    still = compute_status(SPEC, observed(BackendState.PENDING), queued, T0 + timedelta(seconds=5))
+    assert still == queued
+    running = compute_status(
+        SPEC, observed(BackendState.RUNNING), queued, T0 + timedelta(seconds=9)
+    )
+    before, after = conditions_by_type(queued), conditions_by_type(running)
+    assert after["Running"].last_transition_time == T0 + timedelta(seconds=9)
+    assert after["InputsValidated"].last_transition_time == T0
+    # Running's reason changed on other conditions, not their status: times stay.
+    assert after["Succeeded"].last_transition_time == before["Succeeded"].last_transition_time
+
+
+def test_success_records_result_and_completion() -> None:
+    result = {
+        "runId": "r1",
+        "experimentId": "7",
+        "modelName": "tiny-ft",
+        "modelVersion": 3,
+        "modelUri": "models:/tiny-ft/3",
+        "outputUri": "s3://eu/out",
+    }
+    end = T0 + timedelta(minutes=5)
+    status = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, result=result, end_time=end), None, end
+    )
+    assert status.completion_time == end
+    assert status.fine_tuned_model == "models:/tiny-ft/3"
+    assert status.mlflow is not None
+    assert status.mlflow.model_dump(by_alias=True) == {
+        "runId": "r1",
+        "experimentId": "7",
+        "modelName": "tiny-ft",
+        "modelVersion": "3",
+        "modelUri": "models:/tiny-ft/3",
+    }
+
+
+def test_failure_carries_backend_reason_and_message() -> None:
+    status = compute_status(
+        SPEC, observed(BackendState.FAILED, reason="DeadlineExceeded", message="too slow"), None, T0
+    )
+    failed = conditions_by_type(status)["Failed"]
+    assert (failed.reason, failed.message) == ("DeadlineExceeded", "too slow")
+    assert status.error is not None
+    assert status.error.code == "DeadlineExceeded"
+
+
+def test_terminal_phase_is_sticky() -> None:
+    done = compute_status(SPEC, observed(BackendState.SUCCEEDED), None, T0)
+    later = compute_status(SPEC, observed(BackendState.FAILED), done, T0 + timedelta(hours=1))
+    assert later.phase == FineTuneJobPhase.SUCCEEDED
+    assert later.conditions == done.conditions
+
+
+def test_startup_deadline_fails_with_the_blockers() -> None:
+    blocked = ("pod ft-head is unschedulable: 0/7 nodes are available",)
+    within = compute_status(
+        SPEC, observed(BackendState.PENDING, blockers=blocked), None, T0 + timedelta(seconds=59)
+    )
+    assert within.phase == FineTuneJobPhase.QUEUED
+    late = compute_status(
+        SPEC, observed(BackendState.PENDING, blockers=blocked), within, T0 + timedelta(seconds=61)
+    )
+    assert late.phase == FineTuneJobPhase.FAILED
+    assert late.error is not None
+    assert late.error.code == "StartupTimeout"
+    assert late.error.message == (
+        "the job did not start within spec.execution.startupDeadlineSeconds (60 s): "
+        "pod ft-head is unschedulable: 0/7 nodes are available"
+    )
+
+
+def test_running_job_is_not_subject_to_startup_deadline() -> None:
+    status = compute_status(SPEC, observed(BackendState.RUNNING), None, T0 + timedelta(hours=2))
+    assert status.phase == FineTuneJobPhase.RUNNING
+
+
+def test_suspend_sets_suspended() -> None:
+    spec = SPEC.model_copy(update={"suspend": True})
+    status = compute_status(spec, observed(BackendState.SUSPENDED), None, T0)
+    assert status.phase == FineTuneJobPhase.SUSPENDED
+    assert statuses(status)["Suspended"] == "True"
+    assert statuses(status)["Running"] == "False"
+
+
+def test_progress_percentage_and_placement_evidence_survive_teardown() -> None:
+    progress = {"step": 25, "totalSteps": 100, "epoch": 0.5, "trainLoss": 1.5, "unknown": 1}
+    where = (PodPlacement(pod="ft-head", node="kwok-eu-west-par-gpu-0", region="eu-west-par"),)
+    first = compute_status(
+        SPEC,
+        Observed(
+            1,
+            VALID,
+            BackendObservation(BackendState.RUNNING, name="ft", progress=progress),
+            placement=where,
+        ),
+        None,
+        T0,
+    )
+    assert first.progress is not None
+    assert first.progress.percentage == 25
+    gone = compute_status(SPEC, observed(BackendState.RUNNING), first, T0)
+    assert gone.placement == list(where)
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "reason"),
+    [
+        ({}, BackendState.PENDING, None),
+        ({"jobDeploymentStatus": "Initializing"}, BackendState.PENDING, None),
+        ({"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, BackendState.RUNNING, None),
+        (
+            {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+            BackendState.SUCCEEDED,
+            None,
+        ),
+        (
+            {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"},
+            BackendState.FAILED,
+            "RayJobStopped",
+        ),
+        (
+            {"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded"},
+            BackendState.FAILED,
+            "DeadlineExceeded",
+        ),
+        ({"jobDeploymentStatus": "Suspended"}, BackendState.SUSPENDED, None),
+    ],
+)
+def test_rayjob_states(status: dict[str, str], state: BackendState, reason: str | None) -> None:
+    rayjob = {
+        "metadata": {"name": "ft", "creationTimestamp": "2026-11-27T08:00:00Z"},
+        "status": status,
+    }
+    observation = observe_rayjob(rayjob, [])
+    assert observation.state == state
+    assert observation.reason == reason
+    assert observation.created_at == T0
+
+
+def test_pod_blockers_name_the_cause() -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/7 nodes are available",
+                }
+            ],
+            "containerStatuses": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "state": {
+                        "waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}
+                    },
+                }
+            ],
+        },
+    }
+    assert pod_facts(pod) == PodFacts(
+        name="p",
+        namespace="n",
+        node=None,
+        phase="Pending",
+        blockers=(
+            "pod p is unschedulable: 0/7 nodes are available",
+            "pod p container c: ImagePullBackOff: pull access denied",
+        ),
+    )
+
+
+def test_startup_deadline_counts_from_the_resume() -> None:
+    spec = SPEC.model_copy(update={"suspend": True})
+    suspended = compute_status(spec, observed(BackendState.SUSPENDED), None, T0)
+    resume_at = T0 + timedelta(hours=1)
+    resumed = compute_status(SPEC, observed(BackendState.SUSPENDED), suspended, resume_at)
+    assert resumed.phase == FineTuneJobPhase.QUEUED
+    assert conditions_by_type(resumed)["Suspended"].reason == "Resumed"
+    later = compute_status(
+        SPEC, observed(BackendState.PENDING), resumed, resume_at + timedelta(seconds=30)
+    )
+    assert later.phase == FineTuneJobPhase.QUEUED
+    late = compute_status(
+        SPEC, observed(BackendState.PENDING), later, resume_at + timedelta(seconds=61)
+    )
+    assert late.phase == FineTuneJobPhase.FAILED
