@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
 from .common import (
@@ -216,6 +216,17 @@ class SovereigntyPolicySpec(ApiModel):
         description="Existing Ray clusters FineTuneJobs may use with backend rayCluster.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+
+
+    @field_validator("ray_clusters")
+    @classmethod
+    def _unique_cluster_names(cls, clusters: list[RayClusterEndpoint]) -> list[RayClusterEndpoint]:
+        # The CRD's list-map keyed by name says the same at admission.
+        names = [c.name for c in clusters]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"spec.rayClusters: duplicate names {duplicates}")
+        return clusters
 
 
 class SovereigntyPolicy(ApiModel):

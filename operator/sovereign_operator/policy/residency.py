@@ -1,0 +1,193 @@
+"""Residency and allowlist checks of FineTuneJob and ModelDeployment specs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from ..api.v1alpha1.common import Placement
+from ..api.v1alpha1.finetunejob import FineTuneJobSpec
+from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from ..api.v1alpha1.sovereigntypolicy import (
+    SelectorOperator,
+    SovereigntyPolicySpec,
+    UriPattern,
+)
+from .uris import describe, image_allowed, uri_allowed
+from .violations import Violation
+
+
+def _listing(values: Sequence[str]) -> str:
+    return ", ".join(values) if values else "(none)"
+
+
+def selects_namespace(policy: SovereigntyPolicySpec, labels: Mapping[str, str]) -> bool:
+    """Whether the policy's namespaceSelector matches a namespace with these labels
+    (no selector, or an empty one, matches every namespace)."""
+    selector = policy.namespace_selector
+    if selector is None:
+        return True
+    for key, wanted in (selector.match_labels or {}).items():
+        if labels.get(key) != wanted:
+            return False
+    for requirement in selector.match_expressions or []:
+        present = requirement.key in labels
+        values = requirement.values or []
+        op = requirement.operator
+        if op == SelectorOperator.IN and not (present and labels[requirement.key] in values):
+            return False
+        if op == SelectorOperator.NOT_IN and present and labels[requirement.key] in values:
+            return False
+        if op == SelectorOperator.EXISTS and not present:
+            return False
+        if op == SelectorOperator.DOES_NOT_EXIST and present:
+            return False
+    return True
+
+
+def effective_regions(placement: Placement, policy: SovereigntyPolicySpec) -> list[str]:
+    """The regions pods may be pinned to: the requested ones that the policy allows, in the
+    order requested, or every allowed region when none were requested. Empty means nowhere."""
+    if not placement.regions:
+        return list(policy.allowed_regions)
+    return [r for r in placement.regions if r in policy.allowed_regions]
+
+
+def _regions(placement: Placement, policy: SovereigntyPolicySpec, name: str) -> Iterator[Violation]:
+    denied = [r for r in placement.regions or [] if r not in policy.allowed_regions]
+    if denied:
+        yield Violation(
+            field="spec.placement.regions",
+            message=f"spec.placement.regions: {', '.join(denied)} not allowed by "
+            f"SovereigntyPolicy {name}; allowed regions: {_listing(policy.allowed_regions)}",
+            allowed=tuple(policy.allowed_regions),
+        )
+
+
+def _uri(
+    field: str, uri: str | None, patterns: Sequence[UriPattern], list_name: str, name: str
+) -> Iterator[Violation]:
+    if uri is None or uri_allowed(uri, patterns):
+        return
+    allowed = describe(patterns)
+    yield Violation(
+        field=field,
+        message=f"{field}: {uri} is not in {list_name} of SovereigntyPolicy {name}; "
+        f"allowed: {_listing(allowed)}",
+        allowed=allowed,
+    )
+
+
+def _image(
+    field: str,
+    image: str | None,
+    default_image: str | None,
+    policy: SovereigntyPolicySpec,
+    name: str,
+) -> Iterator[Violation]:
+    effective = image or default_image
+    if effective is None or image_allowed(effective, policy.allowed_registries):
+        return
+    what = effective if image else f"{effective} (the operator's default image)"
+    yield Violation(
+        field=field,
+        message=f"{field}: {what} is not in allowedRegistries of SovereigntyPolicy {name}; "
+        f"allowed: {_listing(policy.allowed_registries)}",
+        allowed=tuple(policy.allowed_registries),
+    )
+
+
+def _ray_cluster(
+    spec: FineTuneJobSpec, policy: SovereigntyPolicySpec, name: str
+) -> Iterator[Violation]:
+    ref = spec.execution.ray_cluster_ref
+    if ref is None:
+        return
+    field = "spec.execution.rayClusterRef"
+    declared = tuple(c.name for c in policy.ray_clusters)
+    cluster = next((c for c in policy.ray_clusters if c.name == ref), None)
+    if cluster is None:
+        yield Violation(
+            field=field,
+            message=f"{field}: {ref} is not declared in rayClusters of SovereigntyPolicy "
+            f"{name}; declared: {_listing(declared)}",
+            allowed=declared,
+        )
+        return
+    requested = spec.placement.regions
+    if requested and cluster.region not in requested:
+        yield Violation(
+            field=field,
+            message=f"{field}: Ray cluster {ref} runs in {cluster.region}, which is not in "
+            f"spec.placement.regions ({', '.join(requested)})",
+            allowed=tuple(c.name for c in policy.ray_clusters if c.region in requested),
+        )
+
+
+def check_finetunejob(
+    spec: FineTuneJobSpec,
+    policy: SovereigntyPolicySpec,
+    policy_name: str,
+    *,
+    default_image: str | None = None,
+) -> list[Violation]:
+    """Every rule of the policy that the FineTuneJob spec breaks, in a stable order.
+
+    default_image: the image the operator uses when spec.execution.image is empty; it must
+    be allowed too (admission cannot see it).
+    """
+    name = policy_name
+    return [
+        *_regions(spec.placement, policy, name),
+        *_image("spec.execution.image", spec.execution.image, default_image, policy, name),
+        *_uri(
+            "spec.baseModel.uri",
+            spec.base_model.uri,
+            policy.allowed_model_sources,
+            "allowedModelSources",
+            name,
+        ),
+        *_uri(
+            "spec.dataset.trainingUri",
+            spec.dataset.training_uri,
+            policy.allowed_storage,
+            "allowedStorage",
+            name,
+        ),
+        *_uri(
+            "spec.dataset.validationUri",
+            spec.dataset.validation_uri,
+            policy.allowed_storage,
+            "allowedStorage",
+            name,
+        ),
+        *_uri("spec.output.uri", spec.output.uri, policy.allowed_storage, "allowedStorage", name),
+        *_ray_cluster(spec, policy, name),
+    ]
+
+
+def check_modeldeployment(
+    spec: ModelDeploymentSpec,
+    policy: SovereigntyPolicySpec,
+    policy_name: str,
+    *,
+    default_image: str | None = None,
+    resolved_model_uri: str | None = None,
+) -> list[Violation]:
+    """Every rule of the policy that the ModelDeployment spec breaks.
+
+    resolved_model_uri: for a fineTuneJobRef, the model URI it resolved to; checked against
+    allowedModelSources like spec.model.uri (admission cannot resolve it).
+    """
+    name = policy_name
+    model_field = "spec.model.uri" if spec.model.uri else "spec.model.fineTuneJobRef"
+    return [
+        *_regions(spec.placement, policy, name),
+        *_image("spec.serving.image", spec.serving.image, default_image, policy, name),
+        *_uri(
+            model_field,
+            spec.model.uri or resolved_model_uri,
+            policy.allowed_model_sources,
+            "allowedModelSources",
+            name,
+        ),
+    ]

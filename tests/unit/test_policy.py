@@ -1,0 +1,239 @@
+"""The operator's re-check of SovereigntyPolicies (policy/), held to the admission examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sovereign_operator.api.v1alpha1 import (
+    FineTuneJobSpec,
+    ModelDeploymentSpec,
+    SovereigntyPolicySpec,
+)
+from sovereign_operator.api.v1alpha1.common import Placement
+from sovereign_operator.api.v1alpha1.sovereigntypolicy import UriPattern
+from sovereign_operator.policy import (
+    Violation,
+    check_finetunejob,
+    check_modeldeployment,
+    effective_regions,
+    image_allowed,
+    selects_namespace,
+    uri_allowed,
+    uri_host,
+)
+from sovereign_operator.policy.uris import host_matches
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EU = SovereigntyPolicySpec.model_validate(
+    yaml.safe_load((EXAMPLES / "sovereigntypolicy-eu.yaml").read_text())["spec"]
+)
+
+
+def load(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return document
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("s3://eu-data/path/train.jsonl", "eu-data"),
+        ("pvc://claim/dir/file", "claim"),
+        ("hf://mistralai/Mistral-7B-v0.3", "mistralai"),
+        ("models:/support-assistant/3", "support-assistant"),
+        ("models:/support-assistant@champion", "support-assistant"),
+        ("file:///data/train.jsonl", "data"),
+        ("file:///", ""),
+    ],
+)
+def test_uri_host(uri: str, host: str) -> None:
+    assert uri_host(uri) == host
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "matches"),
+    [
+        ("*", "anything", True),
+        ("*", "", True),
+        ("eu-*", "eu-data", True),
+        ("eu-*", "us-data", False),
+        ("*-par", "models-par", True),
+        ("*-par", "models-fra", False),
+        ("mistralai", "mistralai", True),
+        ("mistralai", "mistralai-evil", False),
+    ],
+)
+def test_host_patterns(pattern: str, host: str, matches: bool) -> None:
+    assert host_matches(pattern, host) is matches
+
+
+@pytest.mark.parametrize(
+    ("uri", "allowed"),
+    [
+        ("s3://eu-datasets-par/x.jsonl", True),
+        ("s3://us-datasets/x.jsonl", False),
+        ("pvc://any-claim/x", True),
+        ("hf://mistralai/x", False),  # hf is a model source, not storage
+        ("file:///data/x", True),
+    ],
+)
+def test_uri_allowed_against_storage(uri: str, allowed: bool) -> None:
+    assert uri_allowed(uri, EU.allowed_storage) is allowed
+
+
+def test_scheme_must_match_exactly() -> None:
+    patterns = [UriPattern(scheme="s3", host="*")]
+    assert uri_allowed("s3://b/k", patterns)
+    assert not uri_allowed("s3a://b/k", patterns)
+
+
+@pytest.mark.parametrize(
+    ("image", "allowed"),
+    [
+        ("registry.eu-west-par.example.eu/sovai/train:1", True),
+        ("registry.eu-central-fra.example.eu/ml/serve@sha256:abc", True),
+        ("registry.eu-central-fra.example.eu/other/serve:1", False),
+        ("registry.eu-west-par.example.eu.evil.example/train:1", False),
+        ("python:3.12", False),
+    ],
+)
+def test_image_allowed(image: str, allowed: bool) -> None:
+    assert image_allowed(image, EU.allowed_registries) is allowed
+
+
+def expr(key: str, operator: str, *values: str) -> dict[str, Any]:
+    requirement: dict[str, Any] = {"key": key, "operator": operator}
+    if values:
+        requirement["values"] = list(values)
+    return {"matchExpressions": [requirement]}
+
+
+SELECTORS: list[tuple[dict[str, Any] | None, dict[str, str], bool]] = [
+    (None, {}, True),
+    ({}, {"team": "a"}, True),
+    ({"matchLabels": {"team": "a"}}, {"team": "a"}, True),
+    ({"matchLabels": {"team": "a"}}, {"team": "b"}, False),
+    ({"matchLabels": {"team": "a"}}, {}, False),
+    (expr("team", "In", "a", "b"), {"team": "b"}, True),
+    (expr("team", "In", "a"), {}, False),
+    (expr("team", "NotIn", "a"), {}, True),
+    (expr("team", "NotIn", "a"), {"team": "a"}, False),
+    (expr("regulated", "Exists"), {"regulated": ""}, True),
+    (expr("regulated", "Exists"), {}, False),
+    (expr("sandbox", "DoesNotExist"), {}, True),
+    (expr("sandbox", "DoesNotExist"), {"sandbox": "1"}, False),
+]
+
+
+@pytest.mark.parametrize(("selector", "labels", "selected"), SELECTORS)
+def test_selects_namespace(
+    selector: dict[str, Any] | None, labels: dict[str, str], selected: bool
+) -> None:
+    policy = SovereigntyPolicySpec.model_validate(
+        {"allowedRegions": ["eu-west-par"], "namespaceSelector": selector}
+    )
+    assert selects_namespace(policy, labels) is selected
+
+
+@pytest.mark.parametrize(
+    ("requested", "effective"),
+    [
+        (None, ["eu-west-par", "eu-central-fra"]),
+        (["eu-central-fra"], ["eu-central-fra"]),
+        (["us-east-1", "eu-west-par"], ["eu-west-par"]),
+        (["us-east-1"], []),
+    ],
+)
+def test_effective_regions(requested: list[str] | None, effective: list[str]) -> None:
+    assert effective_regions(Placement(regions=requested), EU) == effective
+
+
+def test_violation_is_exact() -> None:
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "hf://mistralai/x"},
+            "dataset": {"trainingUri": "s3://us-data/train.jsonl"},
+            "placement": {"regions": ["eu-west-par", "us-east-1"]},
+        }
+    )
+    assert check_finetunejob(spec, EU, "eu-only") == [
+        Violation(
+            field="spec.placement.regions",
+            message="spec.placement.regions: us-east-1 not allowed by SovereigntyPolicy "
+            "eu-only; allowed regions: eu-west-par, eu-central-fra",
+            allowed=("eu-west-par", "eu-central-fra"),
+        ),
+        Violation(
+            field="spec.dataset.trainingUri",
+            message="spec.dataset.trainingUri: s3://us-data/train.jsonl is not in "
+            "allowedStorage of SovereigntyPolicy eu-only; allowed: s3://eu-*, pvc://*, file://*",
+            allowed=("s3://eu-*", "pvc://*", "file://*"),
+        ),
+    ]
+
+
+def test_default_image_is_checked_when_spec_has_none() -> None:
+    spec = FineTuneJobSpec.model_validate(
+        {"baseModel": {"uri": "hf://mistralai/x"}, "dataset": {"trainingUri": "pvc://d/t"}}
+    )
+    assert check_finetunejob(spec, EU, "eu-only", default_image="docker.io/rayproject/ray:2") == [
+        Violation(
+            field="spec.execution.image",
+            message="spec.execution.image: docker.io/rayproject/ray:2 (the operator's default "
+            "image) is not in allowedRegistries of SovereigntyPolicy eu-only; allowed: "
+            "registry.eu-west-par.example.eu, registry.eu-central-fra.example.eu/ml",
+            allowed=("registry.eu-west-par.example.eu", "registry.eu-central-fra.example.eu/ml"),
+        )
+    ]
+    allowed_default = "registry.eu-west-par.example.eu/sovai/train:1"
+    assert check_finetunejob(spec, EU, "eu-only", default_image=allowed_default) == []
+
+
+def test_resolved_model_of_a_job_ref_is_checked() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": {"fineTuneJobRef": {"name": "j"}}})
+    assert check_modeldeployment(spec, EU, "eu-only", resolved_model_uri="models:/m/1") == []
+    [violation] = check_modeldeployment(spec, EU, "eu-only", resolved_model_uri="hf://meta-llama/x")
+    assert violation.field == "spec.model.fineTuneJobRef"
+
+
+VALID = sorted(p for p in EXAMPLES.glob("*.yaml") if load(p)["kind"] != "SovereigntyPolicy")
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_valid_examples_pass_the_sample_policy(path: Path) -> None:
+    document = load(path)
+    if document["kind"] == "FineTuneJob":
+        violations = check_finetunejob(
+            FineTuneJobSpec.model_validate(document["spec"]), EU, "eu-only"
+        )
+    else:
+        violations = check_modeldeployment(
+            ModelDeploymentSpec.model_validate(document["spec"]), EU, "eu-only"
+        )
+    assert violations == []
+
+
+ADMISSION = sorted(
+    p for p in (EXAMPLES / "invalid").glob("*.yaml") if "# layer: admission" in p.read_text()
+)
+
+
+@pytest.mark.parametrize("path", ADMISSION, ids=lambda p: p.name)
+def test_operator_says_what_admission_says(path: Path) -> None:
+    """Each admission example's expected message comes out of the Python twin verbatim."""
+    text = path.read_text()
+    expect = next(line for line in text.splitlines() if line.startswith("# expect: "))[10:]
+    document = yaml.safe_load(text)
+    if document["kind"] == "FineTuneJob":
+        violations = check_finetunejob(
+            FineTuneJobSpec.model_validate(document["spec"]), EU, "eu-only"
+        )
+    else:
+        violations = check_modeldeployment(
+            ModelDeploymentSpec.model_validate(document["spec"]), EU, "eu-only"
+        )
+    assert any(expect in v.message for v in violations), [v.message for v in violations]
