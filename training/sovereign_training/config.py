@@ -1,0 +1,184 @@
+"""The training job's configuration: the JSON file the operator writes (ConfigMap key job.json).
+
+The shape is the operator <-> training contract (docs/training.md). Keys are camelCase; unknown
+keys are rejected so that a typo fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "sovereign-ai.eu/v1alpha1"
+
+
+class ConfigError(ValueError):
+    """A job config that cannot be used; the message names each field and what is allowed."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class JobRef(_Model):
+    namespace: str = Field(min_length=1, description="Namespace of the FineTuneJob.")
+    name: str = Field(min_length=1, description="Name of the FineTuneJob.")
+    uid: str = Field(min_length=1, description="metadata.uid of the FineTuneJob.")
+
+
+class BaseModelSource(_Model):
+    uri: str = Field(
+        min_length=1,
+        description="hf://org/name, s3://bucket/prefix, pvc://claim/path, models:/name/version, "
+        "file:///abs/path or a plain local path.",
+    )
+    revision: str | None = Field(default=None, description="Hub revision (hf:// only).")
+
+
+class DatasetFormat(StrEnum):
+    CHAT = "chat"
+    INSTRUCT = "instruct"
+    TEXT = "text"
+
+
+class Dataset(_Model):
+    training_uri: str = Field(
+        min_length=1, description="JSONL: local path, pvc://, s3://, https://"
+    )
+    validation_uri: str | None = Field(default=None, description="Optional validation JSONL.")
+    format: DatasetFormat = Field(
+        description="chat (messages), instruct (prompt/completion), text."
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^(sha256:)?[0-9a-fA-F]{64}$",
+        description="Expected sha256 of the training file (64 hex digits, optional sha256:).",
+    )
+
+    @property
+    def expected_sha256(self) -> str | None:
+        return self.sha256.lower().removeprefix("sha256:") if self.sha256 else None
+
+
+class Hyperparameters(_Model):
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, description="Global batch: sequences per optimizer step.")
+    micro_batch_size: int = Field(ge=1, description="Sequences per forward pass per worker.")
+    learning_rate: float = Field(gt=0, lt=1)
+    max_seq_length: int = Field(ge=8, le=1_048_576)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    seed: int = Field(ge=0)
+
+
+class LoraSettings(_Model):
+    rank: int = Field(ge=1, le=4096)
+    alpha: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class Method(_Model):
+    type: Literal["full", "lora"]
+    hyperparameters: Hyperparameters
+    lora: LoraSettings | None = None
+    merge_adapter: bool = False
+
+    @model_validator(mode="after")
+    def _lora_needs_settings(self) -> Method:
+        if self.type == "lora" and self.lora is None:
+            raise ValueError("method.lora is required when method.type is 'lora'")
+        return self
+
+
+class Resources(_Model):
+    workers: int = Field(ge=1, le=4096)
+    gpus_per_worker: int = Field(ge=0, le=16, description="0 means CPU workers.")
+
+
+class Tracking(_Model):
+    experiment_name: str = Field(min_length=1)
+    registered_model_name: str = Field(min_length=1)
+
+
+class Output(_Model):
+    uri: str | None = Field(
+        default=None, description="Where to copy the final model: local path, pvc:// or s3://."
+    )
+
+
+class Checkpointing(_Model):
+    every_steps: int = Field(ge=1)
+    keep: int = Field(ge=1)
+    max_failures: int = Field(ge=-1, description="-1 retries forever.")
+
+
+class Placement(_Model):
+    regions: list[str] = Field(default_factory=list)
+
+
+class TrainingConfig(_Model):
+    api_version: Literal["sovereign-ai.eu/v1alpha1"]
+    kind: Literal["TrainingConfig"]
+    job: JobRef
+    base_model: BaseModelSource
+    dataset: Dataset
+    method: Method
+    resources: Resources
+    tracking: Tracking
+    output: Output = Field(default_factory=Output)
+    checkpointing: Checkpointing
+    placement: Placement = Field(default_factory=Placement)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainingConfig:
+        hp = self.method.hyperparameters
+        per_step = hp.micro_batch_size * self.resources.workers
+        if hp.batch_size % per_step:
+            raise ValueError(
+                f"method.hyperparameters.batchSize ({hp.batch_size}) must be a multiple of "
+                f"microBatchSize x resources.workers ({hp.micro_batch_size} x "
+                f"{self.resources.workers} = {per_step})"
+            )
+        return self
+
+    def accumulation_steps(self, workers: int | None = None) -> int:
+        """Micro-batches per worker per optimizer step, so that
+        batchSize = microBatchSize x accumulation x workers."""
+        hp = self.method.hyperparameters
+        return hp.batch_size // (hp.micro_batch_size * (workers or self.resources.workers))
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{loc}: {err['msg']}")
+    return "invalid training config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict[str, object]) -> TrainingConfig:
+    """Validate a config dict; raises ConfigError naming each bad field."""
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from exc
+
+
+def load_config(path: str | Path) -> TrainingConfig:
+    """Read and validate the job.json the operator mounted."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--config: file not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a JSON object")
+    return parse_config(data)

@@ -1,0 +1,557 @@
+"""The training loop, shared by Ray Train workers and the single-process (no Ray) mode.
+
+Everything that differs between the two lives behind `Runtime`: rank, world size, device, where
+the latest checkpoint is, and how a checkpoint is reported. Data order depends only on
+(seed, epoch, step), and the step counter is restored from the checkpoint, so a restarted worker
+group continues exactly where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+
+from . import flops
+from .checkpoint import load_state, save_state
+from .config import TrainingConfig
+from .data import Blocks, DatasetError, build_blocks, plan_step, read_rows
+from .digest import model_digest
+from .model_card import render_card
+from .modeling import (
+    add_lora,
+    load_model,
+    load_tokenizer,
+    lr_lambda,
+    make_optimizer,
+    param_dtype,
+    unwrap,
+)
+from .progress import emit, progress_line
+from .sources import checked_dataset, model_dir, parse_uri, upload_folder_s3
+from .tracking import RunLogger, redact_uri
+
+
+@dataclass
+class JobContext:
+    """What the driver resolved before starting the workers; plain data, so Ray can ship it."""
+
+    config_json: str
+    dataset_sha256: dict[str, str]
+    work_dir: str
+    tracking_uri: str | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    # Test hook: exit the worker process of `crash_rank` after step `crash_at_step`, once (the
+    # marker file records that it happened), to exercise recovery from a lost worker.
+    crash_at_step: int | None = None
+    crash_rank: int = 0
+    crash_marker: str | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> TrainingConfig:
+        return TrainingConfig.model_validate_json(self.config_json)
+
+
+class Runtime(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def latest_checkpoint(self) -> contextlib.AbstractContextManager[Path | None]: ...
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+
+
+class LocalRuntime:
+    """One process, no Ray: checkpoints are step-NNNNNNNN folders under `root`, `keep` kept."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, root: Path, keep: int, device: torch.device) -> None:
+        self.root = root
+        self.keep = keep
+        self.device = device
+        self.last_metrics: dict[str, Any] = {}
+
+    def _steps(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("step-*") if (p / "train_state.pt").exists())
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        steps = self._steps()
+        yield steps[-1] if steps else None
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        self.last_metrics = metrics
+        if checkpoint_dir is None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / f"step-{int(metrics['step']):08d}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, target)
+        for old in self._steps()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _node_identity() -> dict[str, str]:
+    return {
+        "node": os.environ.get("SOVAI_NODE_NAME") or socket.gethostname(),
+        "region": os.environ.get("SOVAI_NODE_REGION") or "unknown",
+    }
+
+
+def _gather(obj: Any, world_size: int) -> list[Any]:
+    if world_size == 1 or not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def _merge_nodes(*lists: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen = {(n["node"], n["region"]) for lst in lists for n in lst}
+    return [{"node": node, "region": region} for node, region in sorted(seen)]
+
+
+def _load_blocks(
+    cfg: TrainingConfig, ctx: JobContext, tokenizer: Any
+) -> tuple[Blocks, Blocks | None]:
+    ds = cfg.dataset
+    hp = cfg.method.hyperparameters
+    path, _ = checked_dataset(
+        ds.training_uri, "dataset.trainingUri", ctx.dataset_sha256["training"]
+    )
+    train = build_blocks(
+        tokenizer, read_rows(path, ds.format.value, "dataset.trainingUri"), hp.max_seq_length
+    )
+    val = None
+    if ds.validation_uri:
+        vpath, _ = checked_dataset(
+            ds.validation_uri, "dataset.validationUri", ctx.dataset_sha256.get("validation")
+        )
+        rows = read_rows(vpath, ds.format.value, "dataset.validationUri")
+        val = build_blocks(tokenizer, rows, hp.max_seq_length)
+    return train, val
+
+
+def _batch(blocks: Blocks, idx: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    sel = torch.tensor(idx)
+    return {
+        "input_ids": blocks.input_ids[sel].to(device, non_blocking=True),
+        "labels": blocks.labels[sel].to(device, non_blocking=True),
+        "position_ids": blocks.position_ids[sel].to(device, non_blocking=True),
+    }
+
+
+def _label_count(blocks: Blocks, idx: list[int]) -> int:
+    # The model shifts labels by one: position 0's label is never a target.
+    return int((blocks.labels[torch.tensor(idx), 1:] != -100).sum())
+
+
+@torch.no_grad()
+def evaluate(model: Any, val: Blocks, rt: Runtime, micro_batch_size: int) -> float:
+    """Mean token loss over the validation blocks, split across workers."""
+    model.eval()
+    mine = list(range(rt.rank, len(val), rt.world_size))
+    totals = torch.zeros(2, dtype=torch.float64, device=rt.device)
+    for i in range(0, len(mine), micro_batch_size):
+        idx = mine[i : i + micro_batch_size]
+        count = _label_count(val, idx)
+        if count == 0:
+            continue
+        out = model(
+            **_batch(val, idx, rt.device), num_items_in_batch=torch.tensor(count, device=rt.device)
+        )
+        totals[0] += out.loss.double() * count
+        totals[1] += count
+    _all_reduce(totals)
+    model.train()
+    return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
+
+
+def _system_tags(rt: Runtime) -> dict[str, str]:
+    import transformers
+
+    tags = {
+        "sovai.system.python": platform.python_version(),
+        "sovai.system.torch": torch.__version__,
+        "sovai.system.transformers": transformers.__version__,
+        "sovai.system.platform": platform.platform(),
+        "sovai.system.device": rt.device.type,
+        "sovai.system.world_size": str(rt.world_size),
+    }
+    if rt.device.type == "cuda":
+        tags["sovai.system.gpu"] = torch.cuda.get_device_name(rt.device)
+        tags["sovai.system.cuda"] = str(torch.version.cuda)
+    else:
+        tags["sovai.system.cpu_threads"] = str(torch.get_num_threads())
+    with contextlib.suppress(ImportError):
+        import peft
+
+        tags["sovai.system.peft"] = peft.__version__
+    with contextlib.suppress(ImportError):
+        import ray
+
+        tags["sovai.system.ray"] = ray.__version__
+    return tags
+
+
+def lineage_tags(
+    cfg: TrainingConfig,
+    dataset_sha256: dict[str, str],
+    nodes: list[dict[str, str]],
+    tokens: int,
+    gpu_hours: float,
+    digest: str,
+    artifact_kind: str,
+) -> dict[str, str]:
+    """The tags every registered version carries (no secrets: URIs are redacted)."""
+    hp = cfg.method.hyperparameters
+    tags = {
+        "sovai.base_model.uri": redact_uri(cfg.base_model.uri),
+        "sovai.base_model.revision": cfg.base_model.revision or "",
+        "sovai.dataset.training_uri": redact_uri(cfg.dataset.training_uri),
+        "sovai.dataset.training_sha256": dataset_sha256["training"],
+        "sovai.dataset.validation_uri": redact_uri(cfg.dataset.validation_uri),
+        "sovai.dataset.validation_sha256": dataset_sha256.get("validation", ""),
+        "sovai.dataset.format": cfg.dataset.format.value,
+        "sovai.job.namespace": cfg.job.namespace,
+        "sovai.job.name": cfg.job.name,
+        "sovai.job.uid": cfg.job.uid,
+        "sovai.nodes": json.dumps(nodes, separators=(",", ":")),
+        "sovai.regions": ",".join(sorted({n["region"] for n in nodes})),
+        "sovai.placement.regions": ",".join(cfg.placement.regions),
+        "sovai.tokens_trained": str(tokens),
+        "sovai.gpu_hours": f"{gpu_hours:.6f}",
+        "sovai.method": cfg.method.type,
+        "sovai.merged": str(cfg.method.type == "lora" and cfg.method.merge_adapter).lower(),
+        "sovai.artifact_kind": artifact_kind,
+        "sovai.hyperparameters": hp.model_dump_json(by_alias=True),
+        "sovai.model_digest": digest,
+    }
+    if cfg.method.lora:
+        tags["sovai.lora"] = cfg.method.lora.model_dump_json(by_alias=True)
+    return tags
+
+
+def _params(cfg: TrainingConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    hp = cfg.method.hyperparameters.model_dump(by_alias=True)
+    params: dict[str, Any] = {f"hp.{k}": v for k, v in hp.items()}
+    params |= {
+        "method": cfg.method.type,
+        "mergeAdapter": cfg.method.merge_adapter,
+        "workers": cfg.resources.workers,
+        "gpusPerWorker": cfg.resources.gpus_per_worker,
+        "baseModel": redact_uri(cfg.base_model.uri),
+        "baseModelRevision": cfg.base_model.revision or "",
+        "datasetFormat": cfg.dataset.format.value,
+    }
+    if cfg.method.lora:
+        params |= {f"lora.{k}": v for k, v in cfg.method.lora.model_dump(by_alias=True).items()}
+    return params | extra
+
+
+def _copy_output(folder: Path, raw_uri: str) -> None:
+    uri = parse_uri(raw_uri, "output.uri")
+    if uri.scheme == "s3":
+        upload_folder_s3(folder, raw_uri)
+    elif uri.scheme in ("local", "pvc"):
+        target = Path(uri.location)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(folder, target)
+    else:
+        raise ValueError(f"output.uri: write to a local path, pvc:// or s3://, not {raw_uri!r}")
+
+
+def _save_final(
+    cfg: TrainingConfig, model: Any, tokenizer: Any, out: Path
+) -> tuple[Path, Path | None, str]:
+    """Save the result; returns (folder to register, adapter folder or None, its kind)."""
+    base = unwrap(model)
+    if cfg.method.type == "full":
+        base.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+        return out / "model", None, "full model"
+    adapter = out / "adapter"
+    base.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    # Point the adapter at its base by a portable name, not this worker's cache path.
+    conf_path = adapter / "adapter_config.json"
+    conf = json.loads(conf_path.read_text())
+    src = parse_uri(cfg.base_model.uri, "baseModel.uri")
+    conf["base_model_name_or_path"] = (
+        src.location if src.scheme == "hf" else redact_uri(cfg.base_model.uri)
+    )
+    conf["revision"] = cfg.base_model.revision
+    conf_path.write_text(json.dumps(conf, indent=2, sort_keys=True))
+    if not cfg.method.merge_adapter:
+        return adapter, adapter, "LoRA adapter (PEFT)"
+    merged = base.merge_and_unload()
+    merged.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    return out / "model", adapter, "full model with the LoRA adapter merged in"
+
+
+def _maybe_crash(ctx: JobContext, rank: int, done: int) -> None:
+    if ctx.crash_at_step is None or rank != ctx.crash_rank or done != ctx.crash_at_step:
+        return
+    if ctx.crash_marker is None or Path(ctx.crash_marker).exists():
+        return
+    Path(ctx.crash_marker).write_text(f"crashed after step {done}\n")
+    os._exit(17)
+
+
+def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
+    """Run (or resume) the job on this worker; returns the result on rank 0, {} elsewhere."""
+    cfg = ctx.config
+    hp = cfg.method.hyperparameters
+    rank, world = rt.rank, rt.world_size
+    device = rt.device
+    torch.manual_seed(hp.seed)
+
+    base_path = model_dir(cfg.base_model.uri, cfg.base_model.revision)
+    tokenizer, fallback_template = load_tokenizer(base_path)
+    train, val = _load_blocks(cfg, ctx, tokenizer)
+    steps_per_epoch = len(train) // hp.batch_size
+    if steps_per_epoch == 0:
+        raise DatasetError(
+            f"method.hyperparameters.batchSize: the training data packs into {len(train)} "
+            f"sequences of maxSeqLength {hp.max_seq_length}, fewer than one batch of "
+            f"{hp.batch_size}; lower batchSize or add data"
+        )
+    total = steps_per_epoch * hp.epochs
+    accumulation = hp.batch_size // (hp.micro_batch_size * world)
+
+    dtype = param_dtype(device)
+    model = load_model(base_path, dtype, device, gradient_checkpointing=ctx.gradient_checkpointing)
+    is_lora = cfg.method.type == "lora"
+    if is_lora:
+        assert cfg.method.lora is not None
+        model = add_lora(model, cfg.method.lora, gradient_checkpointing=ctx.gradient_checkpointing)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, hp.learning_rate, device)
+    warmup = round(hp.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, warmup))
+
+    counters: dict[str, Any] = {"step": 0, "tokens": 0, "seconds": 0.0, "nodes": []}
+    with rt.latest_checkpoint() as ckpt:
+        if ckpt is not None:
+            counters = load_state(ckpt, model, optimizer, scheduler)
+    start_step = int(counters["step"])
+    nodes = _merge_nodes(counters["nodes"], _gather(_node_identity(), world))
+
+    logger = (
+        RunLogger(ctx.tracking_uri, ctx.run_id)
+        if rank == 0 and ctx.run_id and ctx.tracking_uri
+        else None
+    )
+    n_params = sum(p.numel() for p in unwrap(model).parameters())
+    mconf = unwrap(model).config
+    layers = getattr(mconf, "num_hidden_layers", 0)
+    hidden = getattr(mconf, "hidden_size", 0)
+    per_token = flops.flops_per_token(n_params, layers, hidden, hp.max_seq_length, lora=is_lora)
+    peak = (
+        flops.gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    )
+    gpus = world * cfg.resources.gpus_per_worker
+    if logger is not None:
+        logger.params(
+            _params(
+                cfg,
+                {
+                    "accumulationSteps": accumulation,
+                    "worldSize": world,
+                    "totalSteps": total,
+                    "stepsPerEpoch": steps_per_epoch,
+                    "packedSequences": len(train),
+                    "rows": train.stats.rows,
+                    "rowsTruncated": train.stats.truncated,
+                    "rowsDropped": train.stats.dropped,
+                    "paramDtype": str(dtype).removeprefix("torch."),
+                    "torchCompile": ctx.compile,
+                    "gradientCheckpointing": ctx.gradient_checkpointing,
+                    "chatTemplateFallback": fallback_template,
+                    "trainableParams": sum(p.numel() for p in params),
+                    "totalParams": n_params,
+                    "flopsPerToken": per_token,
+                },
+            )
+        )
+        logger.tags(_system_tags(rt) | ctx.extra_tags)
+        if start_step:
+            logger.tags({"sovai.resumed_from_step": str(start_step)})
+    if rank == 0 and start_step:
+        emit(f"sovereign_training: resumed from the checkpoint at step {start_step}")
+
+    train_model: Any = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if ctx.compile:
+        train_model = torch.compile(train_model)
+    train_model.train()
+
+    tokens = int(counters["tokens"])
+    seconds = float(counters["seconds"])
+    attempt_start = time.perf_counter()
+    eval_loss: float | None = None
+    train_loss = float("nan")
+    for step in range(start_step, total):
+        t0 = time.perf_counter()
+        plan = plan_step(
+            step,
+            num_blocks=len(train),
+            batch_size=hp.batch_size,
+            micro_batch_size=hp.micro_batch_size,
+            rank=rank,
+            world_size=world,
+            seed=hp.seed,
+        )
+        # Seed per (step, rank): dropout masks after a resume match an uninterrupted run.
+        torch.manual_seed(hp.seed * 1_000_003 + step * 4099 + rank)
+        global_labels = _label_count(train, plan.global_blocks)
+        # DDP averages gradients over workers, so each worker divides its token-loss sum by
+        # (global label tokens / workers): the update is the mean over the global batch.
+        divisor = torch.tensor(max(global_labels, 1) / world, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for i, micro in enumerate(plan.micro_batches):
+            last = i == len(plan.micro_batches) - 1
+            sync = contextlib.nullcontext() if last or world == 1 else train_model.no_sync()
+            with sync:
+                out = train_model(**_batch(train, micro, device), num_items_in_batch=divisor)
+                out.loss.backward()
+            loss_sum += out.loss.detach().double() * divisor
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_loss = float(_all_reduce(loss_sum) / max(global_labels, 1))
+        step_tokens = int(train.real_tokens[torch.tensor(plan.global_blocks)].sum())
+        done = step + 1
+        step_seconds = time.perf_counter() - t0
+        tokens += step_tokens
+        seconds += step_seconds
+        at_checkpoint = done % cfg.checkpointing.every_steps == 0
+        eval_loss = None
+        if val is not None and (at_checkpoint or done == total):
+            eval_loss = evaluate(unwrap(model), val, rt, hp.micro_batch_size)
+        if rank == 0:
+            tps = step_tokens / step_seconds
+            rate = (time.perf_counter() - attempt_start) / (done - start_step)
+            emit(
+                progress_line(
+                    {
+                        "step": done,
+                        "totalSteps": total,
+                        "epoch": round(done / steps_per_epoch, 4),
+                        "trainLoss": round(train_loss, 6),
+                        "evalLoss": None if eval_loss is None else round(eval_loss, 6),
+                        "tokensPerSecond": round(tps, 1),
+                        "estimatedRemainingSeconds": int(rate * (total - done)),
+                    }
+                )
+            )
+            if logger is not None:
+                mfu = flops.mfu(
+                    hp.batch_size * hp.max_seq_length / step_seconds, per_token, peak, gpus
+                )
+                logger.metrics(
+                    done,
+                    {
+                        "train_loss": train_loss,
+                        "eval_loss": eval_loss,
+                        "learning_rate": scheduler.get_last_lr()[0],
+                        "tokens_per_second": tps,
+                        "step_seconds": step_seconds,
+                        "tokens_trained": float(tokens),
+                        "mfu": mfu,
+                    },
+                )
+        if at_checkpoint and done < total:
+            state = {"step": done, "tokens": tokens, "seconds": seconds, "nodes": nodes}
+            ckpt_dir = None
+            if rank == 0:
+                ckpt_dir = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="ckpt-"))
+                save_state(ckpt_dir, unwrap(model), optimizer, scheduler, state)
+            rt.report({"step": done, "trainLoss": train_loss, "final": False}, ckpt_dir)
+            if ckpt_dir is not None:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+        _maybe_crash(ctx, rank, done)
+
+    gpu_hours = seconds * gpus / 3600.0
+    result: dict[str, Any] = {}
+    if rank == 0:
+        summary = {
+            "steps": total,
+            "tokensTrained": tokens,
+            "gpuHours": round(gpu_hours, 6),
+            "trainLoss": train_loss,
+            "evalLoss": eval_loss,
+        }
+        out = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="final-"))
+        folder, adapter, kind = _save_final(cfg, model, tokenizer, out)
+        card = render_card(
+            cfg,
+            dataset_sha256=ctx.dataset_sha256,
+            nodes=nodes,
+            metrics=summary,
+            run_id=ctx.run_id or "",
+            artifact_kind=kind,
+        )
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        digest = model_digest(folder)
+        if cfg.output.uri:
+            _copy_output(folder, cfg.output.uri)
+        version = ""
+        name = cfg.tracking.registered_model_name
+        if logger is not None:
+            logger.artifacts(folder, "model")
+            if adapter is not None and adapter != folder:
+                logger.artifacts(adapter, "adapter")
+            tags = lineage_tags(cfg, ctx.dataset_sha256, nodes, tokens, gpu_hours, digest, kind)
+            version = logger.register(
+                name, "model", tags, f"{kind} from FineTuneJob {cfg.job.namespace}/{cfg.job.name}"
+            )
+            logger.tags({"sovai.model_version": version, "sovai.model_digest": digest})
+        result = {
+            "runId": ctx.run_id,
+            "experimentId": ctx.experiment_id,
+            "modelName": name if version else None,
+            "modelVersion": version or None,
+            "modelUri": f"models:/{name}/{version}" if version else None,
+            "outputUri": redact_uri(cfg.output.uri) or None,
+            "tokensTrained": tokens,
+            "gpuHours": round(gpu_hours, 6),
+            "nodes": nodes,
+            "modelDigest": digest,
+            "localModelDir": str(folder),
+            "resumedFromStep": start_step,
+            "steps": total,
+            "trainSeconds": round(seconds, 3),
+        }
+    rt.report({"step": total, "final": True, "result": result}, None)
+    return result

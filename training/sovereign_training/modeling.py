@@ -1,0 +1,101 @@
+"""Loading the base model and tokenizer, LoRA, precision, optimizer and schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .data import ensure_chat_template
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .config import LoraSettings
+
+
+def param_dtype(device: torch.device) -> torch.dtype:
+    """bf16 weights on GPUs that support it (half the memory and bandwidth of fp32, and the
+    tensor cores' native type); fp32 on CPU, where bf16 matmuls are slow on most hosts and the
+    tiny test models gain nothing."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(path: Path) -> tuple[PreTrainedTokenizerBase, bool]:
+    """The tokenizer saved with the model; True when the fallback chat template was set."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    used_fallback = ensure_chat_template(tokenizer)
+    return tokenizer, used_fallback
+
+
+def load_model(
+    path: Path, dtype: torch.dtype, device: torch.device, *, gradient_checkpointing: bool
+) -> PreTrainedModel:
+    """The causal LM in `dtype` on `device`, with SDPA attention (FlashAttention kernels on
+    GPUs) and the KV cache off for training."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.to(device)
+
+
+def add_lora(
+    model: PreTrainedModel, settings: LoraSettings, *, gradient_checkpointing: bool
+) -> Any:
+    """Wrap `model` with PEFT LoRA adapters; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    if gradient_checkpointing:
+        # Checkpointed blocks need an input that requires grad, or no gradient reaches LoRA.
+        model.enable_input_require_grads()
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise ValueError(f"method.lora.targetModules: {exc}") from exc
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> Any:
+    """AdamW; the fused CUDA kernel on GPUs (one launch for all parameters)."""
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0, fused=fused)
+
+
+def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
+    """Linear warm-up to the peak, then cosine decay to 10% of it."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def unwrap(model: Any) -> Any:
+    """The module under DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model

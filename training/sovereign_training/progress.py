@@ -1,0 +1,78 @@
+"""The lines the operator reads from the job's log: SOVAI_PROGRESS and SOVAI_RESULT.
+
+One compact JSON object per line, after the exact prefix. Non-finite numbers become null, so
+every line is valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+PROGRESS_PREFIX = "SOVAI_PROGRESS "
+RESULT_PREFIX = "SOVAI_RESULT "
+PROGRESS_KEYS = (
+    "step",
+    "totalSteps",
+    "epoch",
+    "trainLoss",
+    "evalLoss",
+    "tokensPerSecond",
+    "estimatedRemainingSeconds",
+)
+RESULT_KEYS = (
+    "runId",
+    "experimentId",
+    "modelName",
+    "modelVersion",
+    "modelUri",
+    "outputUri",
+    "tokensTrained",
+    "gpuHours",
+    "nodes",
+)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _line(prefix: str, keys: tuple[str, ...], values: dict[str, Any]) -> str:
+    missing = [k for k in keys if k not in values]
+    if missing:
+        raise KeyError(f"{prefix.strip()} line lacks {missing}")
+    body = {k: _clean(values[k]) for k in keys}
+    return prefix + json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def progress_line(values: dict[str, Any]) -> str:
+    return _line(PROGRESS_PREFIX, PROGRESS_KEYS, values)
+
+
+def result_line(values: dict[str, Any]) -> str:
+    return _line(RESULT_PREFIX, RESULT_KEYS, values)
+
+
+def emit(line: str) -> None:
+    """Print one line and flush, so the log shows it at once."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def parse_line(line: str) -> tuple[str, dict[str, Any]] | None:
+    """(prefix name, body) for a SOVAI_PROGRESS / SOVAI_RESULT line anywhere in `line`."""
+    for prefix in (PROGRESS_PREFIX, RESULT_PREFIX):
+        at = line.find(prefix)
+        if at >= 0:
+            body = json.loads(line[at + len(prefix) :])
+            if isinstance(body, dict):
+                return prefix.strip(), body
+    return None
