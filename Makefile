@@ -42,6 +42,8 @@ lint: setup
 dev-cluster: setup control-plane
 	$(VENV)/bin/sovai dev-cluster --workdir .cache/dev-cluster
 
-# Regenerate crds/ (CRDs and admission policies) from the pydantic models in api/.
+# Regenerate crds/ (CRDs and admission policies) from the pydantic models in api/, and the
+# chart's copy of them (a chart cannot read files outside itself; a unit test checks the copy).
 crds: setup
 	$(PY) -m sovereign_operator.crdgen --out crds
+	cp crds/*.yaml charts/sovereign-ai-operator/files/crds/
