@@ -22,7 +22,7 @@ from .backends.kuberay import KubeRayBackend
 from .backends.raycluster import RayClusterBackend
 from .builders.context import JOB_UID_LABEL, BuildConfig
 from .config import Settings
-from .handlers import finetunejob, indexes
+from .handlers import finetunejob, indexes, modeldeployment
 from .handlers.runtime import Runtime
 from .k8s.client import Kube
 from .metrics import Metrics
@@ -81,6 +81,8 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler with an explicit, stable id."""
     ftj = (GROUP, VERSION, FTJ_PLURAL)
+    # Own registry: the default login handlers are not in it.
+    kopf.on.login(registry=registry, id="sovai-login")(kopf.login_via_client)
 
     @kopf.on.startup(registry=registry, id="sovai-startup")
     def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
@@ -133,6 +135,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         when=finetunejob.phase_is_active,
     )(finetunejob.on_timer)
     kopf.on.delete(*ftj, id="ftj-cleanup", registry=registry)(finetunejob.on_delete)
+    modeldeployment.register(registry, settings)
 
 
 def run(settings: Settings | None = None, stop_flag: threading.Event | None = None) -> None:
