@@ -67,6 +67,29 @@ class Settings(BaseSettings):
         default="python -m sovereign_training train",
         description="Trainer command; the operator appends --config <path to job.json>.",
     )
+    vllm_image: str = Field(
+        default="registry.sovereign-ai.eu/vllm/vllm-openai:v0.11.0",
+        description="Serving image of ModelDeployments with runtime vllm that name none.",
+    )
+    serving_image: str | None = Field(
+        default=None,
+        description=(
+            "Image with `sovereign_training fetch` and `serve` (the model-fetch init container "
+            "and runtime transformers); unset: runtime_image."
+        ),
+    )
+    model_cache_claim: str | None = Field(
+        default=None,
+        description=(
+            "PVC (ReadWriteMany, in each ModelDeployment's namespace) used as model cache, so "
+            "restarts do not fetch again; unset: an emptyDir per pod."
+        ),
+    )
+    serving_progress_deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="A serving rollout without progress this long makes the deployment Degraded.",
+    )
     log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text.")
     log_level: str = Field(default="INFO", description="Python log level.")
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ..api.v1alpha1.finetunejob import ExecutionBackend, FineTuneJobSpec
 from ..api.v1alpha1.hyperparameters import HyperparameterError, resolve_hyperparameters
+from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import check_finetunejob, selects_namespace
 from .finetunejob_status import Validation
@@ -33,13 +34,15 @@ def parse_spec(spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, Validat
 
 
 def bind_policy(
-    spec: FineTuneJobSpec,
+    spec: FineTuneJobSpec | ModelDeploymentSpec,
     namespace: str,
     namespace_labels: Mapping[str, str],
     policies: Mapping[str, SovereigntyPolicySpec],
     default_policy: str | None,
+    kind: str = "FineTuneJob",
 ) -> tuple[str | None, list[str], Validation | None]:
-    """(bound policy name, every policy selecting the namespace, or a failure)."""
+    """(bound policy name, every policy selecting the namespace, or a failure).
+    ``kind`` names the object in messages (ModelDeployments bind policies the same way)."""
     selecting = sorted(n for n, p in policies.items() if selects_namespace(p, namespace_labels))
     ref = spec.placement.policy_ref
     if ref:
@@ -83,7 +86,7 @@ def bind_policy(
                 code="NoPolicy",
                 field="spec.placement.policyRef",
                 residency=True,
-                message=f"no SovereigntyPolicy selects namespace {namespace}; a FineTuneJob only "
+                message=f"no SovereigntyPolicy selects namespace {namespace}; a {kind} only "
                 "runs where a policy says where it may run",
             ),
         )

@@ -36,10 +36,21 @@ NODE = Kind("v1", "nodes", namespaced=False)
 RAYJOB = Kind("ray.io/v1", "rayjobs")
 FINETUNEJOB = Kind("sovereign-ai.eu/v1alpha1", "finetunejobs")
 SOVEREIGNTY_POLICY = Kind("sovereign-ai.eu/v1alpha1", "sovereigntypolicies", namespaced=False)
+MODELDEPLOYMENT = Kind("sovereign-ai.eu/v1alpha1", "modeldeployments")
+DEPLOYMENT = Kind("apps/v1", "deployments")
+SERVICE = Kind("v1", "services")
+HPA = Kind("autoscaling/v2", "horizontalpodautoscalers")
+PDB = Kind("policy/v1", "poddisruptionbudgets")
+NETWORK_POLICY = Kind("networking.k8s.io/v1", "networkpolicies")
 
 KINDS = {
     ("v1", "ConfigMap"): CONFIGMAP,
     ("ray.io/v1", "RayJob"): RAYJOB,
+    ("apps/v1", "Deployment"): DEPLOYMENT,
+    ("v1", "Service"): SERVICE,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): HPA,
+    ("policy/v1", "PodDisruptionBudget"): PDB,
+    ("networking.k8s.io/v1", "NetworkPolicy"): NETWORK_POLICY,
 }
 
 

@@ -1,0 +1,82 @@
+"""Which model a ModelDeployment serves. Pure: the caller passes the referenced FineTuneJob.
+
+A FineTuneJob's model is served only with a clean provenance: the job has Succeeded and its
+ResidencyVerified condition is True. Until then the deployment waits and says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.v1alpha1.finetunejob import FineTuneJobConditionType, FineTuneJobPhase
+from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
+
+REF_FIELD = "spec.model.fineTuneJobRef"
+_FINAL = frozenset({FineTuneJobPhase.FAILED.value, FineTuneJobPhase.CANCELLED.value})
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The model URI to serve, or why there is none yet. ``final``: waiting will not help."""
+
+    uri: str | None
+    reason: str
+    message: str
+    final: bool = False
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return {}
+
+
+def resolve_model(
+    spec: ModelDeploymentSpec, namespace: str, fine_tune_job: Mapping[str, Any] | None
+) -> Resolution:
+    """The model URI of spec.model: the URI itself, or the referenced job's registered model."""
+    if spec.model.uri:
+        return Resolution(spec.model.uri, "UriGiven", f"spec.model.uri: serving {spec.model.uri}")
+    assert spec.model.fine_tune_job_ref is not None  # the spec's exactly-one rule
+    name = spec.model.fine_tune_job_ref.name
+    where = f"{REF_FIELD}: FineTuneJob {name}"
+    if fine_tune_job is None:
+        return Resolution(
+            None,
+            "FineTuneJobNotFound",
+            f"{where} does not exist in namespace {namespace}; serving waits for it",
+        )
+    status = fine_tune_job.get("status") or {}
+    phase = status.get("phase") or FineTuneJobPhase.PENDING.value
+    if phase in _FINAL:
+        return Resolution(
+            None,
+            "FineTuneJobFailed",
+            f"{where} ended {phase}; it will not produce a model to serve",
+            final=True,
+        )
+    if phase != FineTuneJobPhase.SUCCEEDED.value:
+        return Resolution(
+            None,
+            "FineTuneJobNotSucceeded",
+            f"{where} is {phase}; serving waits until it has Succeeded",
+        )
+    residency = _condition(status, FineTuneJobConditionType.RESIDENCY_VERIFIED.value)
+    if residency.get("status") != "True":
+        return Resolution(
+            None,
+            "ResidencyNotVerified",
+            f"{where} has Succeeded but its ResidencyVerified condition is "
+            f"{residency.get('status', 'absent')}; only models with verified residency are served",
+        )
+    uri = status.get("fineTunedModel") or (status.get("mlflow") or {}).get("modelUri")
+    if not uri:
+        return Resolution(
+            None,
+            "NoModelRecorded",
+            f"{where} has Succeeded but recorded no model URI (status.fineTunedModel)",
+        )
+    return Resolution(str(uri), "FineTuneJobSucceeded", f"{where} has Succeeded; serving {uri}")

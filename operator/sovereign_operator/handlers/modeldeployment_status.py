@@ -1,0 +1,191 @@
+"""compute_status: the one pure function that turns observed facts into a ModelDeployment's status.
+
+Phase and the four conditions come from one decision, so they cannot disagree. A condition's
+lastTransitionTime moves only when its status changes. Nothing here is terminal: the timer
+recomputes every pass, so a fixed spec or a job that succeeds later heals the deployment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..api.v1alpha1.common import Condition, ConditionStatus, ErrorInfo, PodPlacement
+from ..api.v1alpha1.modeldeployment import (
+    ModelDeploymentConditionType,
+    ModelDeploymentPhase,
+    ModelDeploymentStatus,
+)
+from .finetunejob_status import Validation
+from .modeldeployment_observe import DeploymentFacts, blocker_reason
+from .modeldeployment_resolve import REF_FIELD, Resolution
+
+Phase = ModelDeploymentPhase
+Type = ModelDeploymentConditionType
+T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+_REASON_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass(frozen=True)
+class ServingObserved:
+    """Everything compute_status needs, gathered by the handler."""
+
+    generation: int
+    validation: Validation  # parse + policy; ok=False says what is wrong and where
+    resolution: Resolution | None  # None when the spec could not be parsed
+    suspend: bool = False
+    deployment: DeploymentFacts | None = None
+    wanted_replicas: int | None = None  # what the operator asked for (None: the HPA decides)
+    blockers: tuple[str, ...] = ()
+    placement: tuple[PodPlacement, ...] = field(default_factory=tuple)
+    url: str | None = None
+    served_model_name: str | None = None
+    fetched_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class _Decision:
+    phase: ModelDeploymentPhase
+    reason: str
+    message: str
+    error: ErrorInfo | None = None
+
+
+def _ratio(facts: DeploymentFacts) -> str:
+    return f"{facts.ready}/{facts.replicas} replicas ready"
+
+
+def _decide(observed: ServingObserved) -> _Decision:
+    validation, resolution, facts = observed.validation, observed.resolution, observed.deployment
+    if not validation.ok:
+        code = validation.code or "InvalidSpec"
+        message = validation.message or "the spec is invalid"
+        return _Decision(
+            Phase.FAILED,
+            code,
+            message,
+            ErrorInfo(code=code, message=message, field=validation.field),
+        )
+    assert resolution is not None
+    if resolution.uri is None:
+        if resolution.final:
+            error = ErrorInfo(code=resolution.reason, message=resolution.message, field=REF_FIELD)
+            return _Decision(Phase.FAILED, resolution.reason, resolution.message, error)
+        return _Decision(Phase.PENDING, resolution.reason, resolution.message)
+    if observed.suspend:
+        still = f"; {facts.ready} replicas still running" if facts and facts.ready else ""
+        return _Decision(
+            Phase.SUSPENDED, "Suspended", f"spec.suspend is true: scaled to zero{still}"
+        )
+    if facts is None:
+        return _Decision(Phase.DEPLOYING, "Creating", "creating the Deployment")
+    waiting = "; ".join(observed.blockers)
+    if facts.deadline_exceeded:
+        reason = (
+            blocker_reason(observed.blockers[0])
+            if observed.blockers
+            else "ProgressDeadlineExceeded"
+        )
+        message = f"the rollout made no progress within its deadline ({_ratio(facts)})"
+        message += f": {waiting}" if waiting else ""
+        return _Decision(Phase.DEGRADED, reason, message)
+    if not facts.complete:
+        message = f"rolling out: {_ratio(facts)}" + (f" (waiting: {waiting})" if waiting else "")
+        return _Decision(Phase.DEPLOYING, "RollingOut", message)
+    if facts.replicas == 0:
+        return _Decision(Phase.PENDING, "ScaledToZero", "the Deployment has 0 replicas")
+    if facts.ready >= facts.replicas:
+        return _Decision(Phase.READY, "Ready", f"{_ratio(facts)}, serving at {observed.url}")
+    message = _ratio(facts) + (f": {waiting}" if waiting else "")
+    return _Decision(Phase.DEGRADED, "ReplicasUnavailable", message)
+
+
+def _reason(text: str) -> str:
+    cleaned = _REASON_UNSAFE.sub("", text) or "Unknown"
+    return cleaned if cleaned[0].isalpha() else f"R{cleaned}"
+
+
+def _model_resolved(observed: ServingObserved) -> tuple[ConditionStatus, str, str]:
+    validation, resolution = observed.validation, observed.resolution
+    if resolution is None:
+        return U, "NotChecked", "the spec is invalid"
+    if not validation.ok and (validation.field or "").startswith("spec.model"):
+        return F, validation.code or "PolicyViolation", validation.message or ""
+    if resolution.uri is None:
+        return F, resolution.reason, resolution.message
+    return T, resolution.reason, resolution.message
+
+
+def _residency(observed: ServingObserved) -> tuple[ConditionStatus, str, str]:
+    validation = observed.validation
+    if not validation.ok:
+        if validation.residency:
+            return F, validation.code or "PolicyViolation", validation.message or ""
+        return U, "NotChecked", "the spec is invalid"
+    requested = ", ".join(validation.requested_regions or ()) or "any allowed"
+    return (
+        T,
+        "RegionsAllowed",
+        f"SovereigntyPolicy {validation.policy_name} allows "
+        f"[{', '.join(validation.allowed_regions)}]; requested [{requested}]; "
+        f"every pod is pinned to [{', '.join(validation.regions)}]",
+    )
+
+
+def compute_status(
+    observed: ServingObserved, previous: ModelDeploymentStatus | None, now: datetime
+) -> ModelDeploymentStatus:
+    """The complete status of a ModelDeployment: phase, all four conditions, the evidence."""
+    decision = _decide(observed)
+    phase = decision.phase
+    before = {c.type: c for c in (previous.conditions if previous else [])}
+
+    def cond(
+        kind: ModelDeploymentConditionType, value: tuple[ConditionStatus, str, str]
+    ) -> Condition:
+        status, reason, message = value
+        old = before.get(kind.value)
+        moved = old is None or old.status != status
+        return Condition(
+            type=kind.value,
+            status=status,
+            reason=_reason(reason),
+            message=message,
+            last_transition_time=now if moved or old is None else old.last_transition_time,
+            observed_generation=observed.generation,
+        )
+
+    mine = (decision.reason, decision.message)
+    progressing = (T if phase == Phase.DEPLOYING else F, *mine)
+    ready = (T if phase == Phase.READY else F, *mine)
+    conditions = [
+        cond(Type.MODEL_RESOLVED, _model_resolved(observed)),
+        cond(Type.RESIDENCY_VERIFIED, _residency(observed)),
+        cond(Type.PROGRESSING, progressing),
+        cond(Type.READY, ready),
+    ]
+    uri = observed.resolution.uri if observed.resolution else None
+    digest = observed.fetched_digest
+    if digest is None and previous is not None and uri and previous.model_uri == uri:
+        digest = previous.model_digest
+    validation = observed.validation
+    facts = observed.deployment
+    deployed = uri is not None and validation.ok
+    return ModelDeploymentStatus(
+        phase=phase,
+        conditions=conditions,
+        observed_generation=observed.generation,
+        url=observed.url if deployed else None,
+        replicas=observed.wanted_replicas
+        if observed.wanted_replicas is not None
+        else (facts.replicas if facts else None),
+        ready_replicas=facts.ready if facts else (0 if deployed else None),
+        model_uri=uri,
+        model_digest=digest if uri else None,
+        served_model_name=observed.served_model_name,
+        policy_name=validation.policy_name,
+        regions=list(validation.regions) if validation.ok else None,
+        placement=sorted(observed.placement, key=lambda p: p.pod) or None,
+        error=decision.error,
+    )
