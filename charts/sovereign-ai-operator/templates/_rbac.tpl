@@ -1,14 +1,27 @@
 {{/* The rules for namespaced resources, shared by the ClusterRole and the per-namespace Roles. */}}
 {{- define "sovai.namespacedRules" -}}
-# Kopf watches FineTuneJobs (main.py: kopf.on.create/resume/update/delete,
-# kopf.timer) and patches their metadata: its finalizer and its progress annotations.
+# Kopf watches FineTuneJobs and ModelDeployments (main.py and handlers/modeldeployment.py
+# register(): kopf.on.create/resume/update/delete, kopf.timer) and patches their metadata: its
+# finalizer and its progress annotations.
+- apiGroups: [sovereign-ai.eu]
+  resources: [finetunejobs, modeldeployments]
+  verbs: [list, watch, patch]
+# handlers/modeldeployment.py reconcile(): reads the FineTuneJob a ModelDeployment's
+# spec.model.fineTuneJobRef names, to serve the model it registered.
 - apiGroups: [sovereign-ai.eu]
   resources: [finetunejobs]
-  verbs: [list, watch, patch]
-# handlers/finetunejob.py write_status(): the whole status in one merge patch on the subresource.
+  verbs: [get]
+# handlers/finetunejob.py and handlers/modeldeployment.py write_status(): the whole status in
+# one merge patch on the status subresource.
 - apiGroups: [sovereign-ai.eu]
-  resources: [finetunejobs/status]
+  resources: [finetunejobs/status, modeldeployments/status]
   verbs: [patch]
+# builders/context.py owner references set blockOwnerDeletion; API servers that run the
+# OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) then require update on
+# the owner's finalizers to create the children.
+- apiGroups: [sovereign-ai.eu]
+  resources: [finetunejobs/finalizers, modeldeployments/finalizers]
+  verbs: [update]
 # backends/kuberay.py: reconcile() ensures the RayJob (k8s/ensure.py: create, on 409 get, then
 # patch drift); stop() and delete() delete it.
 - apiGroups: [ray.io]
@@ -25,10 +38,36 @@
   resources: [configmaps]
   verbs: [create, get, patch, delete]
 # main.py kopf.index "sovai_pods" (handlers/indexes.py pods_by_owner): placement evidence and
-# start-up blockers (image pull errors) of the pods the operator's RayJobs made.
+# start-up blockers (image pull errors) of the pods the operator's RayJobs made; and
+# handlers/modeldeployment.py reconcile() (list by label): the serving pods' placement and digest.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# handlers/modeldeployment.py _ensure_children() (k8s/ensure.py: create, on 409 get, then patch
+# drift; plus a replicas patch when an HPA resumes from zero) and delete_children().
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [create, get, patch, delete]
+# handlers/modeldeployment.py _ensure_children(): the serving Service (ensure) and
+# delete_children().
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, get, patch, delete]
+# handlers/modeldeployment.py _ensure_children(): the optional HPA (ensure, or delete when the
+# spec has no autoscaling) and delete_children().
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [create, get, patch, delete]
+# handlers/modeldeployment.py _ensure_children(): the optional PodDisruptionBudget (ensure or
+# delete) and delete_children().
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, get, patch, delete]
+# handlers/modeldeployment.py _ensure_children(): the NetworkPolicy restricting serving egress
+# to the SovereigntyPolicy's allowedCIDRs (ensure) and delete_children().
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, get, patch, delete]
 # handlers/runtime.py Runtime.event() (kopf.event) and Kopf's own handler-progress events.
 - apiGroups: [""]
   resources: [events]

@@ -1,0 +1,53 @@
+-- Argo CD health check for sovereign-ai.eu/ModelDeployment (Lua 5.1, as Argo CD runs it).
+-- Paste into argocd-cm as resource.customizations.health.sovereign-ai.eu_ModelDeployment
+-- (argocd-cm.yaml next to this file holds exactly this text).
+local hs = {}
+
+local function condition_message(status, wanted)
+  if status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == wanted and c.message ~= nil and c.message ~= "" then
+      return c.message
+    end
+  end
+  return nil
+end
+
+if obj.status == nil or obj.status.phase == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to pick up the deployment"
+  return hs
+end
+
+local status = obj.status
+local generation = obj.metadata and obj.metadata.generation
+if generation ~= nil and status.observedGeneration ~= nil and status.observedGeneration < generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local phase = status.phase
+if phase == "Ready" then
+  hs.status = "Healthy"
+  if status.url ~= nil then
+    hs.message = "Serving at " .. status.url
+  else
+    hs.message = "Ready"
+  end
+elseif phase == "Degraded" or phase == "Failed" then
+  hs.status = "Degraded"
+  hs.message = phase .. ": " .. (condition_message(status, "Ready") or condition_message(status, "Progressing") or "no reason given")
+elseif phase == "Suspended" then
+  hs.status = "Suspended"
+  hs.message = "Suspended (spec.suspend is true)"
+elseif phase == "Pending" or phase == "Deploying" then
+  hs.status = "Progressing"
+  hs.message = condition_message(status, "Progressing") or phase
+else
+  hs.status = "Unknown"
+  hs.message = "Unknown phase " .. tostring(phase)
+end
+return hs

@@ -1,0 +1,454 @@
+"""The Helm chart: lint, rendered fields that matter, values <-> Settings, CRDs in sync, RBAC."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_render import CHART, REPO_ROOT, of_kind, one, run_helm, template, template_error
+
+from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
+from sovereign_operator.config import Settings
+
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+
+
+def camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def snake(camel_name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel_name).lower()
+
+
+def deployment(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    return one(template(values), "Deployment")
+
+
+def container(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    containers = deployment(values)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+# -- lint -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"config": {**VALUES["config"], "replicas": 3, "namespaces": ["team-a", "team-b"]}},
+        {"metrics": {**VALUES["metrics"], "serviceMonitor": {"enabled": True}}},
+    ],
+    ids=["defaults", "peering-namespaced", "servicemonitor"],
+)
+def test_helm_lint_strict(values: dict[str, Any]) -> None:
+    args = [arg for key, v in values.items() for arg in ("--set-json", f"{key}={json.dumps(v)}")]
+    result = run_helm("lint", "--strict", str(CHART), "--kube-version", "1.36.3", *args)
+    assert "0 chart(s) failed" in result.stdout
+
+
+# -- values and schema ----------------------------------------------------------------------
+
+
+def test_config_values_are_one_to_one_with_settings() -> None:
+    fields = {camel(name) for name in Settings.model_fields}
+    assert set(VALUES["config"]) == fields
+    assert set(SCHEMA["properties"]["config"]["properties"]) == fields
+
+
+def test_rendered_environment_parses_into_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = {
+        **VALUES["config"],
+        "mlflowTrackingUri": "http://mlflow.ml.svc:5000",
+        "mlflowSecretName": "mlflow-auth",
+        "startupDeadlineSeconds": 45,
+        "servingImage": "registry.eu-west-par.example.eu/sovereign-ai/serve:0.1.0",
+        "modelCacheClaim": "model-cache",
+        "namespaces": ["team-a", "team-b"],
+        "reconcileIntervalSeconds": 2.5,
+        "hfHubOffline": False,
+        "logFormat": "text",
+    }
+    env = {e["name"]: e["value"] for e in container({"config": config})["env"] if "value" in e}
+    sovai = {name: value for name, value in env.items() if name.startswith("SOVAI_")}
+    assert set(sovai) == {f"SOVAI_{name.upper()}" for name in Settings.model_fields}
+    for name in list(os.environ):
+        if name.startswith("SOVAI_"):
+            monkeypatch.delenv(name)
+    for name, value in sovai.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().model_dump() == {snake(key): value for key, value in config.items()}
+
+
+def test_null_settings_are_left_unset() -> None:
+    names = {e["name"] for e in container()["env"]}
+    assert "SOVAI_MLFLOW_TRACKING_URI" not in names  # null: the operator's default applies
+    assert "SOVAI_NAMESPACES" not in names  # empty list: the whole cluster
+    assert "SOVAI_RUNTIME_IMAGE" in names
+
+
+def _documented_keys(lines: list[str]) -> list[str]:
+    """Paths of keys in values.yaml without a `# --` comment right above them."""
+    # Kubernetes-typed or free-form subtrees: documented once, at their own key.
+    opaque = {
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "sovereigntyPolicy.spec",
+    }
+    missing: list[str] = []
+    stack: list[tuple[int, str]] = []
+    block: list[str] = []  # the comment lines right above the current line
+    for line in lines:
+        match = re.match(r"^( *)([A-Za-z][\w-]*):", line)
+        if match:
+            indent, key = len(match.group(1)), match.group(2)
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            path = ".".join([p for _, p in stack] + [key])
+            inside_opaque = any(path.startswith(o + ".") for o in opaque)
+            if not inside_opaque and not any(c.startswith("# --") for c in block):
+                missing.append(path)
+            stack.append((indent, key))
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            block.append(stripped)
+        elif stripped:
+            block = []
+    return missing
+
+
+def test_every_value_is_documented() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    assert _documented_keys(lines) == []
+    # The check itself catches an undocumented key.
+    assert _documented_keys(["# -- ok", "a:", "  b: 1"]) == ["a.b"]
+
+
+def _objects_without_closed_properties(node: Any, path: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    found = []
+    if "properties" in node and node.get("additionalProperties") is not False:
+        found.append(path or "/")
+    for key, child in node.items():
+        if isinstance(child, dict):
+            found += _objects_without_closed_properties(child, f"{path}/{key}")
+    return found
+
+
+def test_schema_closes_every_object() -> None:
+    assert _objects_without_closed_properties(SCHEMA) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
+        ({"config": {**VALUES["config"], "logFormat": "xml"}}, "/config/logFormat"),
+        ({"config": {**VALUES["config"], "metricsPort": 70000}}, "/config/metricsPort"),
+        ({"rbac": {"create": True, "raySecrets": [{"name": "x"}]}}, "namespace"),
+        (
+            {"securityContext": {**VALUES["securityContext"], "allowPrivilegeEscalation": True}},
+            "/securityContext/allowPrivilegeEscalation",
+        ),
+    ],
+    ids=["unknown-key", "bad-enum", "bad-port", "secret-without-namespace", "escalation"],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
+    assert message in template_error(values)
+
+
+def test_schema_policy_spec_matches_the_crd() -> None:
+    crd = yaml.safe_load(
+        (REPO_ROOT / "crds" / "sovereign-ai.eu_sovereigntypolicies.yaml").read_text()
+    )
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema_spec = SCHEMA["properties"]["sovereigntyPolicy"]["properties"]["spec"]
+    assert set(schema_spec["properties"]) == set(spec["properties"])
+    assert schema_spec["required"] == spec["required"]
+
+
+# -- Deployment -----------------------------------------------------------------------------
+
+
+def test_deployment_single_replica_recreate_restricted() -> None:
+    rendered = deployment()
+    spec = rendered["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "rel-sovereign-ai-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    main = container()
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert main["image"] == "registry.sovereign-ai.eu/sovereign-ai/operator:0.1.0"
+    assert main["args"] == ["python", "-m", "sovereign_operator"]
+    assert main["resources"]["limits"]["memory"] == "512Mi"
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert main[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_health_port_zero_turns_probes_off() -> None:
+    main = container({"config": {**VALUES["config"], "healthPort": 0, "metricsPort": 0}})
+    assert "livenessProbe" not in main
+    assert "ports" not in main
+
+
+def test_image_digest_wins_over_tag() -> None:
+    digest = "sha256:" + "a" * 64
+    main = container({"image": {**VALUES["image"], "tag": "9.9.9", "digest": digest}})
+    assert main["image"] == f"registry.sovereign-ai.eu/sovereign-ai/operator@{digest}"
+
+
+def test_replicas_above_one_use_kopf_peering() -> None:
+    docs = template({"config": {**VALUES["config"], "replicas": 3}})
+    spec = one(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    crds = {d["metadata"]["name"] for d in of_kind(docs, "CustomResourceDefinition")}
+    assert "clusterkopfpeerings.kopf.dev" in crds
+    peering = one(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "sovereign-ai-operator"
+    rules = one(docs, "ClusterRole")["rules"]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"]} in rules  # fmt: skip
+
+
+def test_single_replica_has_no_peering() -> None:
+    docs = template()
+    assert of_kind(docs, "ClusterKopfPeering") == []
+    assert "kopf.dev" not in json.dumps(one(docs, "ClusterRole"))
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_service_and_servicemonitor() -> None:
+    docs = template({"metrics": {**VALUES["metrics"], "serviceMonitor": {"enabled": True}}})
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
+    assert of_kind(template(), "ServiceMonitor") == []
+
+
+def test_servicemonitor_without_service_fails() -> None:
+    metrics = {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}
+    assert "needs metrics.service.enabled" in template_error({"metrics": metrics})
+
+
+# -- CRDs, admission policies, default policy -----------------------------------------------
+
+
+def _generated(name: str) -> list[dict[str, Any]]:
+    text = (REPO_ROOT / "crds" / name).read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _without_chart_metadata(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = json.loads(json.dumps(doc))
+    doc["metadata"].pop("annotations", None)
+    doc["metadata"]["labels"] = {
+        k: v
+        for k, v in doc["metadata"].get("labels", {}).items()
+        if k == "app.kubernetes.io/part-of"
+    }
+    return doc
+
+
+def test_chart_crd_copy_is_in_sync_with_crds() -> None:
+    generated = {p.name: p.read_bytes() for p in (REPO_ROOT / "crds").glob("*.yaml")}
+    copied = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    assert copied == generated, "run `make crds` (it copies crds/ into the chart)"
+
+
+def test_rendered_crds_equal_the_generated_ones_and_are_kept() -> None:
+    docs = template()
+    rendered = {d["metadata"]["name"]: d for d in of_kind(docs, "CustomResourceDefinition")}
+    generated = [
+        doc
+        for path in sorted((REPO_ROOT / "crds").glob("sovereign-ai.eu_*.yaml"))
+        for doc in _generated(path.name)
+    ]
+    assert set(rendered) == {doc["metadata"]["name"] for doc in generated}
+    for doc in generated:
+        crd = rendered[doc["metadata"]["name"]]
+        assert _without_chart_metadata(crd) == doc
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-2"
+
+
+def test_crds_disabled_renders_none() -> None:
+    assert of_kind(template({"crds": {"enabled": False}}), "CustomResourceDefinition") == []
+
+
+def test_admission_policies_are_rendered_as_generated() -> None:
+    docs = template()
+    rendered = [
+        d
+        for d in docs
+        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    ]
+
+    def key(doc: dict[str, Any]) -> tuple[str, str]:
+        return doc["kind"], doc["metadata"]["name"]
+
+    generated = sorted(_generated("admission-policies.yaml"), key=key)
+    assert sorted((_without_chart_metadata(d) for d in rendered), key=key) == generated
+    assert all(
+        d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-1" for d in rendered
+    )
+    off = template({"admissionPolicy": {"enabled": False}})
+    assert of_kind(off, "ValidatingAdmissionPolicy") == []
+
+
+def test_default_policy_is_valid_and_a_hook() -> None:
+    policy = one(template(), "SovereigntyPolicy")
+    assert policy["metadata"]["name"] == VALUES["config"]["defaultPolicy"]
+    assert policy["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    SovereigntyPolicySpec.model_validate(policy["spec"])
+    example = yaml.safe_load((REPO_ROOT / "examples" / "sovereigntypolicy-eu.yaml").read_text())
+    assert policy["spec"] == example["spec"]  # `kubectl apply -f examples/` agrees with it
+
+
+def test_default_policy_under_argocd_is_a_wave() -> None:
+    policy = one(template({"sovereigntyPolicy": {**VALUES["sovereigntyPolicy"], "asHook": False}}),
+                 "SovereigntyPolicy")  # fmt: skip
+    annotations = policy["metadata"]["annotations"]
+    assert "helm.sh/hook" not in annotations
+    assert annotations["argocd.argoproj.io/sync-wave"] == "-1"
+
+
+def test_default_policy_needs_a_name() -> None:
+    error = template_error({"config": {**VALUES["config"], "defaultPolicy": None}})
+    assert "config.defaultPolicy must name the SovereigntyPolicy" in error
+
+
+# -- RBAC -----------------------------------------------------------------------------------
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for d in docs if d["kind"] in ("ClusterRole", "Role") for rule in d["rules"]]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"config": {**VALUES["config"], "replicas": 2, "namespaces": ["a"]}},
+        {"rbac": {"create": True, "raySecrets": [{"namespace": "ray-system", "name": "tok"}]}},
+    ],
+    ids=["cluster", "namespaced-peering", "ray-secret"],
+)
+def test_rbac_has_no_wildcards(values: dict[str, Any]) -> None:
+    rules = _rules(template(values))
+    assert rules
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert all("*" not in item for item in rule.get(key, [])), rule
+
+
+def _rule_comment_gaps(text: str) -> list[int]:
+    lines = text.splitlines()
+    gaps = []
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*- apiGroups:", line) and not lines[i - 1].strip().startswith("#"):
+            gaps.append(i + 1)
+    return gaps
+
+
+def test_every_rbac_rule_says_which_code_path_needs_it() -> None:
+    for name in ("rbac.yaml", "_rbac.tpl"):
+        assert _rule_comment_gaps((CHART / "templates" / name).read_text()) == [], name
+    assert _rule_comment_gaps("x:\n- apiGroups: []\n") == [2]
+
+
+def test_cluster_wide_rbac_grants_exactly_the_operators_calls() -> None:
+    docs = template()
+    rules = [(r["apiGroups"], r["resources"], r["verbs"]) for r in _rules(docs)]
+    assert rules == [
+        (["sovereign-ai.eu"], ["sovereigntypolicies"], ["list", "watch"]),
+        ([""], ["nodes"], ["list", "watch"]),
+        ([""], ["namespaces"], ["get", "list", "watch"]),
+        (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
+        (["sovereign-ai.eu"], ["finetunejobs", "modeldeployments"], ["list", "watch", "patch"]),
+        (["sovereign-ai.eu"], ["finetunejobs"], ["get"]),
+        (["sovereign-ai.eu"], ["finetunejobs/status", "modeldeployments/status"], ["patch"]),
+        (
+            ["sovereign-ai.eu"],
+            ["finetunejobs/finalizers", "modeldeployments/finalizers"],
+            ["update"],
+        ),
+        (["ray.io"], ["rayjobs"], ["create", "get", "patch", "delete"]),
+        (["ray.io"], ["rayjobs"], ["list", "watch"]),
+        ([""], ["configmaps"], ["create", "get", "patch", "delete"]),
+        ([""], ["pods"], ["list", "watch"]),
+        (["apps"], ["deployments"], ["create", "get", "patch", "delete"]),
+        ([""], ["services"], ["create", "get", "patch", "delete"]),
+        (["autoscaling"], ["horizontalpodautoscalers"], ["create", "get", "patch", "delete"]),
+        (["policy"], ["poddisruptionbudgets"], ["create", "get", "patch", "delete"]),
+        (["networking.k8s.io"], ["networkpolicies"], ["create", "get", "patch", "delete"]),
+        ([""], ["events"], ["create"]),
+    ]
+    assert of_kind(docs, "Role") == []
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-sovereign-ai-operator", "namespace": "sovai-system"}
+    ]
+    assert "secrets" not in json.dumps(_rules(docs))
+
+
+def test_watched_namespaces_get_roles_not_cluster_rules() -> None:
+    docs = template({"config": {**VALUES["config"], "namespaces": ["team-a", "team-b"]}})
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    cluster_resources = {res for r in one(docs, "ClusterRole")["rules"] for res in r["resources"]}
+    assert cluster_resources == {
+        "sovereigntypolicies",
+        "nodes",
+        "namespaces",
+        "customresourcedefinitions",
+    }
+    assert len(of_kind(docs, "RoleBinding")) == 2
+
+
+def test_ray_secret_is_readable_by_name_only() -> None:
+    docs = template(
+        {"rbac": {"create": True, "raySecrets": [{"namespace": "ray-system", "name": "tok"}]}}
+    )
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == "ray-system"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["tok"], "verbs": ["get"]}
+    ]
+
+
+def test_rbac_off_renders_no_rbac() -> None:
+    docs = template({"rbac": {"create": False, "raySecrets": []}})
+    assert not [d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io")]
+
+
+def test_chart_has_no_plain_crds_folder() -> None:
+    # Helm would install but never upgrade a crds/ folder; the CRDs are templates instead.
+    assert not Path(CHART / "crds").exists()
