@@ -65,7 +65,7 @@ def test_structural_crd_prunes_unknown_fields(cluster: LocalCluster, namespace: 
         },
     }
     cluster.apply(crd)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.prune.test.sovereign-ai.eu")
+    cluster.wait_for_crds("widgets.prune.test.sovereign-ai.eu")
     widget = {
         "apiVersion": "prune.test.sovereign-ai.eu/v1",
         "kind": "Widget",

@@ -52,6 +52,13 @@ def _find_kuberay_crds(operator_binary: Path) -> Path | None:
     return None
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call; unlike its base class, its message carries kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 class LocalCluster:
     """A local control plane; a context manager that tears everything down by PID on exit.
 
@@ -106,9 +113,7 @@ class LocalCluster:
             [*argv, *args], input=stdin, capture_output=True, text=True, timeout=timeout
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, ["kubectl", *args], result.stdout, result.stderr
-            )
+            raise KubectlError(result.returncode, ["kubectl", *args], result.stdout, result.stderr)
         return result
 
     def apply(self, *manifests: dict[str, Any], namespace: str | None = None) -> None:
@@ -116,6 +121,29 @@ class LocalCluster:
         text = yaml.safe_dump_all(manifests)
         extra = ["-n", namespace] if namespace else []
         self.kubectl("apply", "--server-side", "--force-conflicts", *extra, "-f", "-", stdin=text)
+
+    def wait_for_crds(self, *names: str, timeout: float = 60.0) -> None:
+        """Wait until each CRD is Established (served).
+
+        ``kubectl wait`` errors out instead of waiting while a fresh CRD has no conditions yet,
+        so this polls.
+        """
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending:
+            for name in sorted(pending):
+                result = self.kubectl("get", "crd", name, "-o", "json", check=False)
+                if result.returncode == 0 and any(
+                    c["type"] == "Established" and c["status"] == "True"
+                    for c in json.loads(result.stdout).get("status", {}).get("conditions") or []
+                ):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"CRDs not Established within {timeout:.0f} s: {sorted(pending)}"
+                )
+            if pending:
+                time.sleep(0.2)
 
     def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig for a client-certificate user with the given groups (RBAC tests)."""
@@ -398,13 +426,7 @@ class LocalCluster:
                 f"KubeRay CRDs ({KUBERAY_CRD_FOLDER}) not found next to the checkout (shared/crds)"
             )
         self.kubectl("apply", "--server-side", "-f", str(crds), timeout=120)
-        self.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/rayjobs.ray.io",
-            "crd/rayclusters.ray.io",
-            "--timeout=60s",
-        )
+        self.wait_for_crds("rayjobs.ray.io", "rayclusters.ray.io")
         probe = free_port()
         kuberay = self._spawn(
             "kuberay-operator",
