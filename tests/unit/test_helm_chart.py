@@ -452,3 +452,21 @@ def test_rbac_off_renders_no_rbac() -> None:
 def test_chart_has_no_plain_crds_folder() -> None:
     # Helm would install but never upgrade a crds/ folder; the CRDs are templates instead.
     assert not Path(CHART / "crds").exists()
+
+
+def _leaf_paths(node: dict[str, Any], prefix: str = "") -> list[str]:
+    opaque = {"podSecurityContext", "securityContext", "resources", "sovereigntyPolicy.spec"}
+    paths = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in opaque:
+            paths += _leaf_paths(value, f"{path}.")
+        else:
+            paths.append(path)
+    return paths
+
+
+def test_docs_values_table_lists_every_value() -> None:
+    docs = (REPO_ROOT / "docs" / "helm.md").read_text()
+    table = set(re.findall(r"^\| `([\w.-]+)` \|", docs, flags=re.MULTILINE))
+    assert table == set(_leaf_paths(VALUES))

@@ -1,0 +1,134 @@
+"""Install the Helm chart into a LocalCluster, and act as the chart's ServiceAccount.
+
+The operator authenticates with a token from the TokenRequest API (`kubectl create token`),
+written into a kubeconfig, so every call it makes is authorised by the chart's RBAC alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_process import OperatorProcess
+
+from sovereign_operator.devcluster import LocalCluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
+# What the API server answers when RBAC refuses a call: `... is forbidden: User "..." cannot
+# patch resource "finetunejobs/status" ...`. Any such line in the operator's log is a missing rule.
+FORBIDDEN = re.compile(r'cannot (\w+) resource \\?"([\w./-]+)\\?"')
+
+
+def helm(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the project's helm against the cluster as its admin."""
+    argv = [str(cluster.binaries["helm"]), f"--kubeconfig={cluster.kubeconfig}", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def value_args(values: dict[str, Any]) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
+
+
+def install(
+    cluster: LocalCluster, release: str, namespace: str, values: dict[str, Any], upgrade: bool
+) -> subprocess.CompletedProcess[str]:
+    """`helm install` (or `helm upgrade`) of the chart from this checkout."""
+    verb = ["upgrade"] if upgrade else ["install", "--create-namespace"]
+    return helm(cluster, *verb, release, str(CHART), "-n", namespace, *value_args(values))
+
+
+def token_kubeconfig(
+    cluster: LocalCluster, service_account: str, namespace: str, path: Path
+) -> Path:
+    """A kubeconfig that authenticates as ``namespace/service_account`` with a bound token."""
+    token = cluster.kubectl(
+        "create", "token", service_account, "-n", namespace, "--duration=2h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": service_account,
+                "context": {"cluster": admin["clusters"][0]["name"], "user": service_account},
+            }
+        ],
+        "current-context": service_account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    whoami = cluster.kubectl("auth", "whoami", "-o", "json", kubeconfig=path).stdout
+    user = json.loads(whoami)["status"]["userInfo"]["username"]
+    assert user == f"system:serviceaccount:{namespace}:{service_account}", user
+    return path
+
+
+def forbidden_calls(log_text: str) -> set[tuple[str, str]]:
+    """(verb, resource) of every call RBAC refused, from the operator's log."""
+    return set(FORBIDDEN.findall(log_text))
+
+
+# -- fixtures: import them into a test module to run its operator as the chart's SA ------------
+
+RBAC_RELEASE = "sovai-rbac"
+RBAC_NAMESPACE = "sovai-rbac"
+# Only the identity: the session's `crds` fixture already installed CRDs and admission policies.
+RBAC_VALUES: dict[str, Any] = {
+    "crds": {"enabled": False},
+    "admissionPolicy": {"enabled": False},
+    "sovereigntyPolicy": {"create": False},
+}
+
+
+@pytest.fixture(scope="session")
+def chart_service_account(crds: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chart installed (RBAC, ServiceAccount, Deployment); a kubeconfig acting as its SA."""
+    helm(
+        crds,
+        "upgrade",
+        "--install",
+        "--create-namespace",
+        RBAC_RELEASE,
+        str(CHART),
+        "-n",
+        RBAC_NAMESPACE,
+        *value_args(RBAC_VALUES),
+    )
+    path = tmp_path_factory.mktemp("chart-sa") / "operator.kubeconfig"
+    return token_kubeconfig(crds, f"{RBAC_RELEASE}-sovereign-ai-operator", RBAC_NAMESPACE, path)
+
+
+@pytest.fixture(autouse=True)
+def operator_as_chart_service_account(
+    chart_service_account: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[OperatorProcess]]:
+    """Every OperatorProcess started with the admin kubeconfig runs as the chart's SA instead;
+    afterwards its log must hold no call that RBAC refused (even one the test did not notice).
+    A process given another kubeconfig on purpose is left alone."""
+    started: list[OperatorProcess] = []
+    original = OperatorProcess.start
+
+    def start(self: OperatorProcess, timeout: float = 60.0) -> OperatorProcess:
+        if self.env["KUBECONFIG"] == str(self.cluster.kubeconfig):
+            self.env["KUBECONFIG"] = str(chart_service_account)
+            started.append(self)
+        return original(self, timeout)
+
+    monkeypatch.setattr(OperatorProcess, "start", start)
+    yield started
+    for process in started:
+        refused = forbidden_calls(process.log_text())
+        assert refused == set(), f"RBAC refused {refused}:\n{process.log_tail()}"
