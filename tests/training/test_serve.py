@@ -246,6 +246,22 @@ def test_streamed_chat_equals_the_plain_one(client: openai.OpenAI) -> None:
     assert {c.id for c in chunks} == {chunks[0].id}
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"temperature": 1e-300},
+        {"top_p": 1e-300},
+        {"temperature": 2, "top_p": 1, "seed": -5},
+        {"stop": ["\n", "x", "ab", "é"], "seed": 2**64 - 1},
+    ],
+)
+def test_extreme_but_valid_sampling_values_are_answered(
+    client: openai.OpenAI, fields: dict[str, Any]
+) -> None:
+    result = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=3, **fields)
+    assert result.choices[0].finish_reason in ("stop", "length")
+
+
 def test_stream_is_server_sent_events_ending_with_done(server: str) -> None:
     body = {"model": NAME, "prompt": PROMPT, "max_tokens": 3, "temperature": 0, "stream": True}
     with requests.post(f"{server}/v1/completions", json=body, stream=True, timeout=30) as resp:

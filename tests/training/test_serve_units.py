@@ -32,6 +32,15 @@ def test_small_top_p_keeps_only_the_most_likely_token() -> None:
     assert picks == {1}
 
 
+@pytest.mark.parametrize(("temperature", "top_p"), [(1e-300, 1.0), (1.0, 1e-300), (1e-6, 1e-9)])
+def test_extreme_sampling_values_fall_back_to_the_most_likely_token(
+    temperature: float, top_p: float
+) -> None:
+    logits = torch.tensor([0.0, 2.0, 1.9, 0.5])
+    gen = torch.Generator().manual_seed(2)
+    assert {select_next_token(logits, temperature, top_p, gen) for _ in range(20)} == {1}
+
+
 def test_sampling_follows_the_distribution_and_the_seed() -> None:
     logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
 
