@@ -40,6 +40,18 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from .main import main as run_operator  # imported here: Kopf is not needed otherwise
+
+    return run_operator()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # the demo pulls in nothing the operator image needs
+
+    return run_demo(Path(args.repo).resolve(), Path(args.workdir).resolve())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sovai", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -54,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not start the KubeRay operator",
     )
     dev.set_defaults(handler=_dev_cluster)
+
+    operator = commands.add_parser("operator", help="run the operator (settings: SOVAI_* env)")
+    operator.set_defaults(handler=_operator)
+
+    demo = commands.add_parser("demo", help="the whole product on this machine, end to end")
+    demo.add_argument("--workdir", default=".demo", help="logs, cluster, models (default .demo)")
+    demo.add_argument("--repo", default=".", help="the source checkout (charts, examples)")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,4 +32,24 @@ def crds(cluster: LocalCluster) -> LocalCluster:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR), timeout=120)
     for name in OUR_CRDS:
         wait_for(lambda n=name: established(cluster, n), 60, f"CRD {name} to be Established")
+    wait_for(lambda: admission_configured(cluster), 120, "the admission policies to find paramKind")
     return cluster
+
+
+def admission_configured(cluster: LocalCluster) -> bool:
+    """The API server resolves a new paramKind some seconds after its CRD is Established; until
+    then every create is refused with "failed to configure policy". A server-side dry run
+    tells when that is over (any other answer, allowed or denied, means it is configured)."""
+    probe = {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "admission-probe", "namespace": "default"},
+        "spec": {
+            "baseModel": {"uri": "hf://probe/probe"},
+            "dataset": {"trainingUri": "s3://probe-bucket/probe.jsonl"},
+        },
+    }
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", stdin=json.dumps(probe), check=False
+    )
+    return "failed to configure policy" not in result.stderr

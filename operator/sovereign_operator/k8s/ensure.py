@@ -25,7 +25,8 @@ def drift(desired: Any, actual: Any) -> bool:
     """True when ``desired`` is not contained in ``actual``.
 
     Dicts compare key by key (extra keys in ``actual`` are server defaults, not drift); lists
-    compare element-wise with the same rule; scalars compare equal.
+    compare element-wise with the same rule; scalars compare equal, and a zero value equals
+    an absent key.
     """
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
@@ -35,6 +36,9 @@ def drift(desired: Any, actual: Any) -> bool:
         if not isinstance(actual, list) or len(desired) != len(actual):
             return True
         return any(drift(d, a) for d, a in zip(desired, actual, strict=True))
+    if actual is None and desired in (False, 0, ""):
+        # Go controllers drop omitempty zero values when they update an object.
+        return False
     return bool(desired != actual)
 
 

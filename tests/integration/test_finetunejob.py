@@ -1,0 +1,368 @@
+"""FineTuneJob end to end on the real control plane, the real KubeRay operator and kwok nodes.
+
+The operator runs as a subprocess. A Ray dashboard cannot run inside kwok's fake pods, so
+the tests whose names say "driving_rayjob_status" report the Ray job's outcome through the
+RayJob's status subresource, as KubeRay would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_process import (
+    EU_REGIONS,
+    OperatorProcess,
+    conditions,
+    events,
+    finetunejob,
+    ftj,
+    get_json,
+    owned,
+    patch_rayjob_status,
+    rayjobs,
+    setup_namespace,
+    wait_for,
+    wait_phase,
+)
+
+from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.nodes import GPU_PRODUCT_LABEL, REGION_LABEL
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def operator(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    setup_namespace(crds, namespace)
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as process:
+        yield process
+    crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
+
+
+def node_labels(cluster: LocalCluster) -> dict[str, dict[str, str]]:
+    return {
+        n["metadata"]["name"]: n["metadata"]["labels"] for n in get_json(cluster, "nodes")["items"]
+    }
+
+
+def test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(
+        finetunejob(
+            "pinned",
+            namespace,
+            resources={"workers": 3, "gpusPerWorker": 2, "cpu": "4", "memory": "16Gi"},
+        )
+    )
+    obj = wait_phase(crds, namespace, "pinned", "Queued", log=operator.log_tail)
+    uid = obj["metadata"]["uid"]
+    cond = conditions(obj)
+    assert cond["InputsValidated"]["status"] == "True"
+    assert cond["ResidencyVerified"]["status"] == "True"
+    assert f"SovereigntyPolicy pol-{namespace}" in cond["ResidencyVerified"]["message"]
+    assert obj["status"]["regions"] == sorted(EU_REGIONS)
+    assert obj["status"]["resolvedHyperparameters"]["epochs"] == 3
+
+    [rayjob] = rayjobs(crds, namespace)
+    assert rayjob["metadata"]["ownerReferences"][0]["uid"] == uid
+    # KubeRay accepted it and made the RayCluster.
+    cluster_name = wait_for(
+        lambda: (
+            get_json(crds, "rayjobs.ray.io", rayjob["metadata"]["name"], "-n", namespace).get(
+                "status"
+            )
+            or {}
+        ).get("rayClusterName"),
+        90,
+        "KubeRay to create the RayCluster",
+    )
+    assert get_json(crds, "rayclusters.ray.io", cluster_name, "-n", namespace) is not None
+    configmap = get_json(crds, "configmap", "pinned-config", "-n", namespace)
+    assert (
+        '"regions": [\n      "eu-central-fra",\n      "eu-west-par"\n    ]'
+        in configmap["data"]["job.json"]
+    )
+
+    # Head, 3 workers and then the submitter (created once the cluster is ready) all bind.
+    def bound_pods() -> list[dict[str, Any]] | None:
+        pods = owned(crds, "pods", namespace, uid)
+        components = {p["metadata"]["labels"].get("sovereign-ai.eu/component") for p in pods}
+        if (
+            len(pods) >= 5
+            and components >= {"ray-head", "ray-worker", "ray-submitter"}
+            and all(p["spec"].get("nodeName") for p in pods)
+        ):
+            return pods
+        return None
+
+    pods = wait_for(
+        bound_pods, 120, "head, workers and submitter to be bound", on_timeout=operator.log_tail
+    )
+    labels = node_labels(crds)
+    for pod in pods:
+        node = labels[pod["spec"]["nodeName"]]
+        assert node[REGION_LABEL] in EU_REGIONS, pod["metadata"]["name"]
+        assert node[REGION_LABEL] != "us-east-1"
+        assert GPU_PRODUCT_LABEL in node, f"{pod['metadata']['name']} is not on a GPU node"
+
+    # The placement evidence in status names every pod with its node's region.
+    def evidence() -> list[dict[str, str]] | None:
+        placement = ((ftj(crds, namespace, "pinned") or {}).get("status") or {}).get("placement")
+        return placement if placement and len(placement) >= len(pods) else None
+
+    placement = wait_for(evidence, 30, "status.placement for every pod")
+    assert {p["region"] for p in placement} <= set(EU_REGIONS)
+    assert {p["pod"] for p in placement} >= {p["metadata"]["name"] for p in pods}
+    assert 'sovai_finetunejobs{phase="' in operator.metrics()
+
+
+def test_success_path_driving_rayjob_status_through_status_subresource(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(finetunejob("ok", namespace, suffix="faq"))
+    wait_phase(crds, namespace, "ok", "Queued", log=operator.log_tail)
+    patch_rayjob_status(
+        crds,
+        namespace,
+        "ok",
+        {
+            "jobDeploymentStatus": "Running",
+            "jobStatus": "RUNNING",
+            "jobId": "ok-abc",
+            "startTime": "2026-11-27T08:00:00Z",
+        },
+    )
+    wait_phase(crds, namespace, "ok", "Running", log=operator.log_tail)
+    patch_rayjob_status(
+        crds,
+        namespace,
+        "ok",
+        {
+            "jobDeploymentStatus": "Complete",
+            "jobStatus": "SUCCEEDED",
+            "endTime": "2026-11-27T08:30:00Z",
+        },
+    )
+    obj = wait_phase(crds, namespace, "ok", "Succeeded", log=operator.log_tail)
+    status = obj["status"]
+    cond = conditions(obj)
+    assert cond["Succeeded"]["status"] == "True"
+    assert cond["Running"]["status"] == "False"
+    assert cond["Failed"]["status"] == "False"
+    assert status["completionTime"] == "2026-11-27T08:30:00Z"
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert "error" not in status
+    reasons = [e["reason"] for e in events(crds, namespace, "ok")]
+    assert {"Queued", "Running", "Succeeded", "ResidencyVerified"} <= set(reasons)
+
+
+def test_failure_path_driving_rayjob_status_through_status_subresource(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(finetunejob("bad", namespace))
+    wait_phase(crds, namespace, "bad", "Queued", log=operator.log_tail)
+    patch_rayjob_status(
+        crds,
+        namespace,
+        "bad",
+        {
+            "jobDeploymentStatus": "Failed",
+            "jobStatus": "FAILED",
+            "reason": "AppFailed",
+            "message": "Job entrypoint command failed with exit code 1",
+            "endTime": "2026-11-27T08:10:00Z",
+        },
+    )
+    obj = wait_phase(crds, namespace, "bad", "Failed", log=operator.log_tail)
+    failed = conditions(obj)["Failed"]
+    assert failed["status"] == "True"
+    assert failed["reason"] == "AppFailed"
+    assert failed["message"] == "Job entrypoint command failed with exit code 1"
+    assert obj["status"]["error"]["code"] == "AppFailed"
+    warnings = [e for e in events(crds, namespace, "bad") if e["type"] == "Warning"]
+    assert any("exit code 1" in e["message"] for e in warnings)
+
+
+def test_suspend_and_resume(crds: LocalCluster, namespace: str, operator: OperatorProcess) -> None:
+    crds.apply(finetunejob("pausable", namespace))
+    wait_phase(crds, namespace, "pausable", "Queued", log=operator.log_tail)
+    crds.kubectl(
+        "patch",
+        "finetunejob",
+        "pausable",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": true}}',
+    )
+    wait_for(
+        lambda: get_json(crds, "rayjobs.ray.io", "pausable", "-n", namespace)["spec"].get(
+            "suspend"
+        ),
+        30,
+        "the RayJob to be suspended",
+        on_timeout=operator.log_tail,
+    )
+    obj = wait_phase(crds, namespace, "pausable", "Suspended", log=operator.log_tail)
+    assert conditions(obj)["Suspended"]["status"] == "True"
+    # KubeRay tears the Ray cluster down while suspended.
+    wait_for(
+        lambda: (
+            (get_json(crds, "rayjobs.ray.io", "pausable", "-n", namespace).get("status") or {}).get(
+                "jobDeploymentStatus"
+            )
+            == "Suspended"
+        ),
+        60,
+        "KubeRay to report the RayJob Suspended",
+    )
+    crds.kubectl(
+        "patch",
+        "finetunejob",
+        "pausable",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": false}}',
+    )
+    wait_for(
+        lambda: (
+            not get_json(crds, "rayjobs.ray.io", "pausable", "-n", namespace)["spec"].get("suspend")
+        ),
+        30,
+        "the RayJob to be resumed",
+        on_timeout=operator.log_tail,
+    )
+    obj = wait_for(
+        lambda: (
+            (o := ftj(crds, namespace, "pausable"))
+            and o["status"]["phase"] in ("Queued", "Running")
+            and o
+        ),
+        60,
+        "the job to be queued or running again",
+        on_timeout=operator.log_tail,
+    )
+    cond = conditions(obj)
+    assert cond["Suspended"]["status"] == "False"
+    assert cond["Suspended"]["reason"] == "Resumed"
+    assert len(rayjobs(crds, namespace)) == 1
+
+
+def test_delete_cleans_up_children_and_removes_the_finalizer(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(finetunejob("gone", namespace))
+    obj = wait_phase(crds, namespace, "gone", "Queued", log=operator.log_tail)
+    assert "sovereign-ai.eu/finalizer" in obj["metadata"]["finalizers"]
+    crds.kubectl("delete", "finetunejob", "gone", "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: ftj(crds, namespace, "gone") is None,
+        60,
+        "the FineTuneJob to be deleted",
+        on_timeout=operator.log_tail,
+    )
+    wait_for(lambda: not rayjobs(crds, namespace), 60, "the RayJob to be deleted")
+    assert get_json(crds, "configmap", "gone-config", "-n", namespace) is None
+
+
+def test_unschedulable_job_fails_after_its_startup_deadline(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # No node has this GPU: the real scheduler leaves every pod Pending.
+    crds.apply(
+        finetunejob(
+            "stuck",
+            namespace,
+            resources={
+                "workers": 1,
+                "gpusPerWorker": 1,
+                "gpuType": "NVIDIA-B200",
+                "cpu": "2",
+                "memory": "8Gi",
+            },
+            execution={"startupDeadlineSeconds": 30},
+        )
+    )
+    wait_phase(crds, namespace, "stuck", "Queued", log=operator.log_tail)
+    obj = wait_phase(crds, namespace, "stuck", "Failed", timeout=90, log=operator.log_tail)
+    error = obj["status"]["error"]
+    assert error["code"] == "StartupTimeout"
+    assert "startupDeadlineSeconds (30 s)" in error["message"]
+    assert "unschedulable" in error["message"]
+    assert "didn't match Pod's node affinity/selector" in error["message"]
+    # Given up: the RayJob and its pods go away instead of waiting forever.
+    wait_for(lambda: not rayjobs(crds, namespace), 60, "the stuck RayJob to be deleted")
+
+
+def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    for index in range(3):
+        crds.apply(finetunejob(f"crash-{index}", namespace))
+    for index in range(3):
+        wait_phase(crds, namespace, f"crash-{index}", "Queued", log=operator.log_tail)
+    operator.kill()
+    # While it is down, one job runs and one finishes.
+    patch_rayjob_status(
+        crds, namespace, "crash-1", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    )
+    patch_rayjob_status(
+        crds, namespace, "crash-2", {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+    )
+    crds.apply(finetunejob("crash-3", namespace))
+    operator.start()
+    wait_phase(crds, namespace, "crash-1", "Running", log=operator.log_tail)
+    wait_phase(crds, namespace, "crash-2", "Succeeded", log=operator.log_tail)
+    wait_phase(crds, namespace, "crash-3", "Queued", log=operator.log_tail)
+    patch_rayjob_status(
+        crds, namespace, "crash-1", {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+    )
+    wait_phase(crds, namespace, "crash-1", "Succeeded", log=operator.log_tail)
+    for index in range(4):
+        uid = ftj(crds, namespace, f"crash-{index}")["metadata"]["uid"]  # type: ignore[index]
+        assert len(owned(crds, "rayjobs.ray.io", namespace, uid)) == 1
+        assert len(owned(crds, "configmaps", namespace, uid)) == 1
+    assert len(rayjobs(crds, namespace)) == 4
+
+
+def test_a_200_character_name_gets_valid_child_names(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    name = ("fine-tune-" * 20)[:199] + "x"
+    assert len(name) == 200
+    crds.apply(finetunejob(name, namespace))
+    obj = wait_phase(crds, namespace, name, "Queued", log=operator.log_tail)
+    rayjob_name = obj["status"]["rayJobName"]
+    assert len(rayjob_name) <= 47
+    [rayjob] = rayjobs(crds, namespace)
+    assert rayjob["metadata"]["name"] == rayjob_name
+    wait_for(
+        lambda: (
+            get_json(crds, "rayjobs.ray.io", rayjob_name, "-n", namespace).get("status") or {}
+        ).get("rayClusterName"),
+        90,
+        "KubeRay to accept the long-named job",
+    )
+    assert get_json(crds, "configmap", f"{rayjob_name}-config", "-n", namespace) is not None
+
+
+def test_invalid_input_fails_with_a_condition_and_event_naming_the_field(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(finetunejob("lost", namespace, placement={"policyRef": "no-such-policy"}))
+    obj = wait_phase(crds, namespace, "lost", "Failed", log=operator.log_tail)
+    assert obj["status"]["error"]["field"] == "spec.placement.policyRef"
+    residency = conditions(obj)["ResidencyVerified"]
+    assert residency["status"] == "False"
+    assert "no-such-policy" in residency["message"]
+    assert any("spec.placement.policyRef" in e["message"] for e in events(crds, namespace, "lost"))
+    assert not rayjobs(crds, namespace)
+    assert operator.process is not None
+    assert operator.process.poll() is None
