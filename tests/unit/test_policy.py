@@ -200,21 +200,19 @@ def test_resolved_model_of_a_job_ref_is_checked() -> None:
     assert violation.field == "spec.model.fineTuneJobRef"
 
 
+def check_example(document: dict[str, Any]) -> list[Violation]:
+    if document["kind"] == "FineTuneJob":
+        return check_finetunejob(FineTuneJobSpec.model_validate(document["spec"]), EU, "eu-only")
+    spec = ModelDeploymentSpec.model_validate(document["spec"])
+    return check_modeldeployment(spec, EU, "eu-only")
+
+
 VALID = sorted(p for p in EXAMPLES.glob("*.yaml") if load(p)["kind"] != "SovereigntyPolicy")
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
 def test_valid_examples_pass_the_sample_policy(path: Path) -> None:
-    document = load(path)
-    if document["kind"] == "FineTuneJob":
-        violations = check_finetunejob(
-            FineTuneJobSpec.model_validate(document["spec"]), EU, "eu-only"
-        )
-    else:
-        violations = check_modeldeployment(
-            ModelDeploymentSpec.model_validate(document["spec"]), EU, "eu-only"
-        )
-    assert violations == []
+    assert check_example(load(path)) == []
 
 
 ADMISSION = sorted(
@@ -227,13 +225,5 @@ def test_operator_says_what_admission_says(path: Path) -> None:
     """Each admission example's expected message comes out of the Python twin verbatim."""
     text = path.read_text()
     expect = next(line for line in text.splitlines() if line.startswith("# expect: "))[10:]
-    document = yaml.safe_load(text)
-    if document["kind"] == "FineTuneJob":
-        violations = check_finetunejob(
-            FineTuneJobSpec.model_validate(document["spec"]), EU, "eu-only"
-        )
-    else:
-        violations = check_modeldeployment(
-            ModelDeploymentSpec.model_validate(document["spec"]), EU, "eu-only"
-        )
+    violations = check_example(yaml.safe_load(text))
     assert any(expect in v.message for v in violations), [v.message for v in violations]
