@@ -12,6 +12,7 @@ from sovereign_operator.builders.context import BuildConfig, Owner, Residency
 from sovereign_operator.builders.jobconfig import build_job_config, build_job_configmap
 from sovereign_operator.builders.names import RAYJOB_NAME_MAX, configmap_name, rayjob_name
 from sovereign_operator.builders.rayjob import build_rayjob, spec_hash
+from sovereign_operator.k8s.ensure import drift
 
 OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")
 RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par", "eu-central-fra"))
@@ -387,3 +388,21 @@ def test_configmap_holds_job_json_and_is_owned() -> None:
             )
         },
     }
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "drifted"),
+    [
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+        ({"a": 1}, {"a": 2}, True),
+        ({"labels": {}}, {}, False),
+        ({"suspend": False}, {}, False),
+        ({"suspend": True}, {}, True),
+        ({"l": [{"x": 1}]}, {"l": [{"x": 1, "protocol": "TCP"}]}, False),
+        ({"l": [1, 2]}, {"l": [1]}, True),
+    ],
+)
+def test_drift_ignores_server_defaults_and_omitted_zero_values(
+    desired: dict[str, Any], actual: dict[str, Any], drifted: bool
+) -> None:
+    assert drift(desired, actual) is drifted

@@ -28,6 +28,9 @@ def drift(desired: Any, actual: Any) -> bool:
     compare element-wise with the same rule; scalars compare equal, and a zero value equals
     an absent key.
     """
+    if actual is None and not desired:
+        # Go controllers drop omitempty zero values ({}, [], false, 0, "") when they write.
+        return False
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
             return True
@@ -36,9 +39,6 @@ def drift(desired: Any, actual: Any) -> bool:
         if not isinstance(actual, list) or len(desired) != len(actual):
             return True
         return any(drift(d, a) for d, a in zip(desired, actual, strict=True))
-    if actual is None and desired in (False, 0, ""):
-        # Go controllers drop omitempty zero values when they update an object.
-        return False
     return bool(desired != actual)
 
 
