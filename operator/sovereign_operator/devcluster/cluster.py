@@ -117,10 +117,22 @@ class LocalCluster:
         return result
 
     def apply(self, *manifests: dict[str, Any], namespace: str | None = None) -> None:
-        """Server-side apply of manifests given as dicts."""
-        text = yaml.safe_dump_all(manifests)
+        """Server-side apply of manifests given as dicts.
+
+        They travel as JSON, not YAML: PyYAML writes the string "3e-3" unquoted, which the API
+        server's YAML 1.2 parser would read back as a number.
+        """
+        document = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
         extra = ["-n", namespace] if namespace else []
-        self.kubectl("apply", "--server-side", "--force-conflicts", *extra, "-f", "-", stdin=text)
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            *extra,
+            "-f",
+            "-",
+            stdin=json.dumps(document),
+        )
 
     def wait_for_crds(self, *names: str, timeout: float = 60.0) -> None:
         """Wait until each CRD is Established (served).
