@@ -73,7 +73,7 @@ def create(
     cluster: LocalCluster, text: str, namespace: str | None = None, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     ns = ["-n", namespace] if namespace else []
-    return cluster.kubectl("create", *ns, *extra, "-f", "-", input=text, check=False)
+    return cluster.kubectl("create", *ns, *extra, "-f", "-", stdin=text, check=False)
 
 
 def denied(result: subprocess.CompletedProcess[str]) -> str:
@@ -113,7 +113,7 @@ def policy(api: LocalCluster) -> Iterator[Callable[[str, dict[str, Any]], None]]
     created: list[str] = []
 
     def make(name: str, spec: dict[str, Any]) -> None:
-        api.kubectl("create", "-f", "-", input=document("SovereigntyPolicy", name, spec))
+        api.kubectl("create", "-f", "-", stdin=document("SovereigntyPolicy", name, spec))
         created.append(name)
 
     yield make
@@ -166,11 +166,11 @@ def test_unknown_fields_are_rejected_strictly_and_pruned_otherwise(
 ) -> None:
     text = ftj("typo", baseModel={"uri": "hf://mistralai/x", "revison": "main"})
     result = api.kubectl(
-        "apply", "-n", namespace, "--validate=strict", "-f", "-", input=text, check=False
+        "apply", "-n", namespace, "--validate=strict", "-f", "-", stdin=text, check=False
     )
     assert 'unknown field "spec.baseModel.revison"' in denied(result)
 
-    api.kubectl("apply", "-n", namespace, "--validate=false", "-f", "-", input=text)
+    api.kubectl("apply", "-n", namespace, "--validate=false", "-f", "-", stdin=text)
     assert get(api, "-n", namespace, "ftj", "typo")["spec"]["baseModel"] == {
         "uri": "hf://mistralai/x"
     }
@@ -302,7 +302,7 @@ def test_no_policy_denies_creation_but_not_updates(api: LocalCluster, namespace:
                 "name": item["metadata"]["name"],
                 "labels": item["metadata"].get("labels", {}),
             }
-            api.kubectl("create", "-f", "-", input=json.dumps(item))
+            api.kubectl("create", "-f", "-", stdin=json.dumps(item))
         wait_for(lambda: region_probe_denied(api, namespace), "the policies to be back")
 
 
