@@ -132,7 +132,12 @@ def test_bad_input_names_the_field(patch: dict[str, Any], field: str) -> None:
 
 @pytest.mark.parametrize(
     ("wire", "value", "dumped"),
-    [("auto", "auto", "auto"), ("2e-4", 2e-4, "0.0002"), ("0.00001", 1e-5, "1e-05")],
+    [
+        ("auto", "auto", "auto"),
+        ("2e-4", 2e-4, "0.0002"),
+        ("0.00001", 1e-5, "0.00001"),
+        ("1e-5", 1e-5, "0.00001"),
+    ],
 )
 def test_learning_rate_is_a_string_on_the_wire(wire: str, value: object, dumped: str) -> None:
     spec = FineTuneJobSpec.model_validate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -138,7 +139,9 @@ LEARNING_RATE_RULE: JsonDict = {
 }
 LearningRateValue = Annotated[
     Annotated[float, Field(gt=0, le=1)] | Auto,
-    PlainSerializer(lambda v: v if v == AUTO else repr(v), return_type=str),
+    # Positional ("0.00001", not "1e-05"): YAML 1.1 writers such as PyYAML leave "1e-05"
+    # unquoted, and kubectl then reads a number where the schema wants a string.
+    PlainSerializer(lambda v: v if v == AUTO else format(Decimal(repr(v)), "f"), return_type=str),
     WithJsonSchema(
         {
             "type": "string",

@@ -217,7 +217,6 @@ class SovereigntyPolicySpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 
-
     @field_validator("ray_clusters")
     @classmethod
     def _unique_cluster_names(cls, clusters: list[RayClusterEndpoint]) -> list[RayClusterEndpoint]:
