@@ -89,13 +89,12 @@ def test_install_apply_examples_upgrade_uninstall_keeps_crds(
         # A new user's next step: the examples, with no other step (the policy came with it).
         applied = fresh.kubectl("apply", "-n", "demo", "-f", str(EXAMPLES))
         assert "finetunejob.sovereign-ai.eu/support-assistant-lora created" in applied.stdout
-        for name in ("support-assistant-lora",):
-            wait_for(
-                lambda n=name: ftj_phase(fresh, "demo", n) in ("Queued", "Running"),
-                120,
-                f"example {name} to be admitted by the operator",
-                on_timeout=process.log_tail,
-            )
+        wait_for(
+            lambda: ftj_phase(fresh, "demo", "support-assistant-lora") in ("Queued", "Running"),
+            120,
+            "example support-assistant-lora to be admitted by the operator",
+            on_timeout=process.log_tail,
+        )
         rayjobs = get_json(fresh, "rayjobs.ray.io", "-n", "demo")["items"]
         assert "support-assistant-lora" in {r["metadata"]["name"] for r in rayjobs}
         # An example that breaks the policy never gets stored.
