@@ -186,6 +186,7 @@ def test_success_records_result_and_completion() -> None:
     )
     assert status.completion_time == end
     assert status.fine_tuned_model == "models:/tiny-ft/3"
+    assert status.output_uri == "s3://eu/out"
     assert status.mlflow is not None
     assert status.mlflow.model_dump(by_alias=True) == {
         "runId": "r1",

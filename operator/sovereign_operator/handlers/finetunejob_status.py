@@ -344,7 +344,9 @@ def compute_status(
     result = backend.result if phase == FineTuneJobPhase.SUCCEEDED else None
     mlflow = prev.mlflow
     fine_tuned = prev.fine_tuned_model
+    output_uri = prev.output_uri
     if result:
+        output_uri = _str(result.get("outputUri")) or output_uri
         mlflow = MlflowInfo(
             run_id=_str(result.get("runId")),
             experiment_id=_str(result.get("experimentId")),
@@ -375,6 +377,7 @@ def compute_status(
         else prev.resolved_hyperparameters,
         mlflow=mlflow,
         fine_tuned_model=fine_tuned,
+        output_uri=output_uri,
         error=decision.error,
     )
 

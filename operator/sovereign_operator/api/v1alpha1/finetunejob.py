@@ -610,6 +610,10 @@ class FineTuneJobStatus(ApiModel):
     fine_tuned_model: str | None = Field(
         default=None, description="URI of the fine-tuned model (models:/name/version)."
     )
+    output_uri: str | None = Field(
+        default=None,
+        description="Where the final model was copied (spec.output.uri), as the trainer reported.",
+    )
     error: ErrorInfo | None = Field(default=None, description="Why the job failed, if it did.")
 
 
