@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 STATE_FILE = "train_state.pt"
+RESULT_FILE = "result.json"  # only in the final checkpoint, written when the job is done
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

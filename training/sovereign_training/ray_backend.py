@@ -6,12 +6,14 @@ Imported only when Ray is used: GPU benchmark hosts have no Ray.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checkpoint import RESULT_FILE
 from .config import TrainingConfig
 from .loop import JobContext, train_worker
 
@@ -46,6 +48,11 @@ class RayRuntime:
             ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         )
         ray.train.report(metrics, checkpoint=checkpoint)
+
+    def settle(self) -> None:
+        import ray.train
+
+        ray.train.get_all_reported_checkpoints()
 
 
 def _worker_entry(config: dict[str, Any]) -> None:
@@ -110,6 +117,11 @@ def run_with_ray(
     result = trainer.fit()
     metrics = result.metrics or {}
     final: dict[str, Any] = metrics.get("result") or {}
+    if not final and result.checkpoint is not None:
+        with result.checkpoint.as_directory() as folder:
+            marker = Path(folder) / RESULT_FILE
+            if marker.exists():
+                final = json.loads(marker.read_text(encoding="utf-8"))
     if not final:
         raise RuntimeError(f"Ray Train finished without a result from rank 0: {metrics}")
     return final
