@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
 # What the API server answers when RBAC refuses a call: `... is forbidden: User "..." cannot
 # patch resource "finetunejobs/status" ...`. Any such line in the operator's log is a missing rule.
-FORBIDDEN = re.compile(r'cannot (\w+) resource \\?"([\w./-]+)\\?"')
+# The quotes come escaped once or twice (JSON log lines quoting a JSON response body).
+FORBIDDEN = re.compile(r'cannot (\w+) resource [\\"]+([\w./-]+)[\\"]+')
 
 
 def helm(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
