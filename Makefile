@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-integration test-training lint control-plane dev-cluster crds
+.PHONY: demo setup test test-unit test-integration test-training lint control-plane dev-cluster crds
 
 # Install the project, with its training and dev extras, into .venv (again when pyproject changes).
 setup: $(STAMP)
@@ -37,6 +37,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The whole product on this machine, end to end (see README). Re-runnable; cleans up on exit.
+demo: setup control-plane
+	$(VENV)/bin/sovai demo --workdir .demo
 
 # Start the local cluster, print its kubeconfig, stop on Ctrl-C.
 dev-cluster: setup control-plane

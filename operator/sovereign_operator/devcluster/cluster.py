@@ -122,7 +122,6 @@ class LocalCluster:
         They travel as JSON, not YAML: PyYAML writes the string "3e-3" unquoted, which the API
         server's YAML 1.2 parser would read back as a number.
         """
-        document = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
         extra = ["-n", namespace] if namespace else []
         self.kubectl(
             "apply",
@@ -131,7 +130,7 @@ class LocalCluster:
             *extra,
             "-f",
             "-",
-            stdin=json.dumps(document),
+            stdin="\n".join(json.dumps(manifest) for manifest in manifests),
         )
 
     def wait_for_crds(self, *names: str, timeout: float = 60.0) -> None:

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -30,7 +31,36 @@ def _venv_tool(name: str) -> str:
     return found
 
 
-class LocalRayHead:
+class _LocalService:
+    """One managed process with a readiness check; a context manager that stops it by PID."""
+
+    start_timeout: float
+    _process: ManagedProcess | None = None
+
+    def _launch(self, process: ManagedProcess, ready: Callable[[], bool], what: str) -> None:
+        process.start()
+        self._process = process
+        try:
+            process.wait_until(ready, self.start_timeout, what)
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop(grace=30.0)
+            self._process = None
+
+
+class LocalRayHead(_LocalService):
     """``ray start --head --block`` with its dashboard (Job Submission API) and token auth.
 
     ``address`` is the dashboard URL the rayCluster backend submits to; ``token`` is the
@@ -42,11 +72,11 @@ class LocalRayHead:
         self.num_cpus = num_cpus
         self.start_timeout = start_timeout
         self.token = secrets.token_hex(32)
+        self._process = None
         self.dashboard_port = free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         # Ray's unix socket paths must stay short, so not a deep pytest/demo folder.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="sovai-ray-"))
-        self._process: ManagedProcess | None = None
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -80,40 +110,24 @@ class LocalRayHead:
             self.log_dir,
             env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},
         )
-        process.start()
-        self._process = process
-        try:
-            process.wait_until(
-                lambda: (
-                    requests.get(
-                        f"{self.address}/api/jobs/", headers=self.auth_headers(), timeout=2
-                    ).status_code
-                    == 200
-                ),
-                self.start_timeout,
-                "serving the Job Submission API",
-            )
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(
+            process,
+            lambda: (
+                requests.get(
+                    f"{self.address}/api/jobs/", headers=self.auth_headers(), timeout=2
+                ).status_code
+                == 200
+            ),
+            "serving the Job Submission API",
+        )
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop(grace=30.0)
-            self._process = None
+        super().stop()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-class LocalMlflow:
+class LocalMlflow(_LocalService):
     """``mlflow server`` on sqlite with a local artifact store: the embedded default."""
 
     def __init__(self, data_dir: Path, log_dir: Path, *, start_timeout: float = 120.0) -> None:
@@ -122,7 +136,6 @@ class LocalMlflow:
         self.start_timeout = start_timeout
         self.port = free_port()
         self.tracking_uri = f"http://127.0.0.1:{self.port}"
-        self._process: ManagedProcess | None = None
 
     def __enter__(self) -> LocalMlflow:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -140,28 +153,9 @@ class LocalMlflow:
             ],
             self.log_dir,
         )
-        process.start()
-        self._process = process
-        try:
-            process.wait_until(
-                lambda: requests.get(f"{self.tracking_uri}/health", timeout=2).status_code == 200,
-                self.start_timeout,
-                "answering /health",
-            )
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(
+            process,
+            lambda: requests.get(f"{self.tracking_uri}/health", timeout=2).status_code == 200,
+            "answering /health",
+        )
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-            self._process = None
