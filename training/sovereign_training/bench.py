@@ -328,12 +328,18 @@ def run_ray_overhead(steps: int) -> dict[str, float]:
         root = Path(tmp)
         model = create_tiny_model(root / "model")
         rows = sample_dataset_path().read_text(encoding="utf-8").splitlines()
-        # 4 sequences per step, ~2 rows per 128-token block: enough rows for `steps` steps.
+        # 4 sequences of 128 tokens per step hold about 4 rows: enough rows for `steps` steps.
         data = root / "data.jsonl"
-        data.write_text("\n".join(rows[: steps * 10]) + "\n", encoding="utf-8")
+        data.write_text("\n".join(rows[: steps * 4]) + "\n", encoding="utf-8")
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         os.environ["SOVAI_CHECKPOINT_URI"] = str(root / "checkpoints")
         timings: dict[str, float] = {}
+        import torch
+
+        # Ray gives a 1-CPU worker OMP_NUM_THREADS=1; the in-process run gets the same, so the
+        # ratio measures Ray, not a different thread count.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         for mode in ("no-ray", "ray"):
             cfg = parse_config(
                 {
@@ -373,6 +379,7 @@ def run_ray_overhead(steps: int) -> dict[str, float]:
             timings[f"{mode}_wall_seconds"] = time.perf_counter() - start
             timings[f"{mode}_train_seconds"] = float(result["trainSeconds"])
             timings[f"{mode}_steps"] = float(result["steps"])
+        torch.set_num_threads(threads)
         with contextlib.suppress(ImportError):
             import ray
 
