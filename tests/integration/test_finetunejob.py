@@ -156,8 +156,9 @@ def test_success_path_driving_rayjob_status_through_status_subresource(
     assert status["completionTime"] == "2026-11-27T08:30:00Z"
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert "error" not in status
-    reasons = [e["reason"] for e in events(crds, namespace, "ok")]
-    assert {"Queued", "Running", "Succeeded", "ResidencyVerified"} <= set(reasons)
+    story = {e["reason"]: e["message"] for e in events(crds, namespace, "ok")}
+    assert {"Queued", "Running", "Succeeded"} <= set(story)
+    assert f"SovereigntyPolicy pol-{namespace} allows" in story["Queued"]
 
 
 def test_failure_path_driving_rayjob_status_through_status_subresource(

@@ -135,13 +135,14 @@ def _announce(
                 message = condition.message
         if new.phase == FineTuneJobPhase.VALIDATING:
             message = "checking the spec against the SovereigntyPolicy"
+    if new.phase == FineTuneJobPhase.QUEUED:
+        # The residency evidence goes with the Queued event: one write per transition.
+        for condition in new.conditions:
+            if condition.type == "ResidencyVerified" and condition.status.value == "True":
+                message = f"{message}; {condition.message}"
     kind = "Warning" if new.phase == FineTuneJobPhase.FAILED else "Normal"
     before = previous.phase.value if previous else "Pending"
     rt.event(body, kind, new.phase.value, f"{before} -> {new.phase.value}: {message}".strip())
-    if new.phase == FineTuneJobPhase.QUEUED:
-        for condition in new.conditions:
-            if condition.type == "ResidencyVerified":
-                rt.event(body, "Normal", "ResidencyVerified", condition.message)
 
 
 def _backend(rt: Runtime, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterBackend:
