@@ -12,8 +12,10 @@ import pytest
 import yaml
 from chart_render import CHART, REPO_ROOT, of_kind, one, run_helm, template, template_error
 
+from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.config import Settings
+from sovereign_operator.policy import check_finetunejob
 
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -470,3 +472,16 @@ def test_docs_values_table_lists_every_value() -> None:
     docs = (REPO_ROOT / "docs" / "helm.md").read_text()
     table = set(re.findall(r"^\| `([\w.-]+)` \|", docs, flags=re.MULTILINE))
     assert table == set(_leaf_paths(VALUES))
+
+
+def test_default_images_are_allowed_by_the_default_policy() -> None:
+    """A fresh install must run the examples that name no image: the operator's default
+    training and serving images come from a registry the chart's own policy allows."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    policy = SovereigntyPolicySpec.model_validate(values["sovereigntyPolicy"]["spec"])
+    spec = FineTuneJobSpec.model_validate(
+        {"baseModel": {"uri": "hf://mistralai/x"}, "dataset": {"trainingUri": "pvc://d/t"}}
+    )
+    config = values["config"]
+    for image in (config["runtimeImage"], config["vllmImage"]):
+        assert check_finetunejob(spec, policy, "eu-only", default_image=image) == [], image

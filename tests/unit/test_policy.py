@@ -185,8 +185,13 @@ def test_default_image_is_checked_when_spec_has_none() -> None:
             field="spec.execution.image",
             message="spec.execution.image: docker.io/rayproject/ray:2 (the operator's default "
             "image) is not in allowedRegistries of SovereigntyPolicy eu-only; allowed: "
-            "registry.eu-west-par.example.eu, registry.eu-central-fra.example.eu/ml",
-            allowed=("registry.eu-west-par.example.eu", "registry.eu-central-fra.example.eu/ml"),
+            "registry.sovereign-ai.eu, registry.eu-west-par.example.eu, "
+            "registry.eu-central-fra.example.eu/ml",
+            allowed=(
+                "registry.sovereign-ai.eu",
+                "registry.eu-west-par.example.eu",
+                "registry.eu-central-fra.example.eu/ml",
+            ),
         )
     ]
     allowed_default = "registry.eu-west-par.example.eu/sovai/train:1"
