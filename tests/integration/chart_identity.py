@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from operator_process import OperatorProcess
 
 from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.identity import service_account_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
@@ -52,29 +52,7 @@ def token_kubeconfig(
     cluster: LocalCluster, service_account: str, namespace: str, path: Path
 ) -> Path:
     """A kubeconfig that authenticates as ``namespace/service_account`` with a bound token."""
-    token = cluster.kubectl(
-        "create", "token", service_account, "-n", namespace, "--duration=2h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": admin["clusters"],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": service_account,
-                "context": {"cluster": admin["clusters"][0]["name"], "user": service_account},
-            }
-        ],
-        "current-context": service_account,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    whoami = cluster.kubectl("auth", "whoami", "-o", "json", kubeconfig=path).stdout
-    user = json.loads(whoami)["status"]["userInfo"]["username"]
-    assert user == f"system:serviceaccount:{namespace}:{service_account}", user
-    return path
+    return service_account_kubeconfig(cluster, service_account, namespace, path, duration="2h")
 
 
 def forbidden_calls(log_text: str) -> set[tuple[str, str]]:
