@@ -127,7 +127,6 @@ def _llama_config(shape: dict[str, int]) -> Any:
         max_position_embeddings=max(shape["seq"], 2048),
         tie_word_embeddings=True,
         use_cache=False,
-        rope_theta=500000.0,
     )
 
 

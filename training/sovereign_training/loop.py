@@ -504,7 +504,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                     {
                         "train_loss": train_loss,
                         "eval_loss": eval_loss,
-                        "learning_rate": scheduler.get_last_lr()[0],
+                        "learning_rate": float(scheduler.get_last_lr()[0]),
                         "tokens_per_second": tps,
                         "step_seconds": step_seconds,
                         "tokens_trained": float(tokens),
