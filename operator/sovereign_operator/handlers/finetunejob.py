@@ -7,7 +7,8 @@ the same facts always lead to the same status, whichever event woke the operator
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,12 +159,23 @@ def reconcile(
     handler: str,
     raise_permanent: bool,
     indexes: Mapping[str, Any],
+    follow_up: bool = False,
 ) -> None:
-    """One level-based pass over a FineTuneJob."""
+    """One level-based pass over a FineTuneJob. A follow-up (timer) pass returns at once when
+    nothing it would look at has changed and no deadline can have passed meanwhile."""
     meta, namespace, name = body.metadata, body.metadata.namespace, body.metadata.name
     uid = str(meta.uid)
     assert namespace is not None
     assert name is not None
+    live = one(indexes["sovai_rayjobs"], uid) if "sovai_rayjobs" in indexes else None
+    pods = tuple(sorted(indexes.get("sovai_pods", {}).get(uid, ()), key=lambda p: p.name))
+    seen: Hashable = (
+        meta.get("resourceVersion"),
+        ((live or {}).get("metadata") or {}).get("resourceVersion"),
+        pods,
+    )
+    if follow_up and _unchanged(rt, uid, seen, body.get("status")):
+        return
     with rt.job_lock(uid), rt.measured(KIND, handler):
         status = body.get("status")
         previous = parse_status(status)
@@ -192,7 +204,6 @@ def reconcile(
             assert validation.policy_name is not None
             assert validation.hyperparameters is not None
             policy = policies[validation.policy_name]
-            pods = tuple(indexes.get("sovai_pods", {}).get(uid, ()))
             ctx = JobContext(
                 spec=spec,
                 owner=Owner(name=name, namespace=namespace, uid=uid),
@@ -204,9 +215,7 @@ def reconcile(
                 policy=policy,
                 build=rt.build,
                 previous=previous,
-                live_rayjob=one(indexes["sovai_rayjobs"], uid)
-                if "sovai_rayjobs" in indexes
-                else None,
+                live_rayjob=live,
                 pods=pods,
             )
             observation = _backend(rt, spec).reconcile(ctx)
@@ -230,9 +239,30 @@ def reconcile(
             _backend(rt, spec).stop(ctx)
         write_status(rt, namespace, name, status, new)
         rt.metrics.phases.set(uid, new.phase.value)
+        rt.seen[uid] = (seen, time.monotonic() + _recheck_after(rt, new, live))
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
+
+
+def _unchanged(rt: Runtime, uid: str, seen: Hashable, status: Mapping[str, Any] | None) -> bool:
+    if not status or "phase" not in status:
+        return True  # the create/resume handler makes the first pass
+    last = rt.seen.get(uid)
+    return last is not None and last[0] == seen and time.monotonic() < last[1]
+
+
+def _recheck_after(rt: Runtime, new: FineTuneJobStatus, live: dict[str, Any] | None) -> float:
+    """How long an unchanged job may go without a pass: short while a start-up deadline runs
+    or while a dashboard may have new progress, long otherwise (a safety net)."""
+    interval = rt.settings.reconcile_interval_seconds
+    if new.phase == FineTuneJobPhase.QUEUED:
+        return max(interval, 15.0)
+    if new.phase == FineTuneJobPhase.RUNNING and (
+        ((live or {}).get("status") or {}).get("dashboardURL") or new.submission_id
+    ):
+        return 0.0
+    return 300.0
 
 
 def on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
@@ -242,7 +272,14 @@ def on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 
 def on_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """The level-based follow-up: the children's actual state, not only their events."""
-    reconcile(runtime_of(memo), body, handler="ftj-follow", raise_permanent=False, indexes=kwargs)
+    reconcile(
+        runtime_of(memo),
+        body,
+        handler="ftj-follow",
+        raise_permanent=False,
+        indexes=kwargs,
+        follow_up=True,
+    )
 
 
 def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:

@@ -21,6 +21,7 @@ def rayjob_summary(body: Any) -> dict[str, Any]:
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
+            "resourceVersion": metadata.get("resourceVersion"),
             "creationTimestamp": metadata.get("creationTimestamp"),
             "annotations": {
                 SPEC_HASH_ANNOTATION: (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,8 @@ class Runtime:
     build: BuildConfig
     kuberay: KubeRayBackend
     raycluster: RayClusterBackend
+    # Per job: what the last pass saw, and until when an unchanged job needs no new pass.
+    seen: dict[str, tuple[Hashable, float]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,6 +45,7 @@ class Runtime:
     def forget(self, uid: str) -> None:
         with self._guard:
             self._locks.pop(uid, None)
+            self.seen.pop(uid, None)
         self.metrics.phases.set(uid, None)
 
     @contextmanager
