@@ -203,6 +203,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of steady creates")
     parser.add_argument("--threads", type=int, default=8, help="client threads of the burst")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="SOVAI_X=V",
+        help="extra operator settings, e.g. SOVAI_MAX_WORKERS=8",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="sovai-bench-"))
@@ -223,10 +230,22 @@ def main() -> int:
         while not admission_ready(cluster, "burst"):
             time.sleep(1)
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        prepare(cluster, "baseline")
         kube_config.load_kube_config(config_file=str(cluster.kubeconfig))
         configuration = k8s.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = args.threads + 4
         k8s.Configuration.set_default(configuration)
+
+        # The API server's own pace: the same creates in a namespace no operator watches.
+        baseline = Timeline()
+        with ThreadPoolExecutor(args.threads) as pool:
+            list(
+                pool.map(
+                    lambda n: create("baseline", n, baseline),
+                    [f"base-{i:05d}" for i in range(args.burst)],
+                )
+            )
+        baseline_s = max(baseline.created.values()) - min(baseline.created.values())
 
         health = free_port()
         env = {
@@ -236,6 +255,7 @@ def main() -> int:
             "SOVAI_HEALTH_PORT": str(health),
             "SOVAI_METRICS_PORT": "0",
             "SOVAI_RUNTIME_IMAGE": IMAGE,
+            **dict(item.split("=", 1) for item in args.operator_env),
         }
         log = (workdir / "operator.log").open("wb")
         operator = subprocess.Popen(
@@ -267,6 +287,7 @@ def main() -> int:
             total = wait_all(timeline, names, args.timeout)
             lat = timeline.latencies(names)
             rows += [
+                (f"API server alone: {args.burst} created in (s)", f"{baseline_s:.1f}"),
                 (f"burst: {args.burst} created in (s)", f"{created_in:.1f}"),
                 (
                     "burst: all RayJobs + Queued after (s)",

@@ -239,7 +239,7 @@ def reconcile(
             _backend(rt, spec).stop(ctx)
         write_status(rt, namespace, name, status, new)
         rt.metrics.phases.set(uid, new.phase.value)
-        rt.seen[uid] = (seen, time.monotonic() + _recheck_after(rt, new, live))
+        rt.seen[uid] = (seen, time.monotonic() + _recheck_after(rt, new, live, deadline or 900))
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
@@ -252,14 +252,27 @@ def _unchanged(rt: Runtime, uid: str, seen: Hashable, status: Mapping[str, Any] 
     return last is not None and last[0] == seen and time.monotonic() < last[1]
 
 
-def _recheck_after(rt: Runtime, new: FineTuneJobStatus, live: dict[str, Any] | None) -> float:
-    """How long an unchanged job may go without a pass: short while a start-up deadline runs
-    or while a dashboard may have new progress, long otherwise (a safety net)."""
-    interval = rt.settings.reconcile_interval_seconds
+def _recheck_after(
+    rt: Runtime, new: FineTuneJobStatus, live: dict[str, Any] | None, deadline: int
+) -> float:
+    """How long an unchanged job may go without a pass: until its start-up deadline while it
+    waits to start, every tick while a dashboard or Ray cluster may report progress, and
+    5 minutes otherwise (a safety net; any change to the job or its children ends the wait)."""
+    if new.submission_id and new.phase in (FineTuneJobPhase.QUEUED, FineTuneJobPhase.RUNNING):
+        return 0.0  # the state of a job on a Ray cluster is only seen by asking it
     if new.phase == FineTuneJobPhase.QUEUED:
-        return max(interval, 15.0)
-    if new.phase == FineTuneJobPhase.RUNNING and (
-        ((live or {}).get("status") or {}).get("dashboardURL") or new.submission_id
+        moments = [new.start_time] + [
+            c.last_transition_time
+            for c in new.conditions
+            if c.type == "Suspended" and c.reason == "Resumed"
+        ]
+        since = max((m for m in moments if m is not None), default=None)
+        if since is None:
+            return rt.settings.reconcile_interval_seconds
+        remaining = (since - _now()).total_seconds() + deadline + 1
+        return max(remaining, rt.settings.reconcile_interval_seconds)
+    if new.phase == FineTuneJobPhase.RUNNING and ((live or {}).get("status") or {}).get(
+        "dashboardURL"
     ):
         return 0.0
     return 300.0
