@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Interval of the level-based timer following each job."
     )
     max_workers: int = Field(default=16, ge=1, description="Threads for the sync handlers.")
+    worker_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Objects Kopf processes at once (its per-object workers); unset: no limit. A limit "
+            "bounds the memory and connections a burst of creations takes."
+        ),
+    )
     head_cpu: str = Field(default="2", description="CPU of the Ray head pod.")
     head_memory: str = Field(default="8Gi", description="Memory of the Ray head pod.")
     ray_version: str = Field(default="2.60.0", description="Ray version in the runtime image.")

@@ -74,6 +74,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.posting.enabled = settings.post_events
     kopf_settings.posting.reporting_component = "sovereign-ai-operator"
     kopf_settings.execution.executor = ThreadPoolExecutor(max_workers=settings.max_workers)
+    kopf_settings.queueing.worker_limit = settings.worker_limit
     kopf_settings.watching.server_timeout = 300
     # Only the pods and RayJobs the operator made are watched (server-side filtering).
     kopf_settings.watching.label_selectors["", "v1", "pods"] = JOB_UID_LABEL
