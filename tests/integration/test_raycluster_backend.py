@@ -9,15 +9,8 @@ SOVAI_RESULT lines; the operator is told to run it instead of the trainer.
 from __future__ import annotations
 
 import base64
-import os
-import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,16 +21,14 @@ from operator_process import (
     events,
     finetunejob,
     setup_namespace,
-    wait_for,
     wait_phase,
 )
 
 from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.devcluster.processes import free_port, tail
+from sovereign_operator.devcluster.services import LocalRayHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RAY = Path(sys.executable).parent / "ray"
 ENTRYPOINT = """
 import json, os, socket, sys
 
@@ -60,80 +51,16 @@ print("SOVAI_RESULT " + json.dumps(result, separators=(",", ":")))
 """
 
 
-@dataclass
-class RayHead:
-    address: str
-    token: str
-    log: Path
-
-
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[RayHead]:
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayHead]:
     """A real Ray head with its dashboard, token authentication on, stopped by process group."""
-    assert RAY.exists(), f"{RAY} missing: install the dev extra (ray[default])"
-    # Ray's socket paths must stay short: a short temp dir, not pytest's.
-    temp = Path(tempfile.mkdtemp(prefix="sovai-ray-"))
-    token = secrets.token_hex(32)
-    dashboard = free_port()
-    log = temp / "ray-head.log"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    argv = [
-        str(RAY),
-        "start",
-        "--head",
-        "--block",
-        "--num-cpus=2",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--port={free_port()}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--temp-dir={temp}",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    address = f"http://127.0.0.1:{dashboard}"
-
-    def jobs_api_answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"ray start exited {process.returncode}:\n{tail(log)}")
-        try:
-            response = requests.get(
-                f"{address}/api/jobs/", timeout=2, headers={"Authorization": f"Bearer {token}"}
-            )
-        except requests.RequestException:
-            return False
-        return response.status_code == 200
-
-    try:
-        wait_for(
-            jobs_api_answers,
-            180,
-            "the Ray dashboard's Job Submission API",
-            interval=1.0,
-            on_timeout=lambda: tail(log),
-        )
-        yield RayHead(address, token, log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+    with LocalRayHead(tmp_path_factory.mktemp("ray-head")) as head:
+        yield head
 
 
 @pytest.fixture
 def operator(
-    crds: LocalCluster, namespace: str, tmp_path: Path, ray_head: RayHead
+    crds: LocalCluster, namespace: str, tmp_path: Path, ray_head: LocalRayHead
 ) -> Iterator[OperatorProcess]:
     secret = {
         "apiVersion": "v1",
@@ -162,11 +89,11 @@ def operator(
     crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
 
 
-def ray_job(ray_head: RayHead, submission_id: str) -> dict[str, object]:
+def ray_job(ray_head: LocalRayHead, submission_id: str) -> dict[str, object]:
     response = requests.get(
         f"{ray_head.address}/api/jobs/{submission_id}",
         timeout=5,
-        headers={"Authorization": f"Bearer {ray_head.token}"},
+        headers=ray_head.auth_headers(),
     )
     response.raise_for_status()
     info: dict[str, object] = response.json()
@@ -183,12 +110,12 @@ def cpu_job(name: str, namespace: str, training_uri: str) -> dict[str, object]:
     )
 
 
-def test_the_token_is_required_by_the_ray_head(ray_head: RayHead) -> None:
+def test_the_token_is_required_by_the_ray_head(ray_head: LocalRayHead) -> None:
     assert requests.get(f"{ray_head.address}/api/jobs/", timeout=5).status_code == 401
 
 
 def test_raycluster_backend_runs_a_real_job_to_success(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess, ray_head: RayHead
+    crds: LocalCluster, namespace: str, operator: OperatorProcess, ray_head: LocalRayHead
 ) -> None:
     crds.apply(cpu_job("on-ray", namespace, "s3://eu-data/faq/train.jsonl"))
     obj = wait_phase(crds, namespace, "on-ray", "Succeeded", timeout=180, log=operator.log_tail)
@@ -212,7 +139,7 @@ def test_raycluster_backend_runs_a_real_job_to_success(
     listing = requests.get(
         f"{ray_head.address}/api/jobs/",
         timeout=5,
-        headers={"Authorization": f"Bearer {ray_head.token}"},
+        headers=ray_head.auth_headers(),
     ).json()
     mine = [j for j in listing if (j.get("metadata") or {}).get("sovereign-ai.eu/job-uid") == uid]
     assert len(mine) == 1
@@ -220,7 +147,7 @@ def test_raycluster_backend_runs_a_real_job_to_success(
 
 
 def test_raycluster_backend_reports_a_failed_job(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess, ray_head: RayHead
+    crds: LocalCluster, namespace: str, operator: OperatorProcess, ray_head: LocalRayHead
 ) -> None:
     crds.apply(cpu_job("broken", namespace, "s3://eu-data/fail/train.jsonl"))
     obj = wait_phase(crds, namespace, "broken", "Failed", timeout=180, log=operator.log_tail)
