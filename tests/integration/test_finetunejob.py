@@ -327,7 +327,9 @@ def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
     )
     wait_phase(crds, namespace, "crash-1", "Succeeded", log=operator.log_tail)
     for index in range(4):
-        uid = ftj(crds, namespace, f"crash-{index}")["metadata"]["uid"]  # type: ignore[index]
+        job = ftj(crds, namespace, f"crash-{index}")
+        assert job is not None, f"crash-{index} is gone"
+        uid = job["metadata"]["uid"]
         assert len(owned(crds, "rayjobs.ray.io", namespace, uid)) == 1
         assert len(owned(crds, "configmaps", namespace, uid)) == 1
     assert len(rayjobs(crds, namespace)) == 4

@@ -8,6 +8,7 @@ job's outcome through the FineTuneJob's status subresource, as the operator woul
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -180,6 +181,10 @@ def child(cluster: LocalCluster, kind: str, namespace: str, name: str) -> dict[s
     return found
 
 
+def gone(cluster: LocalCluster, kind: str, namespace: str, name: str) -> bool:
+    return child(cluster, kind, namespace, name) is None
+
+
 def test_unsucceeded_finetunejob_blocks_serving_then_ready_on_eu_nodes_driving_finetunejob_status(
     crds: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -295,7 +300,7 @@ def test_update_suspend_resume_and_delete(
     # Delete cleans up every child.
     crds.kubectl("delete", "modeldeployment", "svc", "-n", namespace, "--timeout=60s")
     for kind in ("deployment", "service", "networkpolicy"):
-        wait_for(lambda k=kind: child(crds, k, namespace, "svc") is None, 30, f"{kind} deleted")  # type: ignore[misc]
+        wait_for(functools.partial(gone, crds, kind, namespace, "svc"), 30, f"{kind} deleted")
 
 
 def test_unschedulable_rollout_past_its_deadline_is_degraded_with_the_pod_reason(

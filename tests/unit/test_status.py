@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,7 @@ from sovereign_operator.api.v1alpha1.common import PodPlacement
 from sovereign_operator.api.v1alpha1.finetunejob import (
     FineTuneJobPhase,
     FineTuneJobSpec,
+    FineTuneJobStatus,
     ResolvedHyperparameters,
 )
 from sovereign_operator.backends.kuberay import observe_rayjob
@@ -55,18 +57,18 @@ TYPES = [
 
 
 def observed(
-    state: BackendState, validation: Validation | None = VALID, **backend: object
+    state: BackendState, validation: Validation | None = VALID, **backend: Any
 ) -> Observed:
     return Observed(
         generation=1,
         validation=validation,
-        backend=BackendObservation(state, name="ft", created_at=T0, **backend),  # type: ignore[arg-type]
+        backend=BackendObservation(state, name="ft", created_at=T0, **backend),
         startup_deadline_seconds=60,
     )
 
 
-def statuses(status: object) -> dict[str, str]:
-    return {c.type: c.status.value for c in status.conditions}  # type: ignore[attr-defined]
+def statuses(status: FineTuneJobStatus) -> dict[str, str]:
+    return {c.type: c.status.value for c in status.conditions}
 
 
 @pytest.mark.parametrize(
