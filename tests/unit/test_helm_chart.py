@@ -75,6 +75,7 @@ def test_rendered_environment_parses_into_the_same_settings(
         "mlflowTrackingUri": "http://mlflow.ml.svc:5000",
         "mlflowSecretName": "mlflow-auth",
         "startupDeadlineSeconds": 45,
+        "workerLimit": 64,
         "servingImage": "registry.eu-west-par.example.eu/sovereign-ai/serve:0.1.0",
         "modelCacheClaim": "model-cache",
         "namespaces": ["team-a", "team-b"],
