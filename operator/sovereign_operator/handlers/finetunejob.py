@@ -22,17 +22,16 @@ from ..api.v1alpha1.finetunejob import (
     FineTuneJobSpec,
     FineTuneJobStatus,
 )
-from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..backends.context import JobContext
 from ..backends.kuberay import KubeRayBackend
 from ..backends.pods import PodFacts
 from ..backends.raycluster import RayClusterBackend
 from ..backends.types import BackendObservation, BackendState
 from ..builders.context import Owner, Residency
-from ..k8s.client import FINETUNEJOB, NAMESPACE
+from ..k8s.client import FINETUNEJOB
 from .finetunejob_status import TERMINAL, Observed, compute_status
 from .finetunejob_validate import validate
-from .indexes import one
+from .indexes import labels_of_namespace, one, policies_of
 from .runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)
@@ -52,28 +51,6 @@ def parse_status(status: Mapping[str, Any] | None) -> FineTuneJobStatus | None:
     except ValidationError:
         log.warning("ignoring an unreadable status", exc_info=True)
         return None
-
-
-def _policies(index: kopf.Index[str, Any] | None) -> dict[str, SovereigntyPolicySpec]:
-    result: dict[str, SovereigntyPolicySpec] = {}
-    for name in list(index or {}):
-        raw = one(index, name) if index is not None else None
-        if raw is None:
-            continue
-        try:
-            result[name] = SovereigntyPolicySpec.model_validate(raw)
-        except ValidationError:
-            log.warning("SovereigntyPolicy %s is unreadable and ignored", name)
-    return result
-
-
-def _namespace_labels(
-    rt: Runtime, index: kopf.Index[str, Any] | None, namespace: str
-) -> dict[str, str]:
-    labels = one(index, namespace) if index is not None else None
-    if labels is None:
-        labels = (rt.kube.get(NAMESPACE, None, namespace).get("metadata") or {}).get("labels") or {}
-    return dict(labels)
 
 
 def _placement(
@@ -183,11 +160,11 @@ def reconcile(
             rt.metrics.phases.set(uid, previous.phase.value)
             return
         generation = int(meta.get("generation") or 1)
-        policies = _policies(indexes.get("sovai_policies"))
+        policies = policies_of(indexes.get("sovai_policies"))
         spec, validation = validate(
             body.get("spec") or {},
             namespace,
-            _namespace_labels(rt, indexes.get("sovai_namespaces"), namespace),
+            labels_of_namespace(rt.kube, indexes.get("sovai_namespaces"), namespace),
             policies,
             rt.settings.default_policy,
             rt.build.runtime_image,
@@ -309,7 +286,7 @@ def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         rt.kuberay.delete(owner, previous)
         raw = body.get("spec") or {}
         if (raw.get("execution") or {}).get("backend") == ExecutionBackend.RAY_CLUSTER.value:
-            policies = _policies(kwargs.get("sovai_policies"))
+            policies = policies_of(kwargs.get("sovai_policies"))
             bound = previous.policy_name if previous else None
             if bound in policies:
                 try:

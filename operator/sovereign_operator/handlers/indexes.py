@@ -6,12 +6,18 @@ of jobs costs no requests while nothing changes. Values are kept small on purpos
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
+from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..backends.pods import PodFacts, pod_facts
 from ..builders.context import JOB_UID_LABEL, SPEC_HASH_ANNOTATION
+from ..k8s.client import NAMESPACE, Kube
+
+log = logging.getLogger(__name__)
 
 
 def rayjob_summary(body: Any) -> dict[str, Any]:
@@ -65,3 +71,27 @@ def one(index: kopf.Index[str, Any], key: str) -> Any | None:
     for value in store:
         return value
     return None
+
+
+def policies_of(index: kopf.Index[str, Any] | None) -> dict[str, SovereigntyPolicySpec]:
+    """Every readable SovereigntyPolicy in the index, by name (unreadable ones are logged)."""
+    result: dict[str, SovereigntyPolicySpec] = {}
+    for name in list(index or {}):
+        raw = one(index, name) if index is not None else None
+        if raw is None:
+            continue
+        try:
+            result[name] = SovereigntyPolicySpec.model_validate(raw)
+        except ValidationError:
+            log.warning("SovereigntyPolicy %s is unreadable and ignored", name)
+    return result
+
+
+def labels_of_namespace(
+    kube: Kube, index: kopf.Index[str, Any] | None, namespace: str
+) -> dict[str, str]:
+    """A namespace's labels from the index, or from the API server before the index is warm."""
+    labels = one(index, namespace) if index is not None else None
+    if labels is None:
+        labels = (kube.get(NAMESPACE, None, namespace).get("metadata") or {}).get("labels") or {}
+    return dict(labels)

@@ -55,8 +55,8 @@ from ..k8s.client import (
     Kind,
 )
 from ..k8s.ensure import ensure
-from .finetunejob import _namespace_labels, _now, _policies
-from .indexes import one
+from .finetunejob import _now
+from .indexes import labels_of_namespace, one, policies_of
 from .modeldeployment_observe import blockers, deployment_facts, fetched_digest
 from .modeldeployment_resolve import resolve_model
 from .modeldeployment_status import ServingObserved, compute_status
@@ -205,12 +205,12 @@ def reconcile(
             ref = spec.model.fine_tune_job_ref
             ftj = rt.kube.get_or_none(FINETUNEJOB, namespace, ref.name) if ref else None
             resolution = resolve_model(spec, namespace, ftj)
-            policies = _policies(indexes.get("sovai_policies"))
+            policies = policies_of(indexes.get("sovai_policies"))
             cfg = serving_config(rt.settings)
             validation = validate(
                 spec,
                 namespace,
-                _namespace_labels(rt, indexes.get("sovai_namespaces"), namespace),
+                labels_of_namespace(rt.kube, indexes.get("sovai_namespaces"), namespace),
                 policies,
                 rt.settings.default_policy,
                 _default_image(spec, cfg),
