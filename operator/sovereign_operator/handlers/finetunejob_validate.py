@@ -3,17 +3,20 @@ intersect the regions and resolve "auto" hyperparameters. Everything it needs is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..api.v1alpha1.finetunejob import ExecutionBackend, FineTuneJobSpec
 from ..api.v1alpha1.hyperparameters import HyperparameterError, resolve_hyperparameters
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
-from ..policy import check_finetunejob, selects_namespace
+from ..policy import Violation, check_finetunejob, selects_namespace
 from .finetunejob_status import Validation
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 def _field_of(error: ValidationError) -> tuple[str, str]:
@@ -23,9 +26,16 @@ def _field_of(error: ValidationError) -> tuple[str, str]:
 
 
 def parse_spec(spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, Validation | None]:
-    """The typed spec, or a failed Validation naming the first bad field."""
+    """The typed FineTuneJob spec, or a failed Validation naming the first bad field."""
+    return parse_spec_as(FineTuneJobSpec, spec)
+
+
+def parse_spec_as(
+    model: type[SpecT], spec: Mapping[str, Any]
+) -> tuple[SpecT | None, Validation | None]:
+    """The typed spec of any kind, or a failed Validation naming the first bad field."""
     try:
-        return FineTuneJobSpec.model_validate(dict(spec)), None
+        return model.model_validate(dict(spec)), None
     except ValidationError as error:
         field, message = _field_of(error)
         return None, Validation(
@@ -123,24 +133,16 @@ def validate(
     if failure is not None or bound is None:
         assert failure is not None
         return spec, failure
-    # Every policy that selects the namespace is enforced, not only the bound one.
-    allowed: set[str] | None = None
-    for name in selecting:
-        policy = policies[name]
-        for violation in check_finetunejob(spec, policy, name, default_image=default_image):
-            return spec, Validation(
-                ok=False,
-                code="PolicyViolation",
-                field=violation.field,
-                message=violation.message,
-                residency=True,
-                policy_name=bound,
-            )
-        permitted = set(policy.allowed_regions)
-        allowed = permitted if allowed is None else allowed & permitted
-    allowed_regions = tuple(sorted(allowed or ()))
-    requested = tuple(spec.placement.regions) if spec.placement.regions else None
-    regions = tuple(r for r in allowed_regions if requested is None or r in requested)
+    failure, decided = enforce_policies(
+        selecting,
+        policies,
+        bound,
+        lambda name, policy: check_finetunejob(spec, policy, name, default_image=default_image),
+        spec.placement.regions,
+    )
+    if failure is not None:
+        return spec, failure
+    allowed_regions, requested, regions = decided.allowed, decided.requested, decided.effective
     if spec.execution.backend == ExecutionBackend.RAY_CLUSTER:
         # check_finetunejob has refused undeclared clusters already.
         endpoint = next(
@@ -158,15 +160,7 @@ def validate(
             )
         regions = (endpoint.region,)
     if not regions:
-        return spec, Validation(
-            ok=False,
-            code="PolicyViolation",
-            field="spec.placement.regions",
-            residency=True,
-            policy_name=bound,
-            message=f"spec.placement.regions: {list(requested or ())} has no region allowed by "
-            f"the policies of namespace {namespace}; allowed: {list(allowed_regions)}",
-        )
+        return spec, no_region(bound, namespace, decided)
     try:
         hyperparameters = resolve_hyperparameters(spec)
     except HyperparameterError as error:
@@ -178,4 +172,56 @@ def validate(
         requested_regions=requested,
         regions=regions,
         hyperparameters=hyperparameters,
+    )
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Where work may run: allowed by every selecting policy, requested, and both."""
+
+    allowed: tuple[str, ...]
+    requested: tuple[str, ...] | None
+    effective: tuple[str, ...]
+
+
+def enforce_policies(
+    selecting: Sequence[str],
+    policies: Mapping[str, SovereigntyPolicySpec],
+    bound: str,
+    violations_of: Callable[[str, SovereigntyPolicySpec], Iterable[Violation]],
+    requested_regions: Sequence[str] | None,
+) -> tuple[Validation | None, Regions]:
+    """Apply every policy that selects the namespace, not only the bound one; intersect their
+    regions with the requested ones. The first violation becomes a failed Validation."""
+    allowed: set[str] | None = None
+    for name in selecting:
+        policy = policies[name]
+        for violation in violations_of(name, policy):
+            failure = Validation(
+                ok=False,
+                code="PolicyViolation",
+                field=violation.field,
+                message=violation.message,
+                residency=True,
+                policy_name=bound,
+            )
+            return failure, Regions((), None, ())
+        permitted = set(policy.allowed_regions)
+        allowed = permitted if allowed is None else allowed & permitted
+    allowed_regions = tuple(sorted(allowed or ()))
+    requested = tuple(requested_regions) if requested_regions else None
+    effective = tuple(r for r in allowed_regions if requested is None or r in requested)
+    return None, Regions(allowed_regions, requested, effective)
+
+
+def no_region(bound: str, namespace: str, regions: Regions) -> Validation:
+    """The failure when no region is both allowed and requested."""
+    return Validation(
+        ok=False,
+        code="PolicyViolation",
+        field="spec.placement.regions",
+        residency=True,
+        policy_name=bound,
+        message=f"spec.placement.regions: {list(regions.requested or ())} has no region allowed "
+        f"by the policies of namespace {namespace}; allowed: {list(regions.allowed)}",
     )

@@ -6,26 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..api.v1alpha1.modeldeployment import KIND, ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import check_modeldeployment
 from .finetunejob_status import Validation
-from .finetunejob_validate import bind_policy
+from .finetunejob_validate import bind_policy, enforce_policies, no_region, parse_spec_as
 
 
 def parse_spec(raw: Mapping[str, Any]) -> tuple[ModelDeploymentSpec | None, Validation | None]:
     """The typed spec, or a failed Validation naming the first bad field."""
-    try:
-        return ModelDeploymentSpec.model_validate(dict(raw)), None
-    except ValidationError as error:
-        first = error.errors()[0]
-        location = ".".join(str(part) for part in first["loc"])
-        field = f"spec.{location}" if location else "spec"
-        return None, Validation(
-            ok=False, code="InvalidSpec", field=field, message=f"{field}: {first['msg']}"
-        )
+    return parse_spec_as(ModelDeploymentSpec, raw)
 
 
 def validate(
@@ -45,43 +35,27 @@ def validate(
     if failure is not None or bound is None:
         assert failure is not None
         return failure
-    allowed: set[str] | None = None
-    for name in selecting:
-        policy = policies[name]
-        for violation in check_modeldeployment(
+    failure, regions = enforce_policies(
+        selecting,
+        policies,
+        bound,
+        lambda name, policy: check_modeldeployment(
             spec,
             policy,
             name,
             default_image=default_image,
             resolved_model_uri=resolved_model_uri,
-        ):
-            return Validation(
-                ok=False,
-                code="PolicyViolation",
-                field=violation.field,
-                message=violation.message,
-                residency=True,
-                policy_name=bound,
-            )
-        permitted = set(policy.allowed_regions)
-        allowed = permitted if allowed is None else allowed & permitted
-    allowed_regions = tuple(sorted(allowed or ()))
-    requested = tuple(spec.placement.regions) if spec.placement.regions else None
-    regions = tuple(r for r in allowed_regions if requested is None or r in requested)
-    if not regions:
-        return Validation(
-            ok=False,
-            code="PolicyViolation",
-            field="spec.placement.regions",
-            residency=True,
-            policy_name=bound,
-            message=f"spec.placement.regions: {list(requested or ())} has no region allowed by "
-            f"the policies of namespace {namespace}; allowed: {list(allowed_regions)}",
-        )
+        ),
+        spec.placement.regions,
+    )
+    if failure is not None:
+        return failure
+    if not regions.effective:
+        return no_region(bound, namespace, regions)
     return Validation(
         ok=True,
         policy_name=bound,
-        allowed_regions=allowed_regions,
-        requested_regions=requested,
-        regions=regions,
+        allowed_regions=regions.allowed,
+        requested_regions=regions.requested,
+        regions=regions.effective,
     )
