@@ -17,7 +17,6 @@ what is measured is this operator, not KubeRay turning RayJobs into pods. The op
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 from kubernetes import watch
@@ -65,12 +65,62 @@ def percentile(values: list[float], q: float) -> float:
     return sorted(values)[index]
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process's peak resident set, kept by the kernel."""
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM: the process's peak resident set, kept by the kernel; VmRSS: the current one."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (utime and stime of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_rows(
+    phase: str, before: dict[str, float], after: dict[str, float]
+) -> list[tuple[str, str]]:
+    """CPU seconds each process spent in a phase: who the 2 cores worked for."""
+    spent = {name: after[name] - before[name] for name in before}
+    return [
+        (f"{phase}: CPU s, {name}", f"{seconds:.1f}")
+        for name, seconds in sorted(spent.items(), key=lambda item: -item[1])
+    ]
+
+
+def request_counts(cluster: LocalCluster) -> dict[tuple[str, str], float]:
+    """apiserver_request_total summed by (verb, resource[/subresource])."""
+    counts: dict[tuple[str, str], float] = {}
+    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",")
+        )
+        resource = labels.get("resource", '""').strip('"')
+        sub = labels.get("subresource", '""').strip('"')
+        key = (labels["verb"].strip('"'), f"{resource}/{sub}" if sub else resource)
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def request_rows(
+    phase: str, jobs: int, before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> list[tuple[str, str]]:
+    """Mutating requests per FineTuneJob in a phase (reads and watches are left out)."""
+    rows = []
+    for key in sorted(after):
+        verb, resource = key
+        delta = after[key] - before.get(key, 0.0)
+        if verb in ("POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE") and delta >= jobs / 2:
+            rows.append((f"{phase}: {verb} {resource} per job", f"{delta / jobs:.2f}"))
+    return rows
 
 
 def policy(namespace: str) -> dict[str, Any]:
@@ -101,48 +151,76 @@ def finetunejob(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def _follow(list_fn: Any, args: tuple[str, ...], on_object: Any, stop: threading.Event) -> None:
+    """List once, then watch from that resourceVersion, resuming where the last event left
+    off; a fresh watch without a resourceVersion would replay every object each time."""
+    version = ""
+    while not stop.is_set():
+        try:
+            if not version:
+                listed = list_fn(*args)
+                for obj in listed["items"]:
+                    on_object(obj)
+                version = listed["metadata"]["resourceVersion"]
+            for event in watch.Watch().stream(
+                list_fn,
+                *args,
+                resource_version=version,
+                timeout_seconds=30,
+                allow_watch_bookmarks=True,
+            ):
+                obj = event["object"]
+                version = obj["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    on_object(obj)
+                if stop.is_set():
+                    return
+        except k8s.ApiException as error:
+            if error.status == 410:  # too old: list again
+                version = ""
+            else:  # a loaded API server answers 504 to a watch now and then
+                time.sleep(0.2)
+        except urllib3.exceptions.HTTPError:  # a watch cut short: resume from `version`
+            time.sleep(0.2)
+
+
 def watch_children(
     namespace: str, timeline: Timeline, stop: threading.Event
 ) -> list[threading.Thread]:
     """Record the first time each RayJob appears and each FineTuneJob reports Queued."""
+    api = k8s.CustomObjectsApi()
 
-    def rayjobs() -> None:
-        api = k8s.CustomObjectsApi()
-        while not stop.is_set():
-            # A loaded API server answers 504 to a watch now and then: list and watch again.
-            with contextlib.suppress(k8s.ApiException):
-                for event in watch.Watch().stream(
-                    api.list_namespaced_custom_object,
-                    "ray.io",
-                    "v1",
-                    namespace,
-                    "rayjobs",
-                    timeout_seconds=5,
-                ):
-                    name = event["object"]["metadata"]["name"]
-                    with timeline.lock:
-                        timeline.rayjob_seen.setdefault(name, time.monotonic())
+    def rayjob_seen(obj: dict[str, Any]) -> None:
+        with timeline.lock:
+            timeline.rayjob_seen.setdefault(obj["metadata"]["name"], time.monotonic())
 
-    def queued() -> None:
-        api = k8s.CustomObjectsApi()
-        while not stop.is_set():
-            with contextlib.suppress(k8s.ApiException):
-                for event in watch.Watch().stream(
-                    api.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    timeout_seconds=5,
-                ):
-                    obj = event["object"]
-                    if (obj.get("status") or {}).get("phase") in ("Queued", "Running"):
-                        with timeline.lock:
-                            timeline.queued_seen.setdefault(
-                                obj["metadata"]["name"], time.monotonic()
-                            )
+    def queued_seen(obj: dict[str, Any]) -> None:
+        if (obj.get("status") or {}).get("phase") in ("Queued", "Running"):
+            with timeline.lock:
+                timeline.queued_seen.setdefault(obj["metadata"]["name"], time.monotonic())
 
-    threads = [threading.Thread(target=fn, daemon=True) for fn in (rayjobs, queued)]
+    threads = [
+        threading.Thread(
+            target=_follow,
+            args=(
+                api.list_namespaced_custom_object,
+                ("ray.io", "v1", namespace, "rayjobs"),
+                rayjob_seen,
+                stop,
+            ),
+            daemon=True,
+        ),
+        threading.Thread(
+            target=_follow,
+            args=(
+                api.list_namespaced_custom_object,
+                (GROUP, VERSION, namespace, PLURAL),
+                queued_seen,
+                stop,
+            ),
+            daemon=True,
+        ),
+    ]
     for thread in threads:
         thread.start()
     return threads
@@ -210,10 +288,16 @@ def main() -> int:
         metavar="SOVAI_X=V",
         help="extra operator settings, e.g. SOVAI_MAX_WORKERS=8",
     )
+    parser.add_argument(
+        "--apiserver-profile",
+        metavar="FILE",
+        help="write a 20 s kube-apiserver CPU profile of the burst (go tool pprof FILE)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="sovai-bench-"))
-    with LocalCluster(workdir / "cluster", kuberay=False) as cluster:
+    flags = ["--profiling=true"] if args.apiserver_profile else []
+    with LocalCluster(workdir / "cluster", kuberay=False, apiserver_flags=flags) as cluster:
         kuberay_crds = cluster.binaries["kuberay-operator"].parent / "crds"
         cluster.kubectl("apply", "--server-side", "-f", str(kuberay_crds), timeout=120)
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), timeout=120)
@@ -280,12 +364,39 @@ def main() -> int:
             watch_children("steady", timeline, stop)
             time.sleep(1.0)  # let the watches start before the first create
 
+            rss_at_start = rss_mb(operator.pid, "VmRSS")
+            pids = {**cluster.component_pids(), "operator": operator.pid, "bench": os.getpid()}
+            cpu_before = cpu_snapshot(pids)
+            requests_before = request_counts(cluster)
+            profile: threading.Thread | None = None
+            if args.apiserver_profile:
+                profile = threading.Thread(
+                    target=lambda: Path(args.apiserver_profile).write_bytes(
+                        subprocess.run(
+                            [
+                                str(cluster.binaries["kubectl"]),
+                                f"--kubeconfig={cluster.kubeconfig}",
+                                "get",
+                                "--raw",
+                                "/debug/pprof/profile?seconds=20",
+                            ],
+                            capture_output=True,
+                            check=True,
+                        ).stdout
+                    ),
+                    daemon=True,
+                )
+                profile.start()
             names = [f"burst-{i:05d}" for i in range(args.burst)]
             with ThreadPoolExecutor(args.threads) as pool:
                 list(pool.map(lambda n: create("burst", n, timeline), names))
             created_in = max(timeline.created.values()) - min(timeline.created.values())
             total = wait_all(timeline, names, args.timeout)
             lat = timeline.latencies(names)
+            burst_cpu = cpu_rows("burst", cpu_before, cpu_snapshot(pids))
+            burst_cpu += request_rows("burst", args.burst, requests_before, request_counts(cluster))
+            if profile is not None:
+                profile.join()
             rows += [
                 (f"API server alone: {args.burst} created in (s)", f"{baseline_s:.1f}"),
                 (f"burst: {args.burst} created in (s)", f"{created_in:.1f}"),
@@ -295,6 +406,7 @@ def main() -> int:
                 ),
                 ("burst: create -> RayJob p50 (s)", f"{percentile(lat, 0.5):.2f}"),
                 ("burst: create -> RayJob p99 (s)", f"{percentile(lat, 0.99):.2f}"),
+                *burst_cpu,
             ]
             if args.rate > 0:
                 steady = [f"steady-{i:05d}" for i in range(int(args.rate * args.duration))]
@@ -319,7 +431,17 @@ def main() -> int:
             rows.append(
                 (
                     f"operator peak RSS, {following} FineTuneJobs (MB)",
-                    f"{peak_rss_mb(operator.pid):.0f}",
+                    f"{rss_mb(operator.pid):.0f}",
+                )
+            )
+            rows.append(("operator RSS before the first job (MB)", f"{rss_at_start:.0f}"))
+            # Two sweeps of the operator (SOVAI_RECONCILE_INTERVAL_SECONDS, 10 s by default), after
+            # each of which it gives freed memory back to the kernel.
+            time.sleep(25)
+            rows.append(
+                (
+                    f"operator RSS at rest after, {following} jobs (MB)",
+                    f"{rss_mb(operator.pid, 'VmRSS'):.0f}",
                 )
             )
             stop.set()

@@ -64,6 +64,7 @@ class LocalCluster:
 
     ``workdir``: where certificates, data, kubeconfigs and logs go (a temp folder by default,
     removed on exit unless ``keep_workdir``). ``kuberay``: also run the KubeRay operator.
+    ``apiserver_flags``: extra kube-apiserver flags, after (so overriding) the defaults.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class LocalCluster:
         binaries: Binaries | None = None,
         keep_workdir: bool = False,
         start_timeout: float = 120.0,
+        apiserver_flags: Sequence[str] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sovai-cluster-"))
@@ -83,6 +85,8 @@ class LocalCluster:
         self.nodes = tuple(nodes)
         self.binaries = binaries or ensure_binaries()
         self.start_timeout = start_timeout
+        # Appended last, so they override the defaults (e.g. --profiling=true for a bench).
+        self.apiserver_flags = tuple(apiserver_flags)
         self.pki_dir = self.workdir / "pki"
         self.log_dir = self.workdir / "logs"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -98,6 +102,10 @@ class LocalCluster:
 
     def component_logs(self) -> dict[str, Path]:
         return {p.name: p.log_path for p in self._processes}
+
+    def component_pids(self) -> dict[str, int]:
+        """The PID of each running component (for benchmarks that account CPU per process)."""
+        return {p.name: p.pid for p in self._processes if p.pid is not None}
 
     def kubectl(
         self,
@@ -323,6 +331,7 @@ class LocalCluster:
                 # Nothing runs kubelets here; kwok fakes them.
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                *self.apiserver_flags,
             ],
         )
         apiserver.wait_until(self._readyz, self.start_timeout, "ready (/readyz)")
