@@ -57,7 +57,9 @@ class Settings(BaseSettings):
         ),
     )
     reconcile_interval_seconds: float = Field(
-        default=10.0, gt=0, description="Interval of the level-based timer following each job."
+        default=10.0,
+        gt=0,
+        description="Interval of the level-based follow-up of jobs and deployments.",
     )
     max_workers: int = Field(default=16, ge=1, description="Threads for the sync handlers.")
     worker_limit: int | None = Field(

@@ -6,6 +6,7 @@ loads the kube config, sets Kopf's settings, and starts the metrics endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -17,7 +18,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
-from .api.v1alpha1.common import GROUP, VERSION
+from .api.v1alpha1.common import GROUP, LAST_HANDLED_FIELD, VERSION
 from .api.v1alpha1.finetunejob import PLURAL as FTJ_PLURAL
 from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
 from .backends.kuberay import KubeRayBackend
@@ -25,8 +26,15 @@ from .backends.raycluster import RayClusterBackend
 from .builders.context import JOB_UID_LABEL, BuildConfig
 from .config import Settings
 from .handlers import finetunejob, indexes, modeldeployment
+from .handlers.finetunejob_follow import follow_jobs
 from .handlers.runtime import Runtime
 from .k8s.client import Kube
+from .kopf_tuning import (
+    ProgressAnnotations,
+    QuietTimerSuccesses,
+    StatusDiffBase,
+    login_with_bounded_pool,
+)
 from .metrics import Metrics
 
 FINALIZER = "sovereign-ai.eu/finalizer"
@@ -61,11 +69,10 @@ def _api_client(max_workers: int) -> k8s.ApiClient:
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Kopf's own settings: progress in annotations, our finalizer, peering, events."""
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX
-    )
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    kopf_settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
+    # In the status, so that Kopf writes it in the same request as the handler's status.
+    kopf_settings.persistence.diffbase_storage = StatusDiffBase(
+        field=f"status.{LAST_HANDLED_FIELD}"
     )
     kopf_settings.persistence.finalizer = FINALIZER
     kopf_settings.peering.standalone = settings.replicas <= 1
@@ -76,6 +83,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.execution.executor = ThreadPoolExecutor(max_workers=settings.max_workers)
     kopf_settings.queueing.worker_limit = settings.worker_limit
     kopf_settings.watching.server_timeout = 300
+    # A per-object worker ends after this long without events (Kopf's default: 5 s). Under a
+    # burst, thousands of idle workers would otherwise hold their last event (memory).
+    kopf_settings.batching.idle_timeout = 0.5
     # Only the pods and RayJobs the operator made are watched (server-side filtering).
     kopf_settings.watching.label_selectors["", "v1", "pods"] = JOB_UID_LABEL
     kopf_settings.watching.label_selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL
@@ -84,8 +94,11 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler with an explicit, stable id."""
     ftj = (GROUP, VERSION, FTJ_PLURAL)
+
     # Own registry: the default login handlers are not in it.
-    kopf.on.login(registry=registry, id="sovai-login")(kopf.login_via_client)
+    @kopf.on.login(registry=registry, id="sovai-login")
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+        return await login_with_bounded_pool(namespaces=len(settings.namespaces), **kwargs)
 
     @kopf.on.startup(registry=registry, id="sovai-startup")
     def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
@@ -105,8 +118,26 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 memo.settings.mlflow_tracking_uri,
                 memo.settings.hf_hub_offline,
             ),
+            executor=settings.execution.executor,
         )
         log.info("sovereign-ai operator started", extra={"namespaces": memo.settings.namespaces})
+
+    @kopf.on.startup(registry=registry, id="sovai-follow")
+    async def start_following(memo: Any, **kwargs: Any) -> None:
+        """Start the follow-up sweep, with Kopf's live indexes (handed to startup handlers)."""
+        runtime: Runtime = memo.runtime
+        runtime.indexes = {key: value for key, value in kwargs.items() if key.startswith("sovai_")}
+        memo.follower = asyncio.create_task(
+            follow_jobs(runtime, memo.settings.reconcile_interval_seconds), name="sovai-follow"
+        )
+
+    @kopf.on.cleanup(registry=registry, id="sovai-follow-stop")
+    async def stop_following(memo: Any, **_: Any) -> None:
+        follower = getattr(memo, "follower", None)
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
     kopf.index(
         "ray.io",
@@ -129,14 +160,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     kopf.on.create(*ftj, id="ftj-reconcile", registry=registry)(finetunejob.on_change)
     kopf.on.resume(*ftj, id="ftj-resume", registry=registry)(finetunejob.on_change)
     kopf.on.update(*ftj, id="ftj-update", field="spec", registry=registry)(finetunejob.on_change)
-    kopf.timer(
-        *ftj,
-        id="ftj-follow",
-        registry=registry,
-        interval=settings.reconcile_interval_seconds,
-        initial_delay=settings.reconcile_interval_seconds,
-        when=finetunejob.phase_is_active,
-    )(finetunejob.on_timer)
     kopf.on.delete(*ftj, id="ftj-cleanup", registry=registry)(finetunejob.on_delete)
     modeldeployment.register(registry, settings)
 
@@ -157,6 +180,7 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger().setLevel(settings.log_level.upper())
+    logging.getLogger("kopf.objects").addFilter(QuietTimerSuccesses())
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     memo = kopf.Memo(settings=settings)

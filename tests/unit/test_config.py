@@ -7,6 +7,7 @@ import pytest
 
 from sovereign_operator.builders.context import JOB_UID_LABEL
 from sovereign_operator.config import Settings
+from sovereign_operator.kopf_tuning import connection_limit
 from sovereign_operator.main import FINALIZER, build_config, configure_kopf
 
 
@@ -39,3 +40,13 @@ def test_kopf_settings(replicas: int, standalone: bool) -> None:
     assert kopf_settings.peering.standalone is standalone
     assert kopf_settings.posting.enabled is False
     assert kopf_settings.watching.label_selectors["", "v1", "pods"] == JOB_UID_LABEL
+    diffbase = kopf_settings.persistence.diffbase_storage
+    assert isinstance(diffbase, kopf.StatusDiffBaseStorage)
+    assert diffbase.field == ("status", "lastHandledConfiguration")
+    assert kopf_settings.batching.idle_timeout < 1
+
+
+def test_kopfs_connections_leave_room_for_every_watch() -> None:
+    # 4 namespaced kinds per namespace + 3 cluster-wide + Kopf's scanning and peering.
+    assert connection_limit(0) == connection_limit(1) == 4 + 6 + 16
+    assert connection_limit(10) == 40 + 6 + 16

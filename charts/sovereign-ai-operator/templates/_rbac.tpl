@@ -2,17 +2,19 @@
 {{- define "sovai.namespacedRules" -}}
 # Kopf watches FineTuneJobs and ModelDeployments (main.py and handlers/modeldeployment.py
 # register(): kopf.on.create/resume/update/delete, kopf.timer) and patches their metadata: its
-# finalizer and its progress annotations.
+# finalizer and its progress annotations (Kopf's status writes are in the status rule below).
 - apiGroups: [sovereign-ai.eu]
   resources: [finetunejobs, modeldeployments]
   verbs: [list, watch, patch]
 # handlers/modeldeployment.py reconcile(): reads the FineTuneJob a ModelDeployment's
-# spec.model.fineTuneJobRef names, to serve the model it registered.
+# spec.model.fineTuneJobRef names, to serve the model it registered; handlers/finetunejob.py
+# follow(): the follow-up sweep reads each job it passes over.
 - apiGroups: [sovereign-ai.eu]
   resources: [finetunejobs]
   verbs: [get]
-# handlers/finetunejob.py and handlers/modeldeployment.py write_status(): the whole status in
-# one merge patch on the status subresource.
+# handlers/finetunejob.py reconcile() and handlers/modeldeployment.py write_status(): the whole
+# status in one merge patch on the status subresource (from the create/resume/update handlers
+# through Kopf's own patch, with its status.lastHandledConfiguration).
 - apiGroups: [sovereign-ai.eu]
   resources: [finetunejobs/status, modeldeployments/status]
   verbs: [patch]
@@ -68,7 +70,7 @@
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [create, get, patch, delete]
-# handlers/runtime.py Runtime.event() (kopf.event) and Kopf's own handler-progress events.
+# handlers/runtime.py Runtime.event() (the operator's client) and Kopf's own handler events.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

@@ -80,6 +80,7 @@ def observe_rayjob(
         progress=progress,
         result=result,
         blockers=blockers,
+        version=metadata.get("resourceVersion"),
     )
 
 

@@ -34,3 +34,5 @@ class BackendObservation:
     result: dict[str, Any] | None = None  # the SOVAI_RESULT document
     # Why pods cannot start (unschedulable, image pull errors): evidence for StartupTimeout.
     blockers: tuple[str, ...] = field(default_factory=tuple)
+    # resourceVersion of the child observed (kuberay): a later pass sees whether it changed.
+    version: str | None = None

@@ -1,7 +1,8 @@
 """FineTuneJob handlers: parse -> decide -> ensure -> write status, each one call.
 
-One reconcile serves the create, resume and update handlers and the level-based timer, so
-the same facts always lead to the same status, whichever event woke the operator up.
+One reconcile serves the create, resume and update handlers and the level-based follow-up
+sweep (finetunejob_follow.py), so the same facts always lead to the same status, whichever
+event woke the operator up.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import time
 from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -32,7 +33,8 @@ from ..k8s.client import FINETUNEJOB
 from .finetunejob_status import TERMINAL, Observed, compute_status
 from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
-from .runtime import Runtime, runtime_of
+from .runtime import JobRef, Runtime, runtime_of
+from .status_patch import status_patch
 
 log = logging.getLogger(__name__)
 KIND = "FineTuneJob"
@@ -79,25 +81,6 @@ def _result_placement(result: dict[str, Any] | None) -> tuple[PodPlacement, ...]
     )
 
 
-def write_status(
-    rt: Runtime,
-    namespace: str,
-    name: str,
-    current: Mapping[str, Any] | None,
-    new: FineTuneJobStatus,
-) -> bool:
-    """Write the whole status in one merge patch (conditions included, as a merge patch
-    replaces lists), only when it changed. Fields that disappeared are nulled."""
-    desired = new.to_json_dict()
-    existing = dict(current or {})
-    if desired == existing:
-        return False
-    patch: dict[str, Any] = {key: None for key in existing if key not in desired}
-    patch.update(desired)
-    rt.kube.merge_patch(FINETUNEJOB, namespace, name, {"status": patch}, subresource="status")
-    return True
-
-
 def _announce(
     rt: Runtime, body: kopf.Body, previous: FineTuneJobStatus | None, new: FineTuneJobStatus
 ) -> None:
@@ -129,6 +112,32 @@ def _backend(rt: Runtime, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterB
     return rt.kuberay
 
 
+def _seen(rayjob_version: str | None, pods: tuple[PodFacts, ...]) -> Hashable:
+    """What a follow-up pass looks at besides the clock: the RayJob and its pods. Spec
+    changes come as update events, which the update handler reconciles at once."""
+    return (rayjob_version, pods)
+
+
+def _observed_children(
+    indexes: Mapping[str, Any], uid: str
+) -> tuple[dict[str, Any] | None, tuple[PodFacts, ...]]:
+    live = one(indexes["sovai_rayjobs"], uid) if "sovai_rayjobs" in indexes else None
+    pods = tuple(sorted(indexes.get("sovai_pods", {}).get(uid, ()), key=lambda p: p.name))
+    return live, pods
+
+
+def needs_pass(rt: Runtime, uid: str) -> bool:
+    """Whether a follow-up pass over a job has anything to do: its RayJob or pods changed
+    since the last pass, or a deadline may have passed. No I/O: it runs for every job on
+    every tick."""
+    last = rt.seen.get(uid)
+    if last is None:
+        return True
+    live, pods = _observed_children(rt.indexes, uid)
+    version = ((live or {}).get("metadata") or {}).get("resourceVersion")
+    return last[0] != _seen(version, pods) or time.monotonic() >= last[1]
+
+
 def reconcile(
     rt: Runtime,
     body: kopf.Body,
@@ -136,28 +145,23 @@ def reconcile(
     handler: str,
     raise_permanent: bool,
     indexes: Mapping[str, Any],
-    follow_up: bool = False,
+    kopf_patch: kopf.Patch | None = None,
 ) -> None:
-    """One level-based pass over a FineTuneJob. A follow-up (timer) pass returns at once when
-    nothing it would look at has changed and no deadline can have passed meanwhile."""
+    """One level-based pass over a FineTuneJob. With ``kopf_patch`` (the create, resume and
+    update handlers) the status goes into Kopf's own patch, written in one request together
+    with Kopf's record of what it handled; without it (follow-ups), it is patched here."""
     meta, namespace, name = body.metadata, body.metadata.namespace, body.metadata.name
     uid = str(meta.uid)
     assert namespace is not None
     assert name is not None
-    live = one(indexes["sovai_rayjobs"], uid) if "sovai_rayjobs" in indexes else None
-    pods = tuple(sorted(indexes.get("sovai_pods", {}).get(uid, ()), key=lambda p: p.name))
-    seen: Hashable = (
-        meta.get("resourceVersion"),
-        ((live or {}).get("metadata") or {}).get("resourceVersion"),
-        pods,
-    )
-    if follow_up and _unchanged(rt, uid, seen, body.get("status")):
-        return
+    live, pods = _observed_children(indexes, uid)
     with rt.job_lock(uid), rt.measured(KIND, handler):
         status = body.get("status")
         previous = parse_status(status)
         if previous is not None and previous.phase in TERMINAL:
             rt.metrics.phases.set(uid, previous.phase.value)
+            rt.jobs.pop(uid, None)
+            rt.seen.pop(uid, None)
             return
         generation = int(meta.get("generation") or 1)
         policies = policies_of(indexes.get("sovai_policies"))
@@ -214,19 +218,27 @@ def reconcile(
             and new.error.code == "StartupTimeout"
         ):
             _backend(rt, spec).stop(ctx)
-        write_status(rt, namespace, name, status, new)
+        patch = status_patch(status, new)
+        if patch is not None and kopf_patch is not None:
+            kopf_patch.setdefault("status", {}).update(patch)
+        elif patch is not None:
+            rt.kube.merge_patch(
+                FINETUNEJOB, namespace, name, {"status": patch}, subresource="status"
+            )
         rt.metrics.phases.set(uid, new.phase.value)
-        rt.seen[uid] = (seen, time.monotonic() + _recheck_after(rt, new, live, deadline or 900))
+        version = observation.version or ((live or {}).get("metadata") or {}).get("resourceVersion")
+        if new.phase in TERMINAL:
+            rt.jobs.pop(uid, None)
+            rt.seen.pop(uid, None)
+        else:
+            rt.jobs[uid] = JobRef(namespace, name)
+            rt.seen[uid] = (
+                _seen(version, pods),
+                time.monotonic() + _recheck_after(rt, new, live, deadline or 900),
+            )
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
-
-
-def _unchanged(rt: Runtime, uid: str, seen: Hashable, status: Mapping[str, Any] | None) -> bool:
-    if not status or "phase" not in status:
-        return True  # the create/resume handler makes the first pass
-    last = rt.seen.get(uid)
-    return last is not None and last[0] == seen and time.monotonic() < last[1]
 
 
 def _recheck_after(
@@ -255,20 +267,30 @@ def _recheck_after(
     return 300.0
 
 
-def on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> None:
     """Create, resume and spec updates."""
-    reconcile(runtime_of(memo), body, handler="ftj-reconcile", raise_permanent=True, indexes=kwargs)
-
-
-def on_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """The level-based follow-up: the children's actual state, not only their events."""
     reconcile(
         runtime_of(memo),
         body,
+        handler="ftj-reconcile",
+        raise_permanent=True,
+        indexes=kwargs,
+        kopf_patch=patch,
+    )
+
+
+def follow(rt: Runtime, uid: str, job: JobRef) -> None:
+    """A follow-up pass, from the sweep: read the job as it is now, then reconcile it."""
+    raw = rt.kube.get_or_none(FINETUNEJOB, job.namespace, job.name)
+    if raw is None or str((raw.get("metadata") or {}).get("uid")) != uid:
+        rt.forget(uid)  # deleted (and perhaps re-created: that one has its own uid)
+        return
+    reconcile(
+        rt,
+        kopf.Body(cast(kopf.RawBody, raw)),
         handler="ftj-follow",
         raise_permanent=False,
-        indexes=kwargs,
-        follow_up=True,
+        indexes=rt.indexes,
     )
 
 
@@ -296,8 +318,3 @@ def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
                 except Exception:
                     log.warning("could not stop the Ray job of %s/%s", meta.namespace, meta.name)
     rt.forget(uid)
-
-
-def phase_is_active(status: kopf.Status, **_: Any) -> bool:
-    """Timer filter: follow only jobs that have not reached a terminal phase."""
-    return status.get("phase") not in {p.value for p in TERMINAL}

@@ -1,7 +1,10 @@
 """Kopf indexes: in-memory views of the children, pods, nodes, policies and namespaces.
 
-The level-based timer reads these instead of calling the API server, so following thousands
-of jobs costs no requests while nothing changes. Values are kept small on purpose (memory).
+The level-based follow-ups read these instead of calling the API server, so following
+thousands of jobs costs no requests while nothing changes. Values are kept small on purpose
+(memory).
+The index functions are async although they never wait: Kopf runs sync handlers in its
+thread pool, and a thread hand-off per watch event costs more than the function itself.
 """
 
 from __future__ import annotations
@@ -38,27 +41,27 @@ def rayjob_summary(body: Any) -> dict[str, Any]:
     }
 
 
-def rayjobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+async def rayjobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     """RayJob summaries keyed by the owning FineTuneJob's uid."""
     return {labels[JOB_UID_LABEL]: rayjob_summary(body)}
 
 
-def pods_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, PodFacts]:
+async def pods_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, PodFacts]:
     """Pod facts keyed by the owning FineTuneJob's uid."""
     return {labels[JOB_UID_LABEL]: pod_facts(dict(body))}
 
 
-def node_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+async def node_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
     """Node labels keyed by node name (for the region of each pod)."""
     return {name: dict(labels)}
 
 
-def policies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+async def policies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """SovereigntyPolicy specs keyed by name."""
     return {name: dict(spec)}
 
 
-def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
     """Namespace labels keyed by namespace name (for policies' namespaceSelector)."""
     return {name: dict(labels)}
 

@@ -62,6 +62,7 @@ from .modeldeployment_resolve import resolve_model
 from .modeldeployment_status import ServingObserved, compute_status
 from .modeldeployment_validate import parse_spec, validate
 from .runtime import Runtime, runtime_of
+from .status_patch import status_patch
 
 log = logging.getLogger(__name__)
 CHILD_KINDS: tuple[Kind, ...] = (HPA, PDB, NETWORK_POLICY, SERVICE, DEPLOYMENT)
@@ -151,15 +152,12 @@ def write_status(
     current: Mapping[str, Any] | None,
     new: ModelDeploymentStatus,
 ) -> None:
-    """The whole status in one merge patch (conditions included), only when it changed;
-    fields that disappeared are nulled."""
-    desired = new.to_json_dict()
-    existing = dict(current or {})
-    if desired == existing:
-        return
-    patch: dict[str, Any] = {key: None for key in existing if key not in desired}
-    patch.update(desired)
-    rt.kube.merge_patch(MODELDEPLOYMENT, namespace, name, {"status": patch}, subresource="status")
+    """The whole status in one merge patch, only when it changed."""
+    patch = status_patch(current, new)
+    if patch is not None:
+        rt.kube.merge_patch(
+            MODELDEPLOYMENT, namespace, name, {"status": patch}, subresource="status"
+        )
 
 
 def _announce(

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import logging
 import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
-import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from ..backends.kuberay import KubeRayBackend
 from ..backends.raycluster import RayClusterBackend
 from ..builders.context import BuildConfig
 from ..config import Settings
 from ..k8s.client import Kube
+from ..k8s.events import build_event
 from ..metrics import Metrics
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class JobRef(NamedTuple):
+    """Where a job lives: all the follow-up sweep keeps of a job between passes."""
+
+    namespace: str
+    name: str
 
 
 @dataclass
@@ -29,7 +48,14 @@ class Runtime:
     build: BuildConfig
     kuberay: KubeRayBackend
     raycluster: RayClusterBackend
-    # Per job: what the last pass saw, and until when an unchanged job needs no new pass.
+    # Kopf's thread pool, for async handlers that hand blocking work to a thread.
+    executor: Executor | None = None
+    # Kopf's indexes (live views, kept current by Kopf), for work outside a handler call.
+    indexes: Mapping[str, Any] = field(default_factory=dict)
+    # The FineTuneJobs not yet finished, by uid: what the follow-up sweep goes over.
+    jobs: dict[str, JobRef] = field(default_factory=dict)
+    # Per job: what the last pass saw of its children, and until when an unchanged job needs
+    # no new pass.
     seen: dict[str, tuple[Hashable, float]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
@@ -46,6 +72,7 @@ class Runtime:
         with self._guard:
             self._locks.pop(uid, None)
             self.seen.pop(uid, None)
+            self.jobs.pop(uid, None)
         self.metrics.phases.set(uid, None)
 
     @contextmanager
@@ -61,10 +88,23 @@ class Runtime:
         finally:
             self.metrics.latency.labels(kind, handler).observe(time.perf_counter() - started)
 
-    def event(self, body: kopf.Body, kind: str, reason: str, message: str) -> None:
-        """Post a Kubernetes Event on the object, when events are enabled."""
-        if self.settings.post_events:
-            kopf.event(body, type=kind, reason=reason, message=message[:1024])
+    async def in_thread(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking ``fn`` in Kopf's thread pool, as Kopf runs sync handlers: with the
+        caller's context variables, which kopf.event and Kopf's logging rely on."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post a Kubernetes Event on the object, when events are enabled. Posted here rather
+        than through Kopf, whose event queue exists only inside its per-object tasks, so that
+        the follow-up sweep can post too. A failure to post is logged, never raised."""
+        if not self.settings.post_events:
+            return
+        event = build_event(body, kind, reason, message, datetime.now(UTC))
+        try:
+            self.kube.create(event)
+        except (ApiException, OSError, urllib3.exceptions.HTTPError):
+            log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)
 
 
 def runtime_of(memo: Any) -> Runtime:

@@ -42,6 +42,7 @@ SERVICE = Kind("v1", "services")
 HPA = Kind("autoscaling/v2", "horizontalpodautoscalers")
 PDB = Kind("policy/v1", "poddisruptionbudgets")
 NETWORK_POLICY = Kind("networking.k8s.io/v1", "networkpolicies")
+EVENT = Kind("v1", "events")
 
 KINDS = {
     ("v1", "ConfigMap"): CONFIGMAP,
@@ -51,6 +52,7 @@ KINDS = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HPA,
     ("policy/v1", "PodDisruptionBudget"): PDB,
     ("networking.k8s.io/v1", "NetworkPolicy"): NETWORK_POLICY,
+    ("v1", "Event"): EVENT,
 }
 
 

@@ -18,6 +18,7 @@ from .common import (
     ApiModel,
     Condition,
     ErrorInfo,
+    OperatorStatus,
     Placement,
     PodPlacement,
     Quantity,
@@ -562,7 +563,7 @@ class ResolvedHyperparameters(ApiModel):
     seed: int = Field(ge=0, description="Random seed used.")
 
 
-class FineTuneJobStatus(ApiModel):
+class FineTuneJobStatus(OperatorStatus):
     """Observed state of a FineTuneJob, written by the operator."""
 
     phase: FineTuneJobPhase = Field(

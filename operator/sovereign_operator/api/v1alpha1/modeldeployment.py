@@ -15,6 +15,7 @@ from .common import (
     ApiModel,
     Condition,
     ErrorInfo,
+    OperatorStatus,
     Placement,
     PodPlacement,
     Quantity,
@@ -216,7 +217,7 @@ class ModelDeploymentConditionType(StrEnum):
     READY = "Ready"
 
 
-class ModelDeploymentStatus(ApiModel):
+class ModelDeploymentStatus(OperatorStatus):
     """Observed state of a ModelDeployment, written by the operator."""
 
     phase: ModelDeploymentPhase = Field(

@@ -1,0 +1,121 @@
+"""Adjustments to Kopf's defaults that matter with thousands of objects.
+
+Each one removes work or memory that buys nothing: a write per object that is never read, a
+deep copy of every object on every watch event, a log line per object per timer tick, and
+TLS connections without bound.
+Measured by bench/operator_scale.py (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import aiohttp
+import kopf
+
+
+class StatusDiffBase(kopf.StatusDiffBaseStorage):
+    """Kopf's diff-base in the status, built without copying what it then throws away.
+
+    Kopf builds an object's essence (spec, labels, annotations, and the fields handlers watch,
+    such as ``field="spec"``) on every watch event by deep-copying the whole object,
+    managedFields and status included, and then deleting most of it. Here only the parts the
+    essence keeps are handed to Kopf's build, which is otherwise unchanged. A watched field
+    under metadata or status takes Kopf's own path.
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        extra = list(extra_fields or ())
+        if any(_top_level(path) in ("metadata", "status") for path in extra):
+            return super().build(body=body, extra_fields=extra)
+        slim = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        metadata = body.get("metadata") or {}
+        slim["metadata"] = {
+            key: metadata[key] for key in ("labels", "annotations") if key in metadata
+        }
+        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)), extra_fields=extra)
+
+
+def _top_level(path: Any) -> str:
+    """The first key of a Kopf field path ("a.b" or ("a", "b"))."""
+    if isinstance(path, str):
+        return path.split(".", 1)[0]
+    return str(path[0]) if path else ""
+
+
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """Kopf's progress in annotations, without marking objects that keep no progress.
+
+    Kopf marks an object as Kopf-managed (``<prefix>/kopf-managed``) the first time it stores
+    a handler's progress, even when the same cycle purges that progress again because the
+    handler succeeded at once. The mark alone then costs a write to every object. It is kept
+    out of the patch unless a progress record stays with it; a handler that retries stores
+    its record and the mark together, as Kopf would.
+    """
+
+    def purge(self, *, key: Any, body: Any, patch: Any) -> None:
+        super().purge(key=key, body=body, patch=patch)
+        metadata = patch.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        marker = f"{self.prefix}/kopf-managed"
+        if marker not in annotations or marker in (body.metadata.annotations or {}):
+            return
+        prefix = f"{self.prefix}/"
+        if any(name.startswith(prefix) and name != marker for name in annotations):
+            return  # a record (or its removal) is written anyway: the mark goes with it
+        del annotations[marker]
+        if not annotations:
+            metadata.pop("annotations", None)
+        if not metadata:
+            patch.pop("metadata", None)
+
+
+class QuietTimerSuccesses(logging.Filter):
+    """Drops Kopf's "Timer '...' succeeded." lines: one per job per tick, thousands a minute
+    with thousands of jobs, and nothing the status does not say. Failures still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        return not (
+            record.levelno == logging.INFO
+            and message.startswith("Timer ")
+            and message.endswith(" succeeded.")
+        )
+
+
+def connection_limit(namespaces: int) -> int:
+    """How many connections Kopf may hold to the API server at once.
+
+    Kopf's own session has no limit: under a burst of events it opens a connection per
+    concurrent patch (about a hundred), and each TLS connection keeps about 256 KiB of
+    buffers for the life of the process. Every watch stream holds a connection for as long as
+    it runs, so the limit leaves room for all of them: four namespaced kinds per watched
+    namespace (FineTuneJobs, ModelDeployments, RayJobs, pods), three cluster-wide ones (nodes,
+    namespaces, policies), Kopf's resource and namespace scanning and peering; then 16 more for
+    Kopf's patches in flight (the handlers' own requests use the operator's client).
+    """
+    return 4 * max(1, namespaces) + 3 + 3 + 16
+
+
+async def login_with_bounded_pool(*, namespaces: int, **kwargs: Any) -> kopf.AiohttpSession | None:
+    """Kopf's login through the kubernetes client's configuration (in-cluster, else
+    kubeconfig), with Kopf's session rebuilt on a connection pool of bounded size."""
+    info = kopf.login_via_client(**kwargs)
+    if info is None:
+        return None
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=connection_limit(namespaces), ssl=info.as_ssl_context()
+        ),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        priority=info.priority,
+        aiohttp_session=session,
+    )

@@ -1,0 +1,92 @@
+"""The follow-up sweep passes over the jobs whose children changed or whose deadline came,
+and only those (pure selection logic; the passes themselves are integration-tested)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from sovereign_operator.backends.kuberay import KubeRayBackend
+from sovereign_operator.backends.pods import PodFacts
+from sovereign_operator.backends.raycluster import RayClusterBackend
+from sovereign_operator.config import Settings
+from sovereign_operator.handlers import finetunejob_follow
+from sovereign_operator.handlers.finetunejob import needs_pass
+from sovereign_operator.handlers.runtime import JobRef, Runtime
+from sovereign_operator.k8s.client import Kube
+from sovereign_operator.main import build_config
+from sovereign_operator.metrics import Metrics
+
+
+def rayjob(version: str) -> dict[str, Any]:
+    return {"metadata": {"name": "ft", "resourceVersion": version}, "status": {}}
+
+
+@pytest.fixture
+def rt() -> Runtime:
+    settings = Settings()
+    kube = Kube(k8s.ApiClient(k8s.Configuration()))  # never called: no I/O in selection
+    runtime = Runtime(
+        settings=settings,
+        kube=kube,
+        metrics=Metrics(),
+        build=build_config(settings),
+        kuberay=KubeRayBackend(kube),
+        raycluster=RayClusterBackend(kube, "python -m x", None, True),
+    )
+    runtime.indexes = {"sovai_rayjobs": {"u1": [rayjob("5")]}, "sovai_pods": {}}
+    return runtime
+
+
+def seen(rt: Runtime, uid: str, version: str, pods: tuple[PodFacts, ...], wait: float) -> None:
+    rt.seen[uid] = ((version, pods), time.monotonic() + wait)
+
+
+def test_a_job_never_passed_over_needs_a_pass(rt: Runtime) -> None:
+    assert needs_pass(rt, "u1")
+
+
+def test_nothing_changed_and_no_deadline_means_no_pass(rt: Runtime) -> None:
+    seen(rt, "u1", "5", (), 60)
+    assert not needs_pass(rt, "u1")
+
+
+def test_a_changed_rayjob_needs_a_pass(rt: Runtime) -> None:
+    seen(rt, "u1", "5", (), 60)
+    rt.indexes["sovai_rayjobs"]["u1"] = [rayjob("6")]
+    assert needs_pass(rt, "u1")
+
+
+def test_a_changed_pod_needs_a_pass(rt: Runtime) -> None:
+    seen(rt, "u1", "5", (), 60)
+    rt.indexes["sovai_pods"]["u1"] = [PodFacts("ft-head", "team-a", "node-1", "Pending")]
+    assert needs_pass(rt, "u1")
+
+
+def test_a_deadline_reached_needs_a_pass(rt: Runtime) -> None:
+    seen(rt, "u1", "5", (), -1)
+    assert needs_pass(rt, "u1")
+
+
+def test_the_sweep_follows_only_due_jobs_and_survives_a_failing_one(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt.indexes["sovai_rayjobs"].update({"u2": [rayjob("7")], "u3": [rayjob("8")]})
+    seen(rt, "u1", "5", (), 60)  # unchanged: skipped
+    seen(rt, "u2", "6", (), 60)  # its RayJob moved on: due
+    rt.jobs.update({u: JobRef("team-a", f"job-{u}") for u in ("u1", "u2", "u3")})  # u3: new
+    followed: list[str] = []
+
+    def follow(runtime: Runtime, uid: str, job: JobRef) -> None:
+        followed.append(uid)
+        if uid == "u3":
+            raise RuntimeError("API server unavailable")
+
+    monkeypatch.setattr(finetunejob_follow, "follow", follow)
+    assert asyncio.run(finetunejob_follow.sweep(rt)) == 2
+    assert sorted(followed) == ["u2", "u3"]
+    assert "follow-up of FineTuneJob team-a/job-u3 failed" in caplog.text

@@ -1,0 +1,135 @@
+"""The Kopf adjustments give Kopf's results with less work (pure logic, no cluster)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from sovereign_operator.kopf_tuning import (
+    ProgressAnnotations,
+    QuietTimerSuccesses,
+    StatusDiffBase,
+)
+
+FIELD = "status.lastHandledConfiguration"
+
+
+def body(**extra: Any) -> kopf.Body:
+    raw: dict[str, Any] = {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {
+            "name": "ft",
+            "namespace": "team-a",
+            "uid": "u-1",
+            "resourceVersion": "42",
+            "labels": {"team": "a"},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "team.example/owner": "jane",
+                "other-operator.example/kopf-managed": "yes",
+                "other-operator.example/last-handled-configuration": "{}",
+            },
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            "finalizers": ["sovereign-ai.eu/finalizer"],
+        },
+        "spec": {"baseModel": {"uri": "hf://acme/m"}, "resources": {"workers": 2}},
+        "status": {"phase": "Queued", "lastHandledConfiguration": "{}"},
+    }
+    raw.update(extra)
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        body(),
+        body(metadata={"name": "bare"}),
+        body(spec={}, status={}),
+        body(extra={"top": [1, {"a": None}]}),
+    ],
+    ids=["full", "no-labels-or-annotations", "empty-spec", "other-top-level-field"],
+)
+def test_diffbase_essence_equals_kopfs(obj: kopf.Body) -> None:
+    ours = StatusDiffBase(field=FIELD).build(body=obj)
+    kopfs = kopf.StatusDiffBaseStorage(field=FIELD).build(body=obj)
+    assert ours == kopfs
+    assert "status" not in ours
+
+
+def test_diffbase_essence_is_a_copy() -> None:
+    obj = body()
+    essence = cast(dict[str, Any], StatusDiffBase(field=FIELD).build(body=obj))
+    essence["spec"]["resources"]["workers"] = 9
+    assert obj["spec"]["resources"]["workers"] == 2
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[("spec",)], ["spec.resources"], [("status", "phase")], [("metadata", "labels")], []],
+    ids=["spec", "spec-as-text", "status", "metadata", "none"],
+)
+def test_diffbase_with_watched_fields_equals_kopfs(fields: list[Any]) -> None:
+    obj = body()
+    ours = StatusDiffBase(field=FIELD).build(body=obj, extra_fields=fields)
+    kopfs = kopf.StatusDiffBaseStorage(field=FIELD).build(body=obj, extra_fields=fields)
+    assert ours == kopfs
+
+
+def test_diffbase_with_a_watched_status_field_keeps_it() -> None:
+    ours = StatusDiffBase(field=FIELD).build(body=body(), extra_fields=[("status", "phase")])
+    assert cast(dict[str, Any], ours)["status"] == {"phase": "Queued"}
+
+
+def record(success: bool) -> Any:
+    started = "2026-11-27T10:00:00+00:00"
+    if success:
+        return {"started": started, "stopped": started, "success": True, "retries": 1}
+    return {"started": started, "retries": 1, "message": "try again", "delayed": started}
+
+
+def test_a_handler_done_at_once_leaves_no_write() -> None:
+    storage, obj, patch = ProgressAnnotations(prefix="sovereign-ai.eu"), body(), kopf.Patch()
+    storage.store(key=kopf.HandlerId("ftj-reconcile"), record=record(True), body=obj, patch=patch)
+    assert patch  # Kopf's store writes the record and the mark...
+    storage.purge(key=kopf.HandlerId("ftj-reconcile"), body=obj, patch=patch)
+    assert dict(patch) == {}  # ...and nothing is left once the record is purged
+
+
+def test_a_retrying_handler_keeps_its_record_and_the_mark() -> None:
+    storage, obj, patch = ProgressAnnotations(prefix="sovereign-ai.eu"), body(), kopf.Patch()
+    storage.store(key=kopf.HandlerId("ftj-reconcile"), record=record(False), body=obj, patch=patch)
+    annotations = patch["metadata"]["annotations"]
+    assert annotations["sovereign-ai.eu/kopf-managed"] == "yes"
+    assert any(key.endswith("ftj-reconcile") for key in annotations)
+
+
+def test_purging_a_stored_record_removes_it_and_leaves_the_mark_alone() -> None:
+    storage = ProgressAnnotations(prefix="sovereign-ai.eu")
+    marked = body()
+    marked_meta = cast(dict[str, Any], marked)["metadata"]
+    marked_meta["annotations"]["sovereign-ai.eu/kopf-managed"] = "yes"
+    marked_meta["annotations"]["sovereign-ai.eu/ftj-reconcile"] = '{"retries":1}'
+    patch = kopf.Patch()
+    storage.purge(key=kopf.HandlerId("ftj-reconcile"), body=marked, patch=patch)
+    assert patch["metadata"]["annotations"] == {"sovereign-ai.eu/ftj-reconcile": None}
+
+
+def log_record(level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+
+@pytest.mark.parametrize(
+    ("level", "message", "kept"),
+    [
+        (logging.INFO, "Timer 'ftj-follow' succeeded.", False),
+        (logging.INFO, "Handler 'ftj-reconcile' succeeded.", True),
+        (logging.ERROR, "Timer 'ftj-follow' failed with an exception. Will retry.", True),
+        (logging.WARNING, "Timer 'ftj-follow' succeeded.", True),
+    ],
+)
+def test_only_successful_timer_ticks_are_quiet(level: int, message: str, kept: bool) -> None:
+    assert QuietTimerSuccesses().filter(log_record(level, message)) is kept
