@@ -66,8 +66,9 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         description=(
-            "Objects Kopf processes at once (its per-object workers); unset: no limit. A limit "
-            "bounds the memory and connections a burst of creations takes."
+            "Objects Kopf processes at once (its per-object workers); unset: no limit. A small "
+            "limit stalls bursts: a worker keeps its slot while it waits for its own patch "
+            "to come back (docs/benchmarks.md)."
         ),
     )
     head_cpu: str = Field(default="2", description="CPU of the Ray head pod.")
