@@ -85,7 +85,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.watching.server_timeout = 300
     # A per-object worker ends after this long without events (Kopf's default: 5 s). Under a
     # burst, thousands of idle workers would otherwise hold their last event (memory).
-    kopf_settings.batching.idle_timeout = 0.5
+    kopf_settings.queueing.idle_timeout = 0.5
     # Only the pods and RayJobs the operator made are watched (server-side filtering).
     kopf_settings.watching.label_selectors["", "v1", "pods"] = JOB_UID_LABEL
     kopf_settings.watching.label_selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL

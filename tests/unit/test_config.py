@@ -43,7 +43,7 @@ def test_kopf_settings(replicas: int, standalone: bool) -> None:
     diffbase = kopf_settings.persistence.diffbase_storage
     assert isinstance(diffbase, kopf.StatusDiffBaseStorage)
     assert diffbase.field == ("status", "lastHandledConfiguration")
-    assert kopf_settings.batching.idle_timeout < 1
+    assert kopf_settings.queueing.idle_timeout < 1
 
 
 def test_kopfs_connections_leave_room_for_every_watch() -> None:
