@@ -118,7 +118,7 @@ def request_rows(
     for key in sorted(after):
         verb, resource = key
         delta = after[key] - before.get(key, 0.0)
-        if verb in ("POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE") and delta >= jobs / 2:
+        if verb in ("POST", "PUT", "PATCH", "APPLY", "DELETE") and delta >= jobs / 2:
             rows.append((f"{phase}: {verb} {resource} per job", f"{delta / jobs:.2f}"))
     return rows
 

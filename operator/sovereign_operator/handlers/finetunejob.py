@@ -118,6 +118,11 @@ def _seen(rayjob_version: str | None, pods: tuple[PodFacts, ...]) -> Hashable:
     return (rayjob_version, pods)
 
 
+def _resource_version(obj: Mapping[str, Any] | None) -> str | None:
+    version = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return None if version is None else str(version)
+
+
 def _observed_children(
     indexes: Mapping[str, Any], uid: str
 ) -> tuple[dict[str, Any] | None, tuple[PodFacts, ...]]:
@@ -134,8 +139,7 @@ def needs_pass(rt: Runtime, uid: str) -> bool:
     if last is None:
         return True
     live, pods = _observed_children(rt.indexes, uid)
-    version = ((live or {}).get("metadata") or {}).get("resourceVersion")
-    return last[0] != _seen(version, pods) or time.monotonic() >= last[1]
+    return last[0] != _seen(_resource_version(live), pods) or time.monotonic() >= last[1]
 
 
 def reconcile(
@@ -160,8 +164,7 @@ def reconcile(
         previous = parse_status(status)
         if previous is not None and previous.phase in TERMINAL:
             rt.metrics.phases.set(uid, previous.phase.value)
-            rt.jobs.pop(uid, None)
-            rt.seen.pop(uid, None)
+            rt.unfollow(uid)
             return
         generation = int(meta.get("generation") or 1)
         policies = policies_of(indexes.get("sovai_policies"))
@@ -219,17 +222,17 @@ def reconcile(
         ):
             _backend(rt, spec).stop(ctx)
         patch = status_patch(status, new)
-        if patch is not None and kopf_patch is not None:
-            kopf_patch.setdefault("status", {}).update(patch)
-        elif patch is not None:
-            rt.kube.merge_patch(
-                FINETUNEJOB, namespace, name, {"status": patch}, subresource="status"
-            )
+        if patch is not None:
+            if kopf_patch is not None:
+                kopf_patch.setdefault("status", {}).update(patch)
+            else:
+                rt.kube.merge_patch(
+                    FINETUNEJOB, namespace, name, {"status": patch}, subresource="status"
+                )
         rt.metrics.phases.set(uid, new.phase.value)
-        version = observation.version or ((live or {}).get("metadata") or {}).get("resourceVersion")
+        version = observation.version or _resource_version(live)
         if new.phase in TERMINAL:
-            rt.jobs.pop(uid, None)
-            rt.seen.pop(uid, None)
+            rt.unfollow(uid)
         else:
             rt.jobs[uid] = JobRef(namespace, name)
             rt.seen[uid] = (

@@ -68,11 +68,15 @@ class Runtime:
         with lock:
             yield
 
+    def unfollow(self, uid: str) -> None:
+        """A job leaves the follow-up sweep (it finished, or it is gone)."""
+        self.jobs.pop(uid, None)
+        self.seen.pop(uid, None)
+
     def forget(self, uid: str) -> None:
         with self._guard:
             self._locks.pop(uid, None)
-            self.seen.pop(uid, None)
-            self.jobs.pop(uid, None)
+        self.unfollow(uid)
         self.metrics.phases.set(uid, None)
 
     @contextmanager
@@ -90,7 +94,7 @@ class Runtime:
 
     async def in_thread(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking ``fn`` in Kopf's thread pool, as Kopf runs sync handlers: with the
-        caller's context variables, which kopf.event and Kopf's logging rely on."""
+        caller's context variables, which Kopf's logging relies on."""
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
