@@ -2,6 +2,10 @@
 
 import sys
 
-from .main import main
+from .k8s import keep_kubernetes_client_out
+
+keep_kubernetes_client_out()
+
+from .main import main  # noqa: E402  (after the line above: Kopf is imported here)
 
 sys.exit(main())

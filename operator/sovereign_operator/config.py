@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SOVAI_"
 
 
 class Settings(BaseSettings):
     """Everything the operator can be configured with. Read once, at startup."""
 
-    model_config = SettingsConfigDict(env_prefix="SOVAI_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     runtime_image: str = Field(
         default="registry.sovereign-ai.eu/sovereign-ai/training:0.1.0",
@@ -110,3 +112,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A settings error as the variables the user set: ``SOVAI_METRICS_PORT: Input should be
+    less than or equal to 65535 (got '70000')``."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        variable = f"{ENV_PREFIX}{field.upper()}" if field in Settings.model_fields else field
+        lines.append(f"{variable}: {item['msg']} (got {item['input']!r})")
+    return "; ".join(lines)

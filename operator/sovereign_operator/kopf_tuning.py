@@ -9,10 +9,13 @@ Measured by bench/operator_scale.py (docs/benchmarks.md).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import aiohttp
 import kopf
+
+from .k8s.credentials import Credentials
 
 
 class StatusDiffBase(kopf.StatusDiffBaseStorage):
@@ -98,24 +101,32 @@ def connection_limit(namespaces: int) -> int:
     return 4 * max(1, namespaces) + 3 + 3 + 16
 
 
-async def login_with_bounded_pool(*, namespaces: int, **kwargs: Any) -> kopf.AiohttpSession | None:
-    """Kopf's login through the kubernetes client's configuration (in-cluster, else
-    kubeconfig), with Kopf's session rebuilt on a connection pool of bounded size."""
-    info = kopf.login_via_client(**kwargs)
-    if info is None:
-        return None
+def login_with_bounded_pool(
+    credentials: Credentials, namespaces: int, trust_env: bool
+) -> kopf.AiohttpSession:
+    """Kopf's session from the operator's own credentials, on a connection pool of bounded
+    size. Kopf logs in again when the server answers 401 or the token is about to expire:
+    each login asks the token source afresh (a rotated file is read again, an exec plugin
+    runs again). Called from Kopf's event loop, which the aiohttp session binds to."""
+    if credentials.token is not None:
+        credentials.token.invalidate()
+    headers = {}
+    authorization = credentials.authorization()
+    if authorization:
+        headers["Authorization"] = authorization
+    expires_at = credentials.token.expires_at() if credentials.token is not None else None
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=connection_limit(namespaces), ssl=info.as_ssl_context()
+            limit=connection_limit(namespaces),
+            ssl=credentials.ssl_context(),
         ),
-        headers=info.as_http_headers(),
-        proxy=info.proxy_url,
-        trust_env=info.trust_env,
+        headers=headers,
+        proxy=credentials.proxy_url,
+        trust_env=trust_env,
     )
     return kopf.AiohttpSession(
-        server=info.server,
-        default_namespace=info.default_namespace,
-        expiration=info.expiration,
-        priority=info.priority,
+        server=credentials.server,
+        default_namespace=credentials.namespace,
+        expiration=datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None,
         aiohttp_session=session,
     )

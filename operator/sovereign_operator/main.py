@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
-from kubernetes import config as kube_config
+from pydantic import ValidationError
 
 from .api.v1alpha1.common import GROUP, LAST_HANDLED_FIELD, VERSION
 from .api.v1alpha1.finetunejob import PLURAL as FTJ_PLURAL
@@ -24,11 +23,12 @@ from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
 from .backends.kuberay import KubeRayBackend
 from .backends.raycluster import RayClusterBackend
 from .builders.context import JOB_UID_LABEL, BuildConfig
-from .config import Settings
+from .config import Settings, describe_errors
 from .handlers import finetunejob, indexes, modeldeployment
 from .handlers.finetunejob_follow import follow_jobs
 from .handlers.runtime import Runtime
 from .k8s.client import Kube
+from .k8s.credentials import Credentials, CredentialsError, load_credentials
 from .kopf_tuning import (
     ProgressAnnotations,
     QuietTimerSuccesses,
@@ -56,17 +56,6 @@ def build_config(settings: Settings) -> BuildConfig:
     )
 
 
-def _api_client(max_workers: int) -> k8s.ApiClient:
-    try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-    configuration = k8s.Configuration.get_default_copy()
-    # One connection per handler thread, so threads never queue for a socket.
-    configuration.connection_pool_maxsize = max_workers + 4
-    return k8s.ApiClient(configuration)
-
-
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Kopf's own settings: progress in annotations, our finalizer, peering, events."""
     kopf_settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
@@ -91,19 +80,22 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.watching.label_selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL
 
 
-def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+def register(registry: kopf.OperatorRegistry, settings: Settings, credentials: Credentials) -> None:
     """Register every handler with an explicit, stable id."""
     ftj = (GROUP, VERSION, FTJ_PLURAL)
 
-    # Own registry: the default login handlers are not in it.
+    namespaces = len(settings.namespaces)
+
+    # Own registry: Kopf's default login handlers are not in it.
     @kopf.on.login(registry=registry, id="sovai-login")
-    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
-        return await login_with_bounded_pool(namespaces=len(settings.namespaces), **kwargs)
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSession:
+        return login_with_bounded_pool(credentials, namespaces, settings.networking.trust_env)
 
     @kopf.on.startup(registry=registry, id="sovai-startup")
     def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure_kopf(settings, memo.settings)
-        kube = Kube(_api_client(memo.settings.max_workers))
+        # One connection per handler thread, so threads never queue for a socket.
+        kube = Kube(credentials, pool_size=memo.settings.max_workers + 4)
         metrics = Metrics()
         metrics.serve(memo.settings.metrics_port)
         memo.runtime = Runtime(
@@ -181,8 +173,9 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
     )
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("kopf.objects").addFilter(QuietTimerSuccesses())
+    credentials = load_credentials()  # a bad kubeconfig fails here, before Kopf starts
     registry = kopf.OperatorRegistry()
-    register(registry, settings)
+    register(registry, settings, credentials)
     memo = kopf.Memo(settings=settings)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
@@ -199,5 +192,15 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
 
 def main() -> int:
     """Entry point of `python -m sovereign_operator` and `sovai operator`."""
-    run()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        logging.basicConfig()
+        log.critical("invalid settings: %s", describe_errors(error))
+        return 2
+    try:
+        run(settings)
+    except CredentialsError as error:
+        log.critical("cannot authenticate to the Kubernetes API: %s", error)
+        return 2
     return 0

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import kopf
 import pytest
+from pydantic import ValidationError
 
 from sovereign_operator.builders.context import JOB_UID_LABEL
-from sovereign_operator.config import Settings
+from sovereign_operator.config import Settings, describe_errors
 from sovereign_operator.kopf_tuning import connection_limit
 from sovereign_operator.main import FINALIZER, build_config, configure_kopf
 
@@ -27,8 +32,33 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOVAI_METRICS_PORT", "70000")
-    with pytest.raises(ValueError, match="metrics_port"):
+    monkeypatch.setenv("SOVAI_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError) as raised:
         Settings()
+    assert describe_errors(raised.value) == (
+        "SOVAI_METRICS_PORT: Input should be less than or equal to 65535 (got '70000'); "
+        "SOVAI_LOG_FORMAT: String should match pattern '^(json|text)$' (got 'xml')"
+    )
+
+
+def test_operator_refuses_bad_settings_before_starting() -> None:
+    environ = {**os.environ, "SOVAI_REPLICAS": "zero"}
+    done = subprocess.run(
+        [sys.executable, "-m", "sovereign_operator"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "invalid settings: SOVAI_REPLICAS: Input should be a valid integer" in done.stderr
+
+
+def test_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVAI_REPLICAS", "5")
+    monkeypatch.setenv("SOVAI_POST_EVENTS", "false")
+    settings = Settings(replicas=2)
+    assert (settings.replicas, settings.post_events) == (2, False)
 
 
 @pytest.mark.parametrize(("replicas", "standalone"), [(1, True), (3, False)])

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s
 
 from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.backends.pods import PodFacts
@@ -18,6 +17,7 @@ from sovereign_operator.handlers import finetunejob_follow
 from sovereign_operator.handlers.finetunejob import needs_pass
 from sovereign_operator.handlers.runtime import JobRef, Runtime
 from sovereign_operator.k8s.client import Kube
+from sovereign_operator.k8s.credentials import Credentials
 from sovereign_operator.main import build_config
 from sovereign_operator.metrics import Metrics
 
@@ -29,7 +29,8 @@ def rayjob(version: str) -> dict[str, Any]:
 @pytest.fixture
 def rt() -> Runtime:
     settings = Settings()
-    kube = Kube(k8s.ApiClient(k8s.Configuration()))  # never called: no I/O in selection
+    # Never called: selection does no I/O.
+    kube = Kube(Credentials(server="https://127.0.0.1:9"), pool_size=1)
     runtime = Runtime(
         settings=settings,
         kube=kube,

@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import urllib3
-from kubernetes.client.exceptions import ApiException
 
 from ..backends.kuberay import KubeRayBackend
 from ..backends.raycluster import RayClusterBackend
 from ..builders.context import BuildConfig
 from ..config import Settings
-from ..k8s.client import Kube
+from ..k8s.client import ApiError, Kube
 from ..k8s.events import build_event
 from ..metrics import Metrics
 
@@ -107,7 +106,7 @@ class Runtime:
         event = build_event(body, kind, reason, message, datetime.now(UTC))
         try:
             self.kube.create(event)
-        except (ApiException, OSError, urllib3.exceptions.HTTPError):
+        except (ApiError, OSError, urllib3.exceptions.HTTPError):
             log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)
 
 

@@ -1,13 +1,33 @@
-"""Generic CRUD over any kind with the sync kubernetes client (used from Kopf's thread pool)."""
+"""Generic CRUD over any kind: JSON over urllib3, called from Kopf's thread pool."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlencode
 
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
+import urllib3
+
+from .credentials import Credentials
+
+# Only failures to connect are retried: a request that reached the server may have acted.
+RETRIES = urllib3.Retry(total=3, connect=3, read=0, redirect=0, status=0, other=0)
+TIMEOUT_S = 30.0
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body
+        try:
+            message = json.loads(body).get("message") or body
+        except (ValueError, AttributeError):
+            message = body
+        super().__init__(f"{status} {reason}: {str(message)[:1000]}")
 
 
 @dataclass(frozen=True)
@@ -62,10 +82,26 @@ def kind_of(manifest: dict[str, Any]) -> Kind:
 
 
 class Kube:
-    """A thin, thread-safe wrapper: JSON dicts in, JSON dicts out, ApiException on errors."""
+    """A thin, thread-safe client: JSON dicts in, JSON dicts out, ApiError on errors."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
-        self.api = api_client
+    def __init__(self, credentials: Credentials, pool_size: int) -> None:
+        self.credentials = credentials
+        options: dict[str, Any] = {
+            "maxsize": pool_size,
+            "block": True,  # a thread waits for a free connection rather than opening more
+            "ssl_context": credentials.ssl_context(),
+            "retries": RETRIES,
+            "timeout": urllib3.Timeout(total=TIMEOUT_S),
+        }
+        if credentials.tls_server_name:
+            options["server_hostname"] = credentials.tls_server_name
+        if credentials.insecure:
+            options |= {"cert_reqs": "CERT_NONE", "assert_hostname": False}
+        self.http: urllib3.PoolManager = (
+            urllib3.ProxyManager(credentials.proxy_url, **options)
+            if credentials.proxy_url
+            else urllib3.PoolManager(**options)
+        )
 
     def _call(
         self,
@@ -75,20 +111,26 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        method_, url, headers, body_, post = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api.call_api(method_, url, headers, body_, post, _request_timeout=30)
-        data: bytes = response.read()  # type: ignore[no-untyped-call]
+        url = self.credentials.server + path + (f"?{urlencode(query)}" if query else "")
+        payload = None if body is None else json.dumps(body).encode()
+        response = self._send(method, url, payload, content_type)
+        if response.status == 401 and self.credentials.token is not None:
+            # A rotated or expired token: fetch it again, once.
+            self.credentials.token.invalidate()
+            response = self._send(method, url, payload, content_type)
         if response.status >= 400:
-            raise ApiException(status=response.status, reason=response.reason, body=data.decode())
-        result: Any = json.loads(data) if data else {}
+            raise ApiError(response.status, response.reason or "", response.data.decode())
+        result: Any = json.loads(response.data) if response.data else {}
         return cast(dict[str, Any], result or {})
+
+    def _send(
+        self, method: str, url: str, payload: bytes | None, content_type: str
+    ) -> urllib3.BaseHTTPResponse:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        authorization = self.credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
+        return self.http.request(method, url, body=payload, headers=headers)
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return self._call("GET", kind.path(namespace, name))
@@ -96,7 +138,7 @@ class Kube:
     def get_or_none(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
             return self.get(kind, namespace, name)
-        except ApiException as error:
+        except ApiError as error:
             if error.status == 404:
                 return None
             raise
@@ -131,7 +173,7 @@ class Kube:
         """Delete in the background; False when it was already gone."""
         try:
             self._call("DELETE", kind.path(namespace, name), {"propagationPolicy": "Background"})
-        except ApiException as error:
+        except ApiError as error:
             if error.status == 404:
                 return False
             raise

@@ -6,9 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from .client import Kube, kind_of
+from .client import ApiError, Kube, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ def ensure(kube: Kube, desired: dict[str, Any], live: dict[str, Any] | None = No
     if live is None:
         try:
             return Ensured(kube.create(desired), "created")
-        except ApiException as error:
+        except ApiError as error:
             if error.status != 409:
                 raise
         live = kube.get(kind, namespace, name)
