@@ -147,7 +147,7 @@ def _build(
     from transformers import LlamaForCausalLM
 
     from .config import LoraSettings
-    from .modeling import add_lora, make_optimizer, param_dtype
+    from .modeling import adapter_precision, add_lora, make_optimizer, param_dtype
 
     config = _llama_config(shape)
     config._attn_implementation = "sdpa"
@@ -189,7 +189,11 @@ def _build(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, 1e-4, device)
     call = torch.compile(model) if compile_ else model
-    return call, optimizer, contextlib.nullcontext, shape["project_micro_batch"]
+
+    def precision() -> Any:
+        return adapter_precision(device, dtype, lora=variant == "project-lora")
+
+    return call, optimizer, precision, shape["project_micro_batch"]
 
 
 def _time_steps(

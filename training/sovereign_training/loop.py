@@ -31,6 +31,7 @@ from .data import Blocks, DatasetError, build_blocks, plan_step, read_rows
 from .digest import model_digest
 from .model_card import render_card
 from .modeling import (
+    adapter_precision,
     add_lora,
     load_model,
     load_tokenizer,
@@ -462,7 +463,8 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             last = i == len(plan.micro_batches) - 1
             sync = contextlib.nullcontext() if last or world == 1 else train_model.no_sync()
             with sync:
-                out = train_model(**_batch(train, micro, device), num_items_in_batch=divisor)
+                with adapter_precision(device, dtype, lora=is_lora):
+                    out = train_model(**_batch(train, micro, device), num_items_in_batch=divisor)
                 out.loss.backward()
             loss_sum += out.loss.detach().double() * divisor
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -478,7 +480,8 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
         at_checkpoint = done % cfg.checkpointing.every_steps == 0
         eval_loss = None
         if val is not None and (at_checkpoint or done == total):
-            eval_loss = evaluate(unwrap(model), val, rt, hp.micro_batch_size)
+            with adapter_precision(device, dtype, lora=is_lora):  # as the training loss
+                eval_loss = evaluate(unwrap(model), val, rt, hp.micro_batch_size)
         if rank == 0:
             tps = step_tokens / step_seconds
             rate = (time.perf_counter() - attempt_start) / (done - start_step)
