@@ -435,8 +435,8 @@ def main() -> int:
                 )
             )
             rows.append(("operator RSS before the first job (MB)", f"{rss_at_start:.0f}"))
-            # Two sweeps of the operator (SOVAI_RECONCILE_INTERVAL_SECONDS, 10 s by default), after
-            # each of which it gives freed memory back to the kernel.
+            # Two sweeps of the operator later (SOVAI_RECONCILE_INTERVAL_SECONDS, 10 s by
+            # default): whether what the burst allocated stays resident.
             time.sleep(25)
             rows.append(
                 (

@@ -4,8 +4,12 @@ import sys
 
 from .k8s import keep_kubernetes_client_out
 
-keep_kubernetes_client_out()
 
-from .main import main  # noqa: E402  (after the line above: Kopf is imported here)
+def _run() -> int:
+    keep_kubernetes_client_out()
+    from .main import main  # after the line above: Kopf is imported here
 
-sys.exit(main())
+    return main()
+
+
+sys.exit(_run())

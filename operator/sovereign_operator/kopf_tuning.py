@@ -75,8 +75,8 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 
 
 class QuietTimerSuccesses(logging.Filter):
-    """Drops Kopf's "Timer '...' succeeded." lines: one per job per tick, thousands a minute
-    with thousands of jobs, and nothing the status does not say. Failures still log."""
+    """Drops Kopf's "Timer '...' succeeded." lines (the ModelDeployments' timers): one per
+    object per tick, and nothing the status does not say. Failures still log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.msg if isinstance(record.msg, str) else ""

@@ -1,7 +1,8 @@
 """The operator process: settings, Kopf configuration, handler registration, kopf.run().
 
-Settings are read when the operator starts (never at import time); the startup handler then
-loads the kube config, sets Kopf's settings, and starts the metrics endpoint.
+Settings and credentials are read when the operator starts (never at import time), before
+Kopf runs; the startup handler then sets Kopf's settings, builds the API client and starts the
+metrics endpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .handlers.finetunejob_follow import follow_jobs
 from .handlers.runtime import Runtime
 from .k8s.client import Kube
 from .k8s.credentials import Credentials, CredentialsError, load_credentials
+from .k8s.events import COMPONENT as EVENT_COMPONENT
 from .kopf_tuning import (
     ProgressAnnotations,
     QuietTimerSuccesses,
@@ -68,7 +70,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.peering.name = settings.peering_name
     kopf_settings.peering.mandatory = settings.replicas > 1
     kopf_settings.posting.enabled = settings.post_events
-    kopf_settings.posting.reporting_component = "sovereign-ai-operator"
+    kopf_settings.posting.reporting_component = EVENT_COMPONENT
     kopf_settings.execution.executor = ThreadPoolExecutor(max_workers=settings.max_workers)
     kopf_settings.queueing.worker_limit = settings.worker_limit
     kopf_settings.watching.server_timeout = 300

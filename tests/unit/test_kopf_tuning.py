@@ -125,10 +125,10 @@ def log_record(level: int, message: str) -> logging.LogRecord:
 @pytest.mark.parametrize(
     ("level", "message", "kept"),
     [
-        (logging.INFO, "Timer 'ftj-follow' succeeded.", False),
+        (logging.INFO, "Timer 'mdep-follow' succeeded.", False),
         (logging.INFO, "Handler 'ftj-reconcile' succeeded.", True),
-        (logging.ERROR, "Timer 'ftj-follow' failed with an exception. Will retry.", True),
-        (logging.WARNING, "Timer 'ftj-follow' succeeded.", True),
+        (logging.ERROR, "Timer 'mdep-follow' failed with an exception. Will retry.", True),
+        (logging.WARNING, "Timer 'mdep-follow' succeeded.", True),
     ],
 )
 def test_only_successful_timer_ticks_are_quiet(level: int, message: str, kept: bool) -> None:

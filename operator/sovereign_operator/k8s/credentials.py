@@ -199,10 +199,11 @@ class Credentials:
 def _pem_file(stack: contextlib.ExitStack, pem: str | None) -> str | None:
     if pem is None:
         return None
-    handle = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".pem"))  # noqa: SIM115
-    handle.write(pem)
-    handle.flush()
-    return handle.name
+    descriptor, name = tempfile.mkstemp(suffix=".pem")  # readable by this user only
+    stack.callback(os.unlink, name)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(pem)
+    return name
 
 
 def load_credentials(
@@ -304,8 +305,11 @@ def _entry(
 
 
 def _file(value: str | None, base: Path | None) -> str | None:
-    if not value:
-        return None
+    return _resolve(value, base) if value else None
+
+
+def _resolve(value: str, base: Path | None) -> str:
+    """A kubeconfig path: relative ones are relative to the file that names them."""
     path = Path(value).expanduser()
     return str(path if path.is_absolute() or base is None else base / path)
 
@@ -318,7 +322,7 @@ def _token_source(user: dict[str, Any], base: Path | None, where: str) -> TokenS
     if user.get("token"):
         return StaticToken(user["token"])
     if user.get("tokenFile"):
-        return TokenFile(Path(_file(user["tokenFile"], base) or ""))
+        return TokenFile(Path(_resolve(user["tokenFile"], base)))
     if user.get("exec"):
         plugin = user["exec"]
         return ExecToken(
