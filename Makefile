@@ -6,22 +6,43 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo setup test test-unit test-integration test-training lint control-plane dev-cluster crds
+RUNTIME_LOCK := images/runtime/requirements.lock
+OPERATOR_LOCK := images/operator/requirements.lock
 
-# Install the project, with its training and dev extras, into .venv (again when pyproject changes).
+.PHONY: demo setup test test-unit test-integration test-training lint control-plane dev-cluster crds \
+	images lock test-images
+
+# Install the project, with its training and dev extras, into .venv (again when pyproject or the
+# lock changes). The images' lock constrains it, so tests run the versions the images carry.
 setup: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(RUNTIME_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[training,dev]'
+	sed -n 's/^\([A-Za-z0-9][^ ]*==[^ ]*\).*/\1/p' $(RUNTIME_LOCK) > $(VENV)/constraints.txt
+	$(PY) -m pip install --quiet -c $(VENV)/constraints.txt -e '.[training,dev]'
 	touch $@
+
+# Pin the images' Python dependencies (versions and hashes) for Debian bookworm's Python 3.11 on
+# x86_64. The operator's lock takes the runtime's versions, so the two images never disagree.
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --generate-hashes \
+	--no-header --quiet
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --extra training $(LOCK_FLAGS) -o $(RUNTIME_LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml -c $(RUNTIME_LOCK) $(LOCK_FLAGS) -o $(OPERATOR_LOCK)
+
+# Build the operator and runtime images (OCI archives, SBOMs, digests) without a container
+# engine or registry; cached by the digest of their inputs. See docs/images.md.
+images: setup control-plane
+	hack/install-image-tools.sh
+	$(PY) -m sovereign_operator.images build
 
 # Build (or find in KUBEBUILDER_ASSETS / the cache) the control-plane binaries.
 control-plane:
 	hack/build-control-plane.sh
 
-# Every test tier that runs without a GPU: unit, integration (real control plane), training.
-test: setup control-plane lint
+# Every test tier that runs without a GPU: unit, integration (real control plane), training,
+# images (built by `make images`, run with runc).
+test: setup control-plane images lint
 	$(PY) -m pytest tests -q --timeout=900
 
 test-unit: setup
@@ -32,6 +53,9 @@ test-integration: setup control-plane
 
 test-training: setup
 	$(PY) -m pytest tests -q -m training --timeout=900
+
+test-images: images
+	$(PY) -m pytest tests/images -q --timeout=900
 
 lint: setup
 	$(VENV)/bin/ruff check .

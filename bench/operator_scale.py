@@ -42,7 +42,7 @@ from sovereign_operator.devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "sovereign-ai.eu", "v1alpha1", "finetunejobs"
-IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/training:0.1.0"
+IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/runtime:0.1.0"
 
 
 @dataclass

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the local control plane from Go modules (no prebuilt downloads) and caches each binary
-# by version under ${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/.
+# Builds the local control plane, and syft for the images' SBOMs, from Go modules (no prebuilt
+# downloads) and caches each binary by version under
+# ${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/.
 #
 #   hack/build-control-plane.sh          build what is missing, print the cache folder
 #   hack/build-control-plane.sh --force  rebuild everything
@@ -118,10 +119,16 @@ build_kuberay() {
   chmod u+w "$dest"/crds/*.yaml
 }
 
+build_syft() {
+  GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
+    "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
+}
+
 build_component etcd "$ETCD_VERSION" etcd -- build_etcd
 build_component kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kube
 build_component kwok "$KWOK_VERSION" kwok stages/pod-ready.yaml -- build_kwok
 build_component helm "$HELM_VERSION" helm -- build_helm
 build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.yaml -- build_kuberay
+build_component syft "$SYFT_VERSION" syft -- build_syft
 log "all binaries ready under $cache"
 echo "$cache"

@@ -9,7 +9,7 @@ def _run() -> int:
     keep_kubernetes_client_out()
     from .main import main  # after the line above: Kopf is imported here
 
-    return main()
+    return main(sys.argv[1:])
 
 
 sys.exit(_run())

@@ -10,6 +10,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .images.references import RUNTIME_IMAGE
+
 ENV_PREFIX = "SOVAI_"
 
 
@@ -19,8 +21,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     runtime_image: str = Field(
-        default="registry.sovereign-ai.eu/sovereign-ai/training:0.1.0",
-        description="Training image used when a FineTuneJob names none.",
+        default=RUNTIME_IMAGE,
+        description=(
+            "Runtime image (Ray, training, model fetch, CPU serving; images/runtime) used when "
+            "a FineTuneJob names none."
+        ),
     )
     mlflow_tracking_uri: str | None = Field(
         default=None,

@@ -7,11 +7,13 @@ metrics endpoint.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +30,7 @@ from .config import Settings, describe_errors
 from .handlers import finetunejob, indexes, modeldeployment
 from .handlers.finetunejob_follow import follow_jobs
 from .handlers.runtime import Runtime
+from .images.references import VERSION as PRODUCT_VERSION
 from .k8s.client import Kube
 from .k8s.credentials import Credentials, CredentialsError, load_credentials
 from .k8s.events import COMPONENT as EVENT_COMPONENT
@@ -192,8 +195,34 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
     )
 
 
-def main() -> int:
+def settings_help() -> str:
+    """Every SOVAI_* variable with its default and description, for ``--help``."""
+    lines = ["settings (environment variables, read once at startup):"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"  SOVAI_{name.upper()} (default: {default!r})")
+        lines.append(f"      {field.description}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sovereign_operator",
+        description=(
+            "Run the Sovereign AI operator: reconcile FineTuneJobs, ModelDeployments and "
+            "SovereigntyPolicies until SIGTERM. In a pod it authenticates with its service "
+            "account, elsewhere with the current kubeconfig context."
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {PRODUCT_VERSION}")
+    return parser
+
+
+def main(argv: Sequence[str] = ()) -> int:
     """Entry point of `python -m sovereign_operator` and `sovai operator`."""
+    build_parser().parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as error:

@@ -33,7 +33,7 @@ EU_REGIONS = ["eu-west-par", "eu-central-fra"]
 TEST_LABEL = "sovereign-ai.eu/test-namespace"
 UID_LABEL = "sovereign-ai.eu/job-uid"
 # Registries the test policies allow; the operator's default image comes from one of them.
-TEST_IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/training:0.1.0"
+TEST_IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/runtime:0.1.0"
 
 
 def wait_for(

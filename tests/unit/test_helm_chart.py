@@ -202,7 +202,7 @@ def test_deployment_single_replica_recreate_restricted() -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert main["image"] == "registry.sovereign-ai.eu/sovereign-ai/operator:0.1.0"
-    assert main["args"] == ["python", "-m", "sovereign_operator"]
+    assert main["command"] == ["python", "-m", "sovereign_operator"]
     assert main["resources"]["limits"]["memory"] == "512Mi"
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}

@@ -34,7 +34,7 @@ SERVICE_ACCOUNT = f"{RELEASE}-sovereign-ai-operator"
 NAMESPACE = "ml-team"
 RAY_TOKEN_SECRET = "local-ray-token"
 # Images must come from a registry the example policy allows.
-IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/training:0.1.0"
+IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/runtime:0.1.0"
 JOB = "eu-dp-assistant"
 MODEL_NAME = "eu-dp-assistant"
 REGION_LABEL = "topology.kubernetes.io/region"

@@ -28,6 +28,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "helm": ("helm", "HELM_VERSION"),
     "kuberay-operator": ("kuberay", "KUBERAY_VERSION"),
 }
+# Built by the same script, used by `make images` only: not needed to start a cluster.
+TOOLS: dict[str, tuple[str, str]] = {"syft": ("syft", "SYFT_VERSION")}
 
 
 class BinariesUnavailableError(RuntimeError):
@@ -72,7 +74,7 @@ def _candidates(name: str, versions: dict[str, str]) -> list[Path]:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         found.append(Path(assets) / name)
-    component, key = COMPONENTS[name]
+    component, key = COMPONENTS.get(name) or TOOLS[name]
     if key in versions:
         found.append(cache_dir() / f"{component}-{versions[key]}" / name)
     return found
@@ -91,6 +93,13 @@ def find_binaries() -> tuple[Binaries, list[str]]:
         else:
             paths[name] = hit
     return Binaries(paths), missing
+
+
+def find_tool(name: str) -> Path | None:
+    """A binary of TOOLS (or COMPONENTS), from KUBEBUILDER_ASSETS or the per-version cache."""
+    root = repo_root()
+    versions = read_versions(root) if root else {}
+    return next((p for p in _candidates(name, versions) if os.access(p, os.X_OK)), None)
 
 
 def ensure_binaries(build: bool = True) -> Binaries:

@@ -1,0 +1,1 @@
+"""The product's container images: their names, definitions, build and inspection."""
