@@ -33,7 +33,7 @@ lock: setup
 # Build the operator and runtime images (OCI archives, SBOMs, digests) without a container
 # engine or registry; cached by the digest of their inputs. See docs/images.md.
 images: setup control-plane
-	hack/install-image-tools.sh
+	hack/install-packages.sh
 	$(PY) -m sovereign_operator.images build
 
 # Build (or find in KUBEBUILDER_ASSETS / the cache) the control-plane binaries.

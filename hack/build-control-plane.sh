@@ -70,20 +70,29 @@ build_etcd() {
   (cd "$here/go/etcd" && go build -ldflags "-s -w" -o "$dest/etcd" go.etcd.io/etcd/server/v3)
 }
 
-build_kube() {
-  # The version goes in through ldflags, as Kubernetes' own build does, so that
-  # `--version` and `/version` report the real release instead of v0.0.0-master.
+# The version goes in through ldflags, as Kubernetes' own build does, so that `--version` and
+# `/version` report the real release instead of v0.0.0-master.
+kube_ldflags() {
   local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   local pkg ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=${KUBERNETES_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor}"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   done
-  (cd "$here/go/kube" && go build -ldflags "$ldflags" -o "$dest/" \
+  echo "$ldflags"
+}
+build_kube() {
+  (cd "$here/go/kube" && go build -ldflags "$(kube_ldflags)" -o "$dest/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl)
+}
+# The real node: kubelet and kube-proxy from the same module and version as the control plane.
+build_kube_node() {
+  (cd "$here/go/kube" && go build -ldflags "$(kube_ldflags)" -o "$dest/" \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 # These modules carry no replace lines, so `go install module/cmd@version` builds them as released.
@@ -119,6 +128,17 @@ build_kuberay() {
   chmod u+w "$dest"/crds/*.yaml
 }
 
+# containerd 2.x (kubelet 1.36 refuses 1.x): the daemon, its runc shim (found through PATH) and
+# ctr (image import). Its go.mod has no replace lines. No btrfs, devmapper or zfs snapshotters:
+# they need cgo, and the node uses overlayfs.
+build_containerd() {
+  local cmd
+  for cmd in containerd containerd-shim-runc-v2 ctr; do
+    GOBIN="$dest" go install -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION}" \
+      "github.com/containerd/containerd/v2/cmd/${cmd}@${CONTAINERD_VERSION}"
+  done
+}
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
@@ -130,5 +150,7 @@ build_component kwok "$KWOK_VERSION" kwok stages/pod-ready.yaml -- build_kwok
 build_component helm "$HELM_VERSION" helm -- build_helm
 build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.yaml -- build_kuberay
 build_component syft "$SYFT_VERSION" syft -- build_syft
+build_component kubernetes-node "$KUBERNETES_VERSION" kubelet kube-proxy -- build_kube_node
+build_component containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd
 log "all binaries ready under $cache"
 echo "$cache"

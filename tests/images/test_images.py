@@ -19,13 +19,13 @@ pytestmark = pytest.mark.images
 
 def test_second_build_is_a_cache_hit(built: dict[str, BuiltImage], tmp_path: Path) -> None:
     again = {image.name: image for image in build_images(REPO_ROOT, out=tmp_path)}
-    assert again.keys() == built.keys() == {"debian", "base", "operator", "runtime"}
+    assert again.keys() == built.keys() == {"debian", "base", "operator", "runtime", "pause"}
     assert all(image.cached for image in again.values())
     assert {n: i.manifest_digest for n, i in again.items()} == {
         n: i.manifest_digest for n, i in built.items()
     }
     index = json.loads((tmp_path / "images.json").read_text())
-    assert [item["name"] for item in index] == ["debian", "base", "operator", "runtime"]
+    assert [item["name"] for item in index] == ["debian", "base", "operator", "runtime", "pause"]
     assert (tmp_path / "operator.oci.tar").resolve() == Path(built["operator"].archive)
 
 

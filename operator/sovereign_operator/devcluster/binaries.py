@@ -28,6 +28,14 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "helm": ("helm", "HELM_VERSION"),
     "kuberay-operator": ("kuberay", "KUBERAY_VERSION"),
 }
+# The real node's binaries: needed only by a cluster that starts one.
+NODE_COMPONENTS: dict[str, tuple[str, str]] = {
+    "kubelet": ("kubernetes-node", "KUBERNETES_VERSION"),
+    "kube-proxy": ("kubernetes-node", "KUBERNETES_VERSION"),
+    "containerd": ("containerd", "CONTAINERD_VERSION"),
+    "containerd-shim-runc-v2": ("containerd", "CONTAINERD_VERSION"),
+    "ctr": ("containerd", "CONTAINERD_VERSION"),
+}
 # Built by the same script, used by `make images` only: not needed to start a cluster.
 TOOLS: dict[str, tuple[str, str]] = {"syft": ("syft", "SYFT_VERSION")}
 
@@ -74,19 +82,19 @@ def _candidates(name: str, versions: dict[str, str]) -> list[Path]:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         found.append(Path(assets) / name)
-    component, key = COMPONENTS.get(name) or TOOLS[name]
+    component, key = {**COMPONENTS, **NODE_COMPONENTS, **TOOLS}[name]
     if key in versions:
         found.append(cache_dir() / f"{component}-{versions[key]}" / name)
     return found
 
 
-def find_binaries() -> tuple[Binaries, list[str]]:
-    """Return the binaries found, and the names of those missing."""
+def find_binaries(node: bool = False) -> tuple[Binaries, list[str]]:
+    """Return the binaries found (with the real node's when ``node``), and those missing."""
     root = repo_root()
     versions = read_versions(root) if root else {}
     paths: dict[str, Path] = {}
     missing: list[str] = []
-    for name in COMPONENTS:
+    for name in [*COMPONENTS, *(NODE_COMPONENTS if node else ())]:
         hit = next((p for p in _candidates(name, versions) if os.access(p, os.X_OK)), None)
         if hit is None:
             missing.append(name)
@@ -102,12 +110,12 @@ def find_tool(name: str) -> Path | None:
     return next((p for p in _candidates(name, versions) if os.access(p, os.X_OK)), None)
 
 
-def ensure_binaries(build: bool = True) -> Binaries:
+def ensure_binaries(build: bool = True, node: bool = False) -> Binaries:
     """Find every binary, building the missing ones with ``hack/build-control-plane.sh``.
 
     Raises BinariesUnavailableError with instructions when they cannot be had.
     """
-    binaries, missing = find_binaries()
+    binaries, missing = find_binaries(node)
     if not missing:
         return binaries
     root = repo_root()
@@ -124,7 +132,7 @@ def ensure_binaries(build: bool = True) -> Binaries:
         raise BinariesUnavailableError(
             f"{script} failed with exit code {result.returncode}; see its output above"
         )
-    binaries, missing = find_binaries()
+    binaries, missing = find_binaries(node)
     if missing:
         raise BinariesUnavailableError(f"still missing after the build: {', '.join(missing)}")
     return binaries

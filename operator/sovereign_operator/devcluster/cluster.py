@@ -23,14 +23,17 @@ from typing import Any
 import requests
 import yaml
 
+from ..images.references import PAUSE_IMAGE
 from .binaries import Binaries, ensure_binaries
 from .nodes import DEFAULT_NODES, FakeNode, build_node
 from .pki import CertificateAuthority, CertPair, service_account_keys
 from .processes import ClusterStartError, ManagedProcess, free_port, tail
+from .realnode import RealNode
 
 log = logging.getLogger(__name__)
 
 SERVICE_CIDR = "10.96.0.0/16"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 # Where the vendored KubeRay CRDs live in a source checkout (../shared/crds beside it).
 KUBERAY_CRD_FOLDER = "kuberay-v1.7.0"
 
@@ -65,6 +68,8 @@ class LocalCluster:
     ``workdir``: where certificates, data, kubeconfigs and logs go (a temp folder by default,
     removed on exit unless ``keep_workdir``). ``kuberay``: also run the KubeRay operator.
     ``apiserver_flags``: extra kube-apiserver flags, after (so overriding) the defaults.
+    ``real_node``: also run a real node (kubelet, containerd, runc; needs root) that runs
+    containers, with ``node_images`` (OCI archives from ``make images``) imported into it.
     """
 
     def __init__(
@@ -77,13 +82,18 @@ class LocalCluster:
         keep_workdir: bool = False,
         start_timeout: float = 120.0,
         apiserver_flags: Sequence[str] = (),
+        real_node: bool = False,
+        node_images: Sequence[Path] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sovai-cluster-"))
         self.keep_workdir = keep_workdir
         self.with_kuberay = kuberay
         self.nodes = tuple(nodes)
-        self.binaries = binaries or ensure_binaries()
+        self.binaries = binaries or ensure_binaries(node=real_node)
+        self.with_real_node = real_node
+        self.node_images = tuple(node_images)
+        self.real_node: RealNode | None = None
         self.start_timeout = start_timeout
         # Appended last, so they override the defaults (e.g. --profiling=true for a bench).
         self.apiserver_flags = tuple(apiserver_flags)
@@ -199,6 +209,8 @@ class LocalCluster:
             self._start_scheduler()
             self._start_kwok()
             self._create_nodes()
+            if self.with_real_node:
+                self._start_real_node()
             if self.with_kuberay:
                 self._start_kuberay()
         except BaseException:
@@ -207,6 +219,9 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop components in reverse order of start, then remove a temporary workdir."""
+        if self.real_node is not None:
+            self.real_node.stop(drain=self._drain_real_node)
+            self.real_node = None
         for process in reversed(self._processes):
             process.stop()
         self._processes.clear()
@@ -241,6 +256,8 @@ class LocalCluster:
             ],
         )
         self._sa = service_account_keys(self.pki_dir)
+        # kube-apiserver's identity towards kubelets; bound to system:kubelet-api-admin below.
+        self._kubelet_client = ca.issue("apiserver-kubelet-client", KUBELET_CLIENT_USER)
 
     def _write_kubeconfig(self, path: Path, user: str, pair: CertPair) -> None:
         assert self._ca is not None
@@ -331,6 +348,12 @@ class LocalCluster:
                 # Nothing runs kubelets here; kwok fakes them.
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                # kubelet's API (logs, exec, port-forward) by the node's IP, never a name that
+                # the machine's resolver would be asked for; both sides authenticate.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={self._ca.pair.cert}",
+                f"--kubelet-client-certificate={self._kubelet_client.cert}",
+                f"--kubelet-client-key={self._kubelet_client.key}",
                 *self.apiserver_flags,
             ],
         )
@@ -419,6 +442,8 @@ class LocalCluster:
         self._kwok = kwok
 
     def _create_nodes(self) -> None:
+        if not self.nodes:
+            return
         self.apply(*(build_node(node) for node in self.nodes))
         self._kwok.wait_until(
             self._nodes_ready, self.start_timeout, "reporting every fake node Ready"
@@ -463,6 +488,69 @@ class LocalCluster:
             self.start_timeout,
             "ready (/readyz)",
         )
+
+    def _start_real_node(self) -> None:
+        assert self._ca is not None
+        # The bootstrap role for whoever calls kubelets' API, as kubeadm binds it.
+        self.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "sovai:apiserver-kubelet-client"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:kubelet-api-admin",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                     "name": KUBELET_CLIENT_USER}
+                ],
+            }
+        )  # fmt: skip
+        sandbox = next((p for p in self.node_images if p.parent.name.startswith("pause-")), None)
+        self.real_node = RealNode(
+            self.workdir / "node",
+            self.binaries,
+            self._ca,
+            self._write_kubeconfig,
+            lambda name, argv, env: self._spawn(name, argv, env),
+            SERVICE_CIDR,
+            self.node_images,
+            PAUSE_IMAGE,
+        )
+        if sandbox is None:
+            raise ClusterStartError("the real node needs the pause image among node_images")
+        self.real_node.start()
+        name = self.real_node.name
+        deadline = time.monotonic() + self.start_timeout
+        while not self._node_ready(name):
+            if time.monotonic() > deadline:
+                raise ClusterStartError(
+                    f"real node {name} not Ready within {self.start_timeout:.0f} s. "
+                    f"Last lines of its kubelet log:\n{tail(self.log_dir / 'kubelet.log')}"
+                )
+            time.sleep(0.5)
+
+    def _node_ready(self, name: str) -> bool:
+        node = self.kubectl("get", "node", name, "-o", "json", check=False)
+        if node.returncode != 0:
+            return False
+        conditions = json.loads(node.stdout).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def _drain_real_node(self) -> None:
+        """Delete the real node's pods, so that kubelet stops their containers and releases
+        their addresses and network namespaces before it stops."""
+        assert self.real_node is not None
+        selector = f"spec.nodeName={self.real_node.name}"
+        self.kubectl("delete", "pods", "--all-namespaces", f"--field-selector={selector}",
+                     "--grace-period=0", "--force", "--wait=false", check=False)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not self.real_node.ctr("tasks", "list", "--quiet", timeout=10).stdout.strip():
+                return
+            time.sleep(0.5)
 
     def _exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
         extra = ["-n", namespace] if namespace else []

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="index and links (build/images)")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build what changed; print digests and sizes")
-    build.add_argument("only", nargs="*", help="image names (default: operator runtime)")
+    build.add_argument("only", nargs="*", help="image names (default: all)")
     build.add_argument("--repo", default=".", help="the source checkout")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
     build.set_defaults(handler=_build)

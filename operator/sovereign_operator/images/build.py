@@ -28,9 +28,11 @@ from ..devcluster.binaries import find_tool
 from .definitions import (
     BY_NAME,
     DEFINITIONS,
+    PROGRAM_FILE,
     ROOTFS_FILE,
     ImageDefinition,
     file_digest,
+    go_build_argv,
     inputs_digest,
     mmdebstrap_argv,
 )
@@ -85,8 +87,8 @@ def cache_root() -> Path:
     return Path(base) / "sovereign-ai" / "images"
 
 
-# syft asks the internet for a newer syft unless told not to.
-TOOL_ENV = {"SYFT_CHECK_FOR_APP_UPDATE": "false"}
+# syft asks the internet for a newer syft unless told not to; the pause program runs FROM scratch.
+TOOL_ENV = {"SYFT_CHECK_FOR_APP_UPDATE": "false", "CGO_ENABLED": "0"}
 
 
 def run(argv: Sequence[str], step: str, cwd: Path | None = None) -> str:
@@ -115,7 +117,7 @@ def check_tools() -> Path:
     missing = [name for name in REQUIRED_COMMANDS if shutil.which(name) is None]
     if missing:
         raise ImageBuildError(
-            f"missing {', '.join(missing)}: run hack/install-image-tools.sh (Debian's packages "
+            f"missing {', '.join(missing)}: run hack/install-packages.sh (Debian's packages "
             "buildah, mmdebstrap, umoci and runc), or `make images`, which runs it"
         )
     syft = find_tool("syft")
@@ -200,6 +202,9 @@ def build_one(
         if definition.rootfs:
             log.info("%s: making the Debian root filesystem with mmdebstrap", definition.name)
             run(mmdebstrap_argv(context / ROOTFS_FILE), "mmdebstrap")
+        if definition.go_program:
+            log.info("%s: compiling %s", definition.name, definition.go_program)
+            run(go_build_argv(repo / definition.go_program, context / PROGRAM_FILE), "go build")
         argv = [
             "buildah", "build", "--layers", "--pull=never", "--isolation=chroot",
             "--network=host", "--format=oci", "--quiet",
@@ -275,7 +280,7 @@ def build_images(
     ``out`` gets ``images.json`` (every image built) and, for the published images, links to
     their archive and SBOM, named ``<name>.oci.tar`` and ``<name>.sbom.cdx.json``.
     """
-    wanted = _with_parents(names or [d.name for d in DEFINITIONS if d.published])
+    wanted = _with_parents(names or [d.name for d in DEFINITIONS])
     syft = check_tools()
     cache_root().mkdir(parents=True, exist_ok=True)
     built: dict[str, BuiltImage] = {}

@@ -87,7 +87,7 @@ class Bundle:
 def unpack(archive: Path, dest: Path) -> Bundle:
     """Unpack an OCI archive (as ``make images`` writes them) into a runtime bundle in ``dest``."""
     if shutil.which("umoci") is None or shutil.which("runc") is None:
-        raise ImageBuildError("umoci and runc are needed: run hack/install-image-tools.sh")
+        raise ImageBuildError("umoci and runc are needed: run hack/install-packages.sh")
     layout = dest / "layout"
     layout.mkdir(parents=True)
     with tarfile.open(archive) as tar:

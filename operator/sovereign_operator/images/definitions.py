@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .references import BASE_IMAGE, DEBIAN_IMAGE, OPERATOR_IMAGE, RUNTIME_IMAGE
+from .references import BASE_IMAGE, DEBIAN_IMAGE, OPERATOR_IMAGE, PAUSE_IMAGE, RUNTIME_IMAGE
 
 # Raise when the way images are built changes in a way their inputs do not show.
 BUILD_FORMAT = 1
@@ -25,6 +25,7 @@ DEBIAN_SOURCES = (
     f"deb http://deb.debian.org/debian-security {DEBIAN_SUITE}-security main",
 )
 ROOTFS_FILE = "rootfs.tar"
+PROGRAM_FILE = "pause"
 # As Debian's slim images do: no manuals, translations or docs, except the copyright files that
 # the packages' licences ask to ship. mmdebstrap keeps these in /etc/dpkg/dpkg.cfg.d, so the
 # packages the base image adds later obey them too.
@@ -50,6 +51,7 @@ class ImageDefinition:
     parent_arg: str = "BASE"
     published: bool = False  # pushed to a registry: gets an SBOM and a line in the summary
     rootfs: bool = False  # its context holds a Debian root filesystem made by mmdebstrap
+    go_program: str | None = None  # a Go module compiled into the context as ``PROGRAM_FILE``
 
 
 DEFINITIONS: tuple[ImageDefinition, ...] = (
@@ -75,6 +77,7 @@ DEFINITIONS: tuple[ImageDefinition, ...] = (
         parent="base",
         published=True,
     ),
+    ImageDefinition("pause", PAUSE_IMAGE, "images/pause/Containerfile", go_program="hack/go/pause"),
 )
 BY_NAME = {definition.name: definition for definition in DEFINITIONS}
 
@@ -97,6 +100,20 @@ def file_digest(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def tree_digest(folder: Path) -> str:
+    """The digest of every file below ``folder``, with their relative paths."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\0{file_digest(path)}\0".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def go_build_argv(program: Path, output: Path) -> list[str]:
+    """A static build of a Go program (no cgo: it runs in an image FROM scratch)."""
+    return ["go", "build", "-C", str(program), "-trimpath", "-ldflags", "-s -w", "-o",
+            str(output), "."]  # fmt: skip
+
+
 def inputs_digest(
     definition: ImageDefinition,
     repo: Path,
@@ -113,6 +130,7 @@ def inputs_digest(
         "wheel": wheel_digest if definition.wheel else None,
         "parent": parent_image_id,
         "mmdebstrap": mmdebstrap_argv(Path(ROOTFS_FILE)) if definition.rootfs else None,
+        "program": tree_digest(repo / definition.go_program) if definition.go_program else None,
     }
     encoded = json.dumps(inputs, sort_keys=True).encode()
     return f"sha256:{hashlib.sha256(encoded).hexdigest()}"

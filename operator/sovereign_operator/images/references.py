@@ -21,3 +21,5 @@ RUNTIME_IMAGE = f"{RUNTIME_REPOSITORY}:{VERSION}"
 # Built here only, never pushed: the Debian root filesystem and the common base of both images.
 DEBIAN_IMAGE = "localhost/sovereign-ai/debian:bookworm"
 BASE_IMAGE = f"localhost/sovereign-ai/base:{VERSION}"
+# The real node's pod sandbox image (containerd's pinned sandbox image in the local cluster).
+PAUSE_IMAGE = f"localhost/sovereign-ai/pause:{VERSION}"

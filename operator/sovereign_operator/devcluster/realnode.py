@@ -1,0 +1,317 @@
+"""The local cluster's real node: kubelet on containerd and runc, with a CNI bridge of its own.
+
+Unlike the kwok nodes, it runs containers: the product's own images (``make images``), imported
+into its containerd because no registry is reachable. It joins the cluster as
+``system:node:<name>`` with a certificate from the cluster CA, and serves kubelet's API only to
+clients with a certificate of that CA (the API server's, for logs, exec and port-forward).
+
+Needs root (network interfaces, mounts, cgroups), as any kubelet does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from .binaries import Binaries
+from .node_config import NodeLayout, cni_config, containerd_config, kubelet_config, to_toml
+from .pki import CertificateAuthority, CertPair
+from .processes import ClusterStartError, ManagedProcess, free_port
+
+log = logging.getLogger(__name__)
+
+BRIDGE_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
+# Paths that kubelet and containerd's shims use whatever they are configured with: removed at
+# stop when the node made them (deepest first), so that nothing is left behind.
+HOST_PATHS = (
+    Path("/var/lib/kubelet/device-plugins"),
+    Path("/var/lib/kubelet"),
+    Path("/run/containerd/s"),
+    Path("/run/containerd"),
+    Path("/var/log/containers"),
+)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+IPTABLES = ("iptables", "ip6tables")
+TABLES = ("filter", "nat", "mangle")
+
+
+def _kube_chains() -> dict[tuple[str, str], list[str]]:
+    """(command, table) -> the rules (``iptables -S`` lines) that name a KUBE-* chain."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for command in IPTABLES:
+        for table in TABLES:
+            result = subprocess.run([command, "-t", table, "-S"], capture_output=True, text=True,
+                                    check=False)  # fmt: skip
+            rules = [line for line in result.stdout.splitlines() if "KUBE-" in line]
+            if rules:
+                found[(command, table)] = rules
+    return found
+
+
+def _remove_kube_chains() -> None:
+    """kubelet (and kube-proxy) create KUBE-* chains, among them a KUBE-FIREWALL rule on the
+    machine's INPUT and OUTPUT; none of it may outlive the node."""
+    for (command, table), rules in _kube_chains().items():
+        chains = [line.split()[1] for line in rules if line.startswith("-N ")]
+        for line in rules:  # jumps from the built-in chains first
+            if line.startswith("-A ") and line.split()[1] not in chains:
+                subprocess.run([command, "-t", table, "-D", *line.split()[1:]], check=False,
+                               capture_output=True)  # fmt: skip
+        for flag in ("-F", "-X"):
+            for chain in chains:
+                subprocess.run([command, "-t", table, flag, chain], check=False,
+                               capture_output=True)  # fmt: skip
+
+
+def _remove_cgroups(name: str) -> None:
+    """kubelet's cgroup tree (``kubepods`` in every v1 hierarchy), deepest first; only empty
+    cgroups can be removed, so a cgroup still in use stays."""
+    for hierarchy in CGROUP_ROOT.iterdir():
+        top = hierarchy / name
+        if hierarchy.is_symlink() or not top.is_dir():
+            continue
+        for cgroup in sorted(
+            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
+class RealNodeError(ClusterStartError):
+    """The real node could not start; the message says which step and why."""
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RealNodeError(f"ip {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    """A /24 of BRIDGE_RANGE that no interface of this machine uses (two clusters can run)."""
+    used = json.loads(_ip("-j", "-4", "addr").stdout or "[]")
+    taken = {
+        ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
+        for link in used
+        for a in link.get("addr_info", [])
+    }
+    for subnet in BRIDGE_RANGE.subnets(new_prefix=24):
+        if not any(subnet.overlaps(other) for other in taken):
+            return subnet
+    raise RealNodeError(f"no free /24 left in {BRIDGE_RANGE}")
+
+
+class RealNode:
+    """One kubelet with its containerd, started and stopped with the cluster."""
+
+    def __init__(
+        self,
+        root: Path,
+        binaries: Binaries,
+        ca: CertificateAuthority,
+        kubeconfig_writer: Callable[[Path, str, CertPair], None],
+        spawn: Callable[[str, list[str], dict[str, str] | None], ManagedProcess],
+        service_cidr: str,
+        images: Sequence[Path],
+        sandbox_image: str,
+        name: str = "sovai-node",
+    ) -> None:
+        self.binaries = binaries
+        self.ca = ca
+        self._write_kubeconfig = kubeconfig_writer
+        self._spawn = spawn
+        self.images = list(images)
+        self.sandbox_image = sandbox_image
+        bridge = f"sovai{os.getpid() % 100000:05d}"[:15]
+        self.layout = NodeLayout(root, name, bridge, free_subnet(), service_cidr)
+        self._kubelet: ManagedProcess | None = None
+        self._containerd: ManagedProcess | None = None
+        self._host_paths_before = {path for path in HOST_PATHS if path.exists()}
+        # Another real node on this machine already made kubelet's chains and cgroups: leave
+        # them to the one that made them.
+        self._owns_host_state = not _kube_chains() and not any(CGROUP_ROOT.glob("*/kubepods"))
+
+    @property
+    def name(self) -> str:
+        return self.layout.name
+
+    def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """containerd's own client, in the namespace kubelet's CRI uses."""
+        argv = [str(self.binaries["ctr"]), "--address", str(self.layout.containerd_socket)]
+        return subprocess.run(
+            [*argv, "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        layout = self.layout
+        for folder in ("containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "pki"):
+            (layout.root / folder).mkdir(parents=True, exist_ok=True)
+        self._create_bridge()
+        # Only the cluster's own names are resolved (CoreDNS comes with the cluster); never the
+        # machine's resolver.
+        layout.resolv_conf.write_text("search cluster.local\noptions ndots:5\n")
+        (layout.cni_conf_dir / "10-sovai.conflist").write_text(json.dumps(cni_config(layout)))
+        self._start_containerd()
+        self._import_images()
+        self._start_kubelet()
+
+    def _create_bridge(self) -> None:
+        layout = self.layout
+        _ip("link", "add", "name", layout.bridge, "type", "bridge")
+        _ip("addr", "add", f"{layout.node_ip}/{layout.subnet.prefixlen}", "dev", layout.bridge)
+        _ip("link", "set", layout.bridge, "up")
+
+    def _start_containerd(self) -> None:
+        config = self.layout.root / "containerd" / "config.toml"
+        config.write_text(to_toml(containerd_config(self.layout, self.sandbox_image)) + "\n")
+        binary = self.binaries["containerd"]
+        # containerd finds its shim (containerd-shim-runc-v2, beside it) through PATH.
+        env = {"PATH": f"{binary.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        self._containerd = self._spawn("containerd", [str(binary), "--config", str(config)], env)
+        self._containerd.wait_until(
+            lambda: self.ctr("version", timeout=5).returncode == 0, 60, "serving its socket"
+        )
+
+    def _import_images(self) -> None:
+        for archive in self.images:
+            started = time.monotonic()
+            result = self.ctr("images", "import", "--no-unpack=false", str(archive))
+            if result.returncode != 0:
+                raise RealNodeError(f"ctr images import {archive} failed: {result.stderr.strip()}")
+            log.info("imported %s in %.0f s", archive.name, time.monotonic() - started)
+
+    def _start_kubelet(self) -> None:
+        layout = self.layout
+        pki = layout.root / "pki"
+        client = self.ca.issue("kubelet-client", f"system:node:{layout.name}",
+                               organization="system:nodes")  # fmt: skip
+        serving = self.ca.issue(
+            "kubelet-serving", layout.name, server_hosts=[layout.node_ip, layout.name]
+        )
+        kubeconfig = pki / "kubelet.kubeconfig"
+        self._write_kubeconfig(kubeconfig, f"system:node:{layout.name}", client)
+        healthz = free_port()
+        config = pki / "kubelet.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                kubelet_config(
+                    layout, free_port(), healthz, self.ca.pair.cert, (serving.cert, serving.key)
+                )
+            )
+        )
+        labels = ",".join(f"{k}={v}" for k, v in layout.labels().items())
+        self._kubelet = self._spawn(
+            "kubelet",
+            [
+                str(self.binaries["kubelet"]),
+                f"--config={config}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={layout.root / 'kubelet'}",
+                f"--cert-dir={pki}",
+                f"--hostname-override={layout.name}",
+                f"--node-ip={layout.node_ip}",
+                f"--node-labels={labels}",
+                "--v=1",
+            ],
+            None,
+        )
+        self._kubelet.wait_until(lambda: self._healthy(healthz), 120, "healthy (/healthz)")
+
+    def _healthy(self, port: int) -> bool:
+        import requests
+
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self, drain: Callable[[], None] | None = None) -> None:
+        """Stop pods, kubelet and containerd, and remove what they made: containers and their
+        shims, mounts, network namespaces, the bridge."""
+        if drain is not None and self._kubelet is not None and self._kubelet.running():
+            try:
+                drain()  # kubelet tears its pods down through CRI and CNI (IPs, netns)
+            except Exception as error:  # a failing drain must not keep the rest running
+                log.warning("draining the real node failed: %s", error)
+        if self._kubelet is not None:
+            self._kubelet.stop()
+        if self._containerd is not None and self._containerd.running():
+            self._remove_containers()
+            self._containerd.stop()
+        self._kill_shims()
+        self._unmount()
+        _ip("link", "del", self.layout.bridge, check=False)
+        self._remove_host_leftovers()
+        if self._owns_host_state:
+            _remove_kube_chains()
+            _remove_cgroups("kubepods")
+
+    def _remove_host_leftovers(self) -> None:
+        logs = Path("/var/log/containers")  # kubelet's links to the pods' logs (in our folder)
+        for link in logs.glob("*.log") if logs.is_dir() else ():
+            if link.is_symlink() and str(link.readlink()).startswith(str(self.layout.root)):
+                link.unlink()
+        for path in HOST_PATHS:
+            if path in self._host_paths_before or not path.exists():
+                continue
+            if path.name == "device-plugins":
+                (path / "kubelet.sock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: someone else's too, keep it
+                path.rmdir()
+
+    def _remove_containers(self) -> None:
+        listing = self.ctr("tasks", "list", "--quiet", timeout=30)
+        for task in listing.stdout.split():
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", task, timeout=30)
+            self.ctr("tasks", "delete", "--force", task, timeout=30)
+        containers = self.ctr("containers", "list", "--quiet", timeout=30).stdout.split()
+        if containers:
+            self.ctr("containers", "delete", *containers, timeout=60)
+
+    def _kill_shims(self) -> None:
+        """Shims outlive containerd by design; ours name our socket on their command line."""
+        socket = str(self.layout.containerd_socket)
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(socket.encode() in arg for arg in argv):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+    def _unmount(self) -> None:
+        """Every mount below the node's folder (overlay snapshots, volumes, the pods' network
+        namespaces, which containerd pins in its state folder), deepest first."""
+        root = str(self.layout.root)
+        mounts = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            target = line.split()[4]
+            if target.startswith(root):
+                mounts.append(target)
+        for target in sorted(set(mounts), key=len, reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+        shutil.rmtree(self.layout.root / "containerd" / "state", ignore_errors=True)

@@ -1,0 +1,31 @@
+"""End-to-end fixtures: a cluster whose real node runs the product's own images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.images.build import build_images
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# What the real node imports: the sandbox image and the operator image (the runtime image's
+# gigabytes are imported by the tests that train and serve).
+NODE_IMAGES = ("pause", "operator")
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A control plane with one real node (kubelet, containerd, runc, a CNI bridge) in
+    eu-west-par, and no kwok nodes: every pod scheduled here really runs."""
+    images = {image.name: image for image in build_images(REPO_ROOT, NODE_IMAGES)}
+    archives = [Path(images[name].archive) for name in NODE_IMAGES]
+    keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"
+    workdir = tmp_path_factory.mktemp("node-cluster")
+    with LocalCluster(
+        workdir, kuberay=False, nodes=(), real_node=True, node_images=archives, keep_workdir=keep
+    ) as cluster:
+        yield cluster
