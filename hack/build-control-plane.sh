@@ -139,6 +139,9 @@ build_containerd() {
       "github.com/containerd/containerd/v2/cmd/${cmd}@${CONTAINERD_VERSION}"
   done
 }
+build_coredns() {
+  GOBIN="$dest" go install -ldflags "-s -w" "github.com/coredns/coredns@${COREDNS_VERSION}"
+}
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
@@ -152,5 +155,6 @@ build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.
 build_component syft "$SYFT_VERSION" syft -- build_syft
 build_component kubernetes-node "$KUBERNETES_VERSION" kubelet kube-proxy -- build_kube_node
 build_component containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd
+build_component coredns "$COREDNS_VERSION" coredns -- build_coredns
 log "all binaries ready under $cache"
 echo "$cache"

@@ -55,6 +55,61 @@ def test_real_node_is_ready_in_its_region(node_cluster: LocalCluster) -> None:
     assert info["kubeletVersion"] == versions["KUBERNETES_VERSION"]
 
 
+def run_pod(cluster: LocalCluster, name: str, container: dict[str, Any], **spec: Any) -> str:
+    """Run a pod of one container to completion in a new namespace; return its log."""
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", namespace)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
+    cluster.apply(pod)
+    phase = wait_for_phase(cluster, name, namespace, 120)
+    logs = cluster.kubectl("logs", name, "-n", namespace).stdout
+    assert phase == "Succeeded", logs
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    return logs
+
+
+IN_CLUSTER_PROBE = """
+import json, socket, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+address = socket.gethostbyname("kubernetes.default.svc.cluster.local")
+context = ssl.create_default_context(cafile=sa + "ca.crt")
+request = urllib.request.Request(
+    "https://kubernetes.default.svc/version",
+    headers={"Authorization": "Bearer " + open(sa + "token").read()},
+)
+version = json.load(urllib.request.urlopen(request, context=context, timeout=10))["gitVersion"]
+try:
+    socket.gethostbyname("pypi.org")
+    outside = "resolved"
+except OSError:
+    outside = "refused"
+print(address, version, outside)
+"""
+
+
+def test_pods_reach_the_api_server_by_its_service_name(node_cluster: LocalCluster) -> None:
+    """CoreDNS answers the cluster's names (and nothing outside it), kube-proxy turns the
+    kubernetes Service into the API server on the node's bridge, and a ServiceAccount token
+    authenticates: what the operator needs to run as a pod."""
+    logs = run_pod(
+        node_cluster,
+        "in-cluster",
+        {
+            "name": "probe",
+            "image": OPERATOR_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["python", "-c", IN_CLUSTER_PROBE],
+        },
+    )
+    versions = read_versions(REPO_ROOT)
+    assert logs.split() == ["10.96.0.1", versions["KUBERNETES_VERSION"], "refused"]
+
+
 def test_operator_image_runs_in_a_pod(node_cluster: LocalCluster) -> None:
     """The chart's security context (non-root, read-only root, no capabilities) on the real
     runtime: the image's entrypoint answers --help, and its log comes back through kubelet."""

@@ -28,12 +28,11 @@ from .binaries import Binaries, ensure_binaries
 from .nodes import DEFAULT_NODES, FakeNode, build_node
 from .pki import CertificateAuthority, CertPair, service_account_keys
 from .processes import ClusterStartError, ManagedProcess, free_port, tail
-from .realnode import RealNode
+from .realnode import KUBELET_CLIENT_USER, NodeComponents, RealNode, real_node_rbac
 
 log = logging.getLogger(__name__)
 
 SERVICE_CIDR = "10.96.0.0/16"
-KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 # Where the vendored KubeRay CRDs live in a source checkout (../shared/crds beside it).
 KUBERAY_CRD_FOLDER = "kuberay-v1.7.0"
 
@@ -91,9 +90,14 @@ class LocalCluster:
         self.with_kuberay = kuberay
         self.nodes = tuple(nodes)
         self.binaries = binaries or ensure_binaries(node=real_node)
-        self.with_real_node = real_node
-        self.node_images = tuple(node_images)
-        self.real_node: RealNode | None = None
+        self.real_node = (
+            RealNode(self.workdir / "node", self.binaries, SERVICE_CIDR, node_images, PAUSE_IMAGE)
+            if real_node
+            else None
+        )
+        # With a real node the API server listens on the node's bridge (an interface this
+        # cluster creates), so that pods reach it; otherwise on loopback only.
+        self.api_host = self.real_node.layout.node_ip if self.real_node else "127.0.0.1"
         self.start_timeout = start_timeout
         # Appended last, so they override the defaults (e.g. --profiling=true for a bench).
         self.apiserver_flags = tuple(apiserver_flags)
@@ -108,7 +112,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.api_host}:{self.api_port}"
 
     def component_logs(self) -> dict[str, Path]:
         return {p.name: p.log_path for p in self._processes}
@@ -202,6 +206,8 @@ class LocalCluster:
         """Start every component in order; on any failure stop what started, then raise."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.real_node is not None:
+                self.real_node.create_network()
             self._make_pki()
             self._start_etcd()
             self._start_apiserver()
@@ -209,8 +215,8 @@ class LocalCluster:
             self._start_scheduler()
             self._start_kwok()
             self._create_nodes()
-            if self.with_real_node:
-                self._start_real_node()
+            if self.real_node is not None:
+                self._start_real_node(self.real_node)
             if self.with_kuberay:
                 self._start_kuberay()
         except BaseException:
@@ -221,7 +227,6 @@ class LocalCluster:
         """Stop components in reverse order of start, then remove a temporary workdir."""
         if self.real_node is not None:
             self.real_node.stop(drain=self._drain_real_node)
-            self.real_node = None
         for process in reversed(self._processes):
             process.stop()
         self._processes.clear()
@@ -246,6 +251,7 @@ class LocalCluster:
             "apiserver",
             "kube-apiserver",
             server_hosts=[
+                *([self.api_host] if self.api_host != "127.0.0.1" else []),
                 "127.0.0.1",
                 "localhost",
                 "10.96.0.1",
@@ -333,8 +339,8 @@ class LocalCluster:
             [
                 str(self.binaries["kube-apiserver"]),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.api_host}",
+                f"--advertise-address={self.api_host}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={self._serving.cert}",
                 f"--tls-private-key-file={self._serving.key}",
@@ -489,45 +495,15 @@ class LocalCluster:
             "ready (/readyz)",
         )
 
-    def _start_real_node(self) -> None:
+    def _start_real_node(self, node: RealNode) -> None:
         assert self._ca is not None
-        # The bootstrap role for whoever calls kubelets' API, as kubeadm binds it.
-        self.apply(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "sovai:apiserver-kubelet-client"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "system:kubelet-api-admin",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                     "name": KUBELET_CLIENT_USER}
-                ],
-            }
-        )  # fmt: skip
-        sandbox = next((p for p in self.node_images if p.parent.name.startswith("pause-")), None)
-        self.real_node = RealNode(
-            self.workdir / "node",
-            self.binaries,
-            self._ca,
-            self._write_kubeconfig,
-            lambda name, argv, env: self._spawn(name, argv, env),
-            SERVICE_CIDR,
-            self.node_images,
-            PAUSE_IMAGE,
-        )
-        if sandbox is None:
-            raise ClusterStartError("the real node needs the pause image among node_images")
-        self.real_node.start()
-        name = self.real_node.name
+        self.apply(*real_node_rbac())
+        node.start(NodeComponents(self._ca, self._write_kubeconfig, self._spawn))
         deadline = time.monotonic() + self.start_timeout
-        while not self._node_ready(name):
+        while not self._node_ready(node.name):
             if time.monotonic() > deadline:
                 raise ClusterStartError(
-                    f"real node {name} not Ready within {self.start_timeout:.0f} s. "
+                    f"real node {node.name} not Ready within {self.start_timeout:.0f} s. "
                     f"Last lines of its kubelet log:\n{tail(self.log_dir / 'kubelet.log')}"
                 )
             time.sleep(0.5)

@@ -15,6 +15,7 @@ from typing import Any
 from .nodes import REGION_LABEL, ZONE_LABEL
 
 REAL_NODE_LABEL = "sovereign-ai.eu/real-node"
+CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 RUNC = Path("/usr/sbin/runc")
 
@@ -163,7 +164,8 @@ def kubelet_config(
         "failSwapOn": False,
         "podLogsDir": str(layout.root / "pod-logs"),
         "resolvConf": str(layout.resolv_conf),
-        "clusterDomain": "cluster.local",
+        "clusterDomain": CLUSTER_DOMAIN,
+        "clusterDNS": [layout.node_ip],
         # A nearly full disk on a CI machine must not evict the tests' pods.
         "evictionHard": {},
         "imageGCHighThresholdPercent": 100,
@@ -172,3 +174,23 @@ def kubelet_config(
         "registerNode": True,
         "maxPods": 50,
     }
+
+
+def coredns_corefile(layout: NodeLayout, kubeconfig: Path, health_port: int) -> str:
+    """CoreDNS's configuration: the cluster's zone from the API server, nothing else (no
+    ``forward``), on the node's address only."""
+    return "\n".join(
+        [
+            f"{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{",
+            f"    bind {layout.node_ip}",
+            "    errors",
+            f"    health 127.0.0.1:{health_port}",
+            f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{",
+            f"        kubeconfig {kubeconfig}",
+            "        pods insecure",
+            "    }",
+            "    cache 30",
+            "}",
+            "",
+        ]
+    )

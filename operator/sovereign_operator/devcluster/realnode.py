@@ -15,17 +15,28 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import requests
 import yaml
 
 from .binaries import Binaries
-from .node_config import NodeLayout, cni_config, containerd_config, kubelet_config, to_toml
+from .node_config import (
+    NodeLayout,
+    cni_config,
+    containerd_config,
+    coredns_corefile,
+    kubelet_config,
+    to_toml,
+)
 from .pki import CertificateAuthority, CertPair
 from .processes import ClusterStartError, ManagedProcess, free_port
 
@@ -67,8 +78,9 @@ def _remove_kube_chains() -> None:
     for (command, table), rules in _kube_chains().items():
         chains = [line.split()[1] for line in rules if line.startswith("-N ")]
         for line in rules:  # jumps from the built-in chains first
-            if line.startswith("-A ") and line.split()[1] not in chains:
-                subprocess.run([command, "-t", table, "-D", *line.split()[1:]], check=False,
+            rule = shlex.split(line)  # comments are quoted
+            if rule[0] == "-A" and rule[1] not in chains:
+                subprocess.run([command, "-t", table, "-D", *rule[1:]], check=False,
                                capture_output=True)  # fmt: skip
         for flag in ("-F", "-X"):
             for chain in chains:
@@ -92,8 +104,68 @@ def _remove_cgroups(name: str) -> None:
             top.rmdir()
 
 
+COREDNS_USER = "system:sovai-coredns"
+# kube-apiserver's identity towards kubelets (its --kubelet-client-certificate).
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+
+
+@dataclass(frozen=True)
+class NodeComponents:
+    """What the node needs from the cluster: its CA, a way to write kubeconfigs for the API
+    server, and a way to start processes that the cluster stops."""
+
+    ca: CertificateAuthority
+    write_kubeconfig: Callable[[Path, str, CertPair], None]
+    spawn: Callable[[str, list[str], dict[str, str] | None], ManagedProcess]
+
+
+def real_node_rbac() -> list[dict[str, Any]]:
+    """What the node's components need beyond the bootstrap roles: the API server calls kubelets
+    (as kubeadm binds it), and CoreDNS reads Services, EndpointSlices, Pods and Namespaces."""
+    api = "rbac.authorization.k8s.io"
+
+    def binding(name: str, role: str, user: str) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{api}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": api, "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": api, "kind": "User", "name": user}],
+        }
+
+    coredns_role: dict[str, Any] = {
+        "apiVersion": f"{api}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "sovai:coredns"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services", "pods", "namespaces"],
+             "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+             "verbs": ["list", "watch"]},
+        ],
+    }  # fmt: skip
+    return [
+        binding("sovai:apiserver-kubelet-client", "system:kubelet-api-admin", KUBELET_CLIENT_USER),
+        coredns_role,
+        binding("sovai:coredns", "sovai:coredns", COREDNS_USER),
+    ]
+
+
+def _healthy(port: int, path: str = "/healthz") -> bool:
+    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
+
+
 class RealNodeError(ClusterStartError):
     """The real node could not start; the message says which step and why."""
+
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def _iptables(*args: str, check: bool = True) -> None:
+    result = subprocess.run(["iptables", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RealNodeError(f"iptables {' '.join(args)} failed: {result.stderr.strip()}")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -118,30 +190,27 @@ def free_subnet() -> ipaddress.IPv4Network:
 
 
 class RealNode:
-    """One kubelet with its containerd, started and stopped with the cluster."""
+    """One kubelet with its containerd, kube-proxy and CoreDNS, started and stopped with the
+    cluster. Its bridge exists before the API server starts, so that the API server can listen on
+    the bridge's address and pods reach it through the ``kubernetes`` Service."""
 
     def __init__(
         self,
         root: Path,
         binaries: Binaries,
-        ca: CertificateAuthority,
-        kubeconfig_writer: Callable[[Path, str, CertPair], None],
-        spawn: Callable[[str, list[str], dict[str, str] | None], ManagedProcess],
         service_cidr: str,
         images: Sequence[Path],
         sandbox_image: str,
         name: str = "sovai-node",
     ) -> None:
         self.binaries = binaries
-        self.ca = ca
-        self._write_kubeconfig = kubeconfig_writer
-        self._spawn = spawn
         self.images = list(images)
         self.sandbox_image = sandbox_image
         bridge = f"sovai{os.getpid() % 100000:05d}"[:15]
         self.layout = NodeLayout(root, name, bridge, free_subnet(), service_cidr)
-        self._kubelet: ManagedProcess | None = None
-        self._containerd: ManagedProcess | None = None
+        self._processes: dict[str, ManagedProcess] = {}
+        self._network_created = False
+        self._ip_forward_before = IP_FORWARD.read_text()
         self._host_paths_before = {path for path in HOST_PATHS if path.exists()}
         # Another real node on this machine already made kubelet's chains and cgroups: leave
         # them to the one that made them.
@@ -164,24 +233,43 @@ class RealNode:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def create_network(self) -> None:
+        """The node's bridge, with the node's address on it (before the API server starts).
+
+        Pods have no default route, and the host forwards nothing between the bridge and any
+        other interface: the CNI bridge plugin turns IP forwarding on (kube-proxy needs it for
+        Services between pods), so these rules keep the bridge closed in both directions."""
+        layout = self.layout
+        _ip("link", "add", "name", layout.bridge, "type", "bridge")
+        self._network_created = True
+        _ip("addr", "add", f"{layout.node_ip}/{layout.subnet.prefixlen}", "dev", layout.bridge)
+        _ip("link", "set", layout.bridge, "up")
+        for rule in self._isolation_rules():
+            _iptables("-I", *rule)
+
+    def _isolation_rules(self) -> list[list[str]]:
+        bridge = self.layout.bridge
+        comment = ["-m", "comment", "--comment", f"sovai: {bridge} stays inside the cluster"]
+        return [
+            ["FORWARD", "-i", bridge, "!", "-o", bridge, *comment, "-j", "DROP"],
+            ["FORWARD", "!", "-i", bridge, "-o", bridge, *comment, "-j", "DROP"],
+        ]
+
+    def start(self, components: NodeComponents) -> None:
+        """containerd (with the images imported), kubelet, kube-proxy and CoreDNS."""
+        self._components = components
         layout = self.layout
         for folder in ("containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "pki"):
             (layout.root / folder).mkdir(parents=True, exist_ok=True)
-        self._create_bridge()
-        # Only the cluster's own names are resolved (CoreDNS comes with the cluster); never the
-        # machine's resolver.
-        layout.resolv_conf.write_text("search cluster.local\noptions ndots:5\n")
+        # Pods ask CoreDNS on the node's address, which serves the cluster's zone only and
+        # forwards nothing: never the machine's resolver.
+        layout.resolv_conf.write_text(f"nameserver {layout.node_ip}\noptions ndots:5\n")
         (layout.cni_conf_dir / "10-sovai.conflist").write_text(json.dumps(cni_config(layout)))
         self._start_containerd()
         self._import_images()
         self._start_kubelet()
-
-    def _create_bridge(self) -> None:
-        layout = self.layout
-        _ip("link", "add", "name", layout.bridge, "type", "bridge")
-        _ip("addr", "add", f"{layout.node_ip}/{layout.subnet.prefixlen}", "dev", layout.bridge)
-        _ip("link", "set", layout.bridge, "up")
+        self._start_kube_proxy()
+        self._start_coredns()
 
     def _start_containerd(self) -> None:
         config = self.layout.root / "containerd" / "config.toml"
@@ -189,8 +277,8 @@ class RealNode:
         binary = self.binaries["containerd"]
         # containerd finds its shim (containerd-shim-runc-v2, beside it) through PATH.
         env = {"PATH": f"{binary.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        self._containerd = self._spawn("containerd", [str(binary), "--config", str(config)], env)
-        self._containerd.wait_until(
+        containerd = self._spawn("containerd", [str(binary), "--config", str(config)], env)
+        containerd.wait_until(
             lambda: self.ctr("version", timeout=5).returncode == 0, 60, "serving its socket"
         )
 
@@ -202,27 +290,36 @@ class RealNode:
                 raise RealNodeError(f"ctr images import {archive} failed: {result.stderr.strip()}")
             log.info("imported %s in %.0f s", archive.name, time.monotonic() - started)
 
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None) -> ManagedProcess:
+        process = self._components.spawn(name, argv, env)
+        self._processes[name] = process
+        return process
+
+    def _kubeconfig(self, component: str, user: str, group: str | None = None) -> Path:
+        pair = self._components.ca.issue(component, user, organization=group)
+        path = self.layout.root / "pki" / f"{component}.kubeconfig"
+        self._components.write_kubeconfig(path, user, pair)
+        return path
+
     def _start_kubelet(self) -> None:
         layout = self.layout
         pki = layout.root / "pki"
-        client = self.ca.issue("kubelet-client", f"system:node:{layout.name}",
-                               organization="system:nodes")  # fmt: skip
-        serving = self.ca.issue(
+        ca = self._components.ca
+        kubeconfig = self._kubeconfig("kubelet", f"system:node:{layout.name}", "system:nodes")
+        serving = ca.issue(
             "kubelet-serving", layout.name, server_hosts=[layout.node_ip, layout.name]
         )
-        kubeconfig = pki / "kubelet.kubeconfig"
-        self._write_kubeconfig(kubeconfig, f"system:node:{layout.name}", client)
         healthz = free_port()
         config = pki / "kubelet.yaml"
         config.write_text(
             yaml.safe_dump(
                 kubelet_config(
-                    layout, free_port(), healthz, self.ca.pair.cert, (serving.cert, serving.key)
+                    layout, free_port(), healthz, ca.pair.cert, (serving.cert, serving.key)
                 )
             )
         )
         labels = ",".join(f"{k}={v}" for k, v in layout.labels().items())
-        self._kubelet = self._spawn(
+        kubelet = self._spawn(
             "kubelet",
             [
                 str(self.binaries["kubelet"]),
@@ -237,31 +334,73 @@ class RealNode:
             ],
             None,
         )
-        self._kubelet.wait_until(lambda: self._healthy(healthz), 120, "healthy (/healthz)")
+        kubelet.wait_until(lambda: _healthy(healthz), 120, "healthy (/healthz)")
 
-    def _healthy(self, port: int) -> bool:
-        import requests
+    def _start_kube_proxy(self) -> None:
+        """Services in iptables mode; nothing on the machine's addresses, no sysctl of its own
+        (conntrack limits as they are, no localhost node ports)."""
+        layout = self.layout
+        kubeconfig = self._kubeconfig("kube-proxy", "system:kube-proxy")  # system:node-proxier
+        healthz = free_port()
+        proxy = self._spawn(
+            "kube-proxy",
+            [
+                str(self.binaries["kube-proxy"]),
+                f"--kubeconfig={kubeconfig}",
+                f"--hostname-override={layout.name}",
+                "--proxy-mode=iptables",
+                f"--cluster-cidr={layout.subnet}",
+                f"--nodeport-addresses={layout.subnet}",
+                "--iptables-localhost-nodeports=false",
+                "--conntrack-max-per-core=0",
+                f"--healthz-bind-address=127.0.0.1:{healthz}",
+                f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                "--v=1",
+            ],
+            None,
+        )
+        proxy.wait_until(lambda: _healthy(healthz), 60, "healthy (/healthz)")
 
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    def _start_coredns(self) -> None:
+        """CoreDNS for cluster.local on the node's address (pods' resolv.conf names it). With no
+        forward plugin, names outside the cluster's zone are refused, not looked up outside."""
+        layout = self.layout
+        kubeconfig = self._kubeconfig("coredns", COREDNS_USER)
+        health = free_port()
+        corefile = layout.root / "Corefile"
+        corefile.write_text(coredns_corefile(layout, kubeconfig, health))
+        dns = self._spawn("coredns", [str(self.binaries["coredns"]), "-conf", str(corefile)],
+                          None)  # fmt: skip
+        dns.wait_until(lambda: _healthy(health, "/health"), 60, "healthy (/health)")
 
     # -- stop ------------------------------------------------------------------------------
 
     def stop(self, drain: Callable[[], None] | None = None) -> None:
         """Stop pods, kubelet and containerd, and remove what they made: containers and their
-        shims, mounts, network namespaces, the bridge."""
-        if drain is not None and self._kubelet is not None and self._kubelet.running():
+        shims, mounts, network namespaces, iptables chains, cgroups, the bridge."""
+        kubelet = self._processes.get("kubelet")
+        if drain is not None and kubelet is not None and kubelet.running():
             try:
                 drain()  # kubelet tears its pods down through CRI and CNI (IPs, netns)
             except Exception as error:  # a failing drain must not keep the rest running
                 log.warning("draining the real node failed: %s", error)
-        if self._kubelet is not None:
-            self._kubelet.stop()
-        if self._containerd is not None and self._containerd.running():
+        for name in ("coredns", "kube-proxy", "kubelet"):
+            if name in self._processes:
+                self._processes[name].stop()
+        containerd = self._processes.get("containerd")
+        if containerd is not None and containerd.running():
             self._remove_containers()
-            self._containerd.stop()
+            containerd.stop()
         self._kill_shims()
         self._unmount()
-        _ip("link", "del", self.layout.bridge, check=False)
+        if "kube-proxy" in self._processes:  # kube-proxy's own clean-up of its rules
+            subprocess.run([str(self.binaries["kube-proxy"]), "--cleanup"], capture_output=True,
+                           check=False)  # fmt: skip
+        if self._network_created:
+            _ip("link", "del", self.layout.bridge, check=False)
+            for rule in self._isolation_rules():
+                _iptables("-D", *rule, check=False)
+            IP_FORWARD.write_text(self._ip_forward_before)
         self._remove_host_leftovers()
         if self._owns_host_state:
             _remove_kube_chains()
