@@ -19,13 +19,13 @@ NODE_IMAGES = ("pause", "operator")
 
 @pytest.fixture(scope="session")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A control plane with one real node (kubelet, containerd, runc, a CNI bridge) in
-    eu-west-par, and no kwok nodes: every pod scheduled here really runs."""
+    """A control plane with KubeRay and one real node (kubelet, containerd, runc, a CNI bridge,
+    kube-proxy, CoreDNS) in eu-west-par, and no kwok nodes: every pod scheduled here runs."""
     images = {image.name: image for image in build_images(REPO_ROOT, NODE_IMAGES)}
     archives = [Path(images[name].archive) for name in NODE_IMAGES]
     keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"
     workdir = tmp_path_factory.mktemp("node-cluster")
     with LocalCluster(
-        workdir, kuberay=False, nodes=(), real_node=True, node_images=archives, keep_workdir=keep
+        workdir, nodes=(), real_node=True, node_images=archives, keep_workdir=keep
     ) as cluster:
         yield cluster

@@ -60,6 +60,14 @@ def test_operator_image_runs_as_non_root(operator_image: Bundle) -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "1000 1000"), result.stderr
 
 
+def test_operator_image_runs_under_a_uid_it_does_not_know(operator_image: Bundle) -> None:
+    """Platforms assign uids (OpenShift, a chart's runAsUser): Kopf's peering identity asks
+    getpass.getuser(), which must not need /etc/passwd."""
+    code = "import getpass, os; print(os.getuid(), getpass.getuser())"
+    result = operator_image.run(["-c", code], entrypoint=["python"], uid=4242)
+    assert (result.returncode, result.stdout.split()) == (0, ["4242", "sovai"]), result.stderr
+
+
 def test_operator_help_works_on_a_read_only_root(operator_image: Bundle) -> None:
     assert operator_image.image_config["Entrypoint"] == ["python", "-m", "sovereign_operator"]
     result = operator_image.run(["--help"], read_only=True)

@@ -41,10 +41,12 @@ class Bundle:
         entrypoint: Sequence[str] | None = None,
         read_only: bool = True,
         timeout: float = 120,
+        uid: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``entrypoint + args`` (the image's entrypoint unless given) and wait for it.
 
-        ``args`` replace the image's CMD, as ``docker run IMAGE ARGS`` does.
+        ``args`` replace the image's CMD, as ``docker run IMAGE ARGS`` does; ``uid`` replaces
+        the image's user (as a pod's ``runAsUser`` does).
         """
         config = json.loads(json.dumps(self.config))
         image = self.image_config
@@ -54,6 +56,8 @@ class Bundle:
             args = args or image.get("Cmd") or []
         process["args"] = [*entrypoint, *args]
         process["terminal"] = False
+        if uid is not None:
+            process["user"] = {"uid": uid, "gid": uid}
         config["root"]["readonly"] = read_only
         # A fresh /tmp, as the chart's emptyDir gives the operator and a pod's writable layer
         # gives the runtime (torch and Ray need a temporary directory even for --help).
