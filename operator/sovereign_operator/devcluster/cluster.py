@@ -455,7 +455,8 @@ class LocalCluster:
             self._nodes_ready, self.start_timeout, "reporting every fake node Ready"
         )
 
-    def _nodes_ready(self) -> bool:
+    def _nodes_ready(self, names: set[str] | None = None) -> bool:
+        """Every node named (by default: every fake node) reports Ready."""
         result = self.kubectl("get", "nodes", "-o", "json", check=False)
         if result.returncode != 0:
             return False
@@ -468,7 +469,7 @@ class LocalCluster:
                 for c in item.get("status", {}).get("conditions", [])
             )
         }
-        return ready >= {node.name for node in self.nodes}
+        return ready >= (names if names is not None else {node.name for node in self.nodes})
 
     def _start_kuberay(self) -> None:
         crds = _find_kuberay_crds(self.binaries["kuberay-operator"])
@@ -509,11 +510,7 @@ class LocalCluster:
             time.sleep(0.5)
 
     def _node_ready(self, name: str) -> bool:
-        node = self.kubectl("get", "node", name, "-o", "json", check=False)
-        if node.returncode != 0:
-            return False
-        conditions = json.loads(node.stdout).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        return self._nodes_ready({name})
 
     def _drain_real_node(self) -> None:
         """Delete the real node's pods, so that kubelet stops their containers and releases
