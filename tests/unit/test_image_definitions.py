@@ -179,3 +179,26 @@ def test_rootfs_comes_from_debian_mirrors_with_security_updates() -> None:
     assert any("bookworm-security" in source for source in argv)
     assert "--dpkgopt=path-include=/usr/share/doc/*/copyright" in argv
     assert definitions.DEBIAN_SOURCES[0].startswith("deb http://deb.debian.org/debian ")
+
+
+def test_untagged_images_are_kept_only_as_build_steps_of_a_tagged_image() -> None:
+    from sovereign_operator.images.storage import unreferenced
+
+    images = [
+        ("runtime", True, ("debian", "base", "torch", "wheel")),
+        ("step-torch", False, ("debian", "base", "torch")),  # the layer cache of a code change
+        ("step-env", False, ("debian", "base")),
+        ("old-runtime", False, ("debian", "base", "torch", "old-wheel")),
+        ("old-lock", False, ("debian", "base", "old-torch")),
+        ("old-base", False, ("old-debian",)),
+    ]
+    assert unreferenced(images) == ["old-runtime", "old-lock", "old-base"]
+    assert unreferenced([("only", False, ("a",))]) == ["only"]
+
+
+def test_a_build_without_the_disk_it_needs_fails_with_both_figures(tmp_path: Path) -> None:
+    from sovereign_operator.images.storage import StorageError, require_free_space
+
+    with pytest.raises(StorageError, match=r"building runtime needs about 1000000 GiB free under"):
+        require_free_space("runtime", 1e6, tmp_path / "not-yet-made")
+    require_free_space("runtime", 0.001, tmp_path)

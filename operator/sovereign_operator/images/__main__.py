@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .build import BuiltImage, ImageBuildError, build_images, read_index
 from .container import unpack
+from .storage import StorageError
 
 DEFAULT_OUT = Path("build/images")
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.handler(args)
-    except ImageBuildError as error:
+    except (ImageBuildError, StorageError) as error:
         logging.getLogger(__name__).error("%s", error)
         return 1
     return code

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..devcluster.binaries import find_tool
+from . import storage
 from .definitions import (
     BY_NAME,
     DEFINITIONS,
@@ -175,9 +176,12 @@ def unpacked_size(layout: Path) -> tuple[int, int]:
 
 
 def write_archive(layout: Path, archive: Path) -> None:
-    """An OCI archive is the image layout as one tar, with the layout's own paths."""
-    run(["tar", "-C", str(layout), "-cf", str(archive), "oci-layout", "index.json", "blobs"],
-        "archive")  # fmt: skip
+    """An OCI archive is the image layout as one tar, with the layout's own paths.
+
+    Each blob is removed once it is in the tar, so the runtime's gigabytes are on disk once,
+    not twice."""
+    run(["tar", "-C", str(layout), "--remove-files", "-cf", str(archive), "oci-layout",
+         "index.json", "blobs"], "archive")  # fmt: skip
 
 
 def build_one(
@@ -207,7 +211,7 @@ def build_one(
             run(go_build_argv(repo / definition.go_program, context / PROGRAM_FILE), "go build")
         argv = [
             "buildah", "build", "--layers", "--pull=never", "--isolation=chroot",
-            "--network=host", "--format=oci", "--quiet",
+            "--network=host", "--format=oci", "--quiet", "--force-rm",
             "--file", str(containerfile), "--tag", definition.reference,
         ]  # fmt: skip
         if parent is not None:
@@ -282,8 +286,18 @@ def build_images(
     """
     wanted = _with_parents(names or [d.name for d in DEFINITIONS])
     syft = check_tools()
-    cache_root().mkdir(parents=True, exist_ok=True)
+    with storage.exclusive_build(cache_root()):
+        storage.remove_build_containers([d.reference for d in DEFINITIONS])
+        storage.prune_images()
+        images = _build_wanted(repo, wanted, force, syft)
+    if out is not None:
+        write_index(images, out)
+    return images
+
+
+def _build_wanted(repo: Path, wanted: set[str], force: bool, syft: Path) -> list[BuiltImage]:
     built: dict[str, BuiltImage] = {}
+    layers = storage.graph_root()
     with tempfile.TemporaryDirectory(prefix="sovai-wheel-") as wheel_dir:
         wheel = (
             build_wheel(repo, Path(wheel_dir)) if any(BY_NAME[n].wheel for n in wanted) else None
@@ -301,22 +315,22 @@ def build_images(
             if cached is not None and cached.inputs_digest == digest:
                 built[definition.name] = cached
                 continue
+            # The entry this build replaces goes first: its archive is space this build needs.
+            prune_cache(definition.name, keep=folder)
+            storage.require_free_space(definition.name, definition.disk_gib, layers, cache_root())
             built[definition.name] = build_one(
                 definition, repo, digest, wheel if definition.wheel else None, parent, syft
             )
-            prune_cache(definition.name, keep=folder)
-    images = [built[d.name] for d in DEFINITIONS if d.name in built]
-    if out is not None:
-        write_index(images, out)
-    return images
+            storage.prune_images()
+    return [built[d.name] for d in DEFINITIONS if d.name in built]
 
 
-def prune_cache(name: str, keep: Path, entries: int = 2) -> None:
-    """Keep the newest ``entries`` builds of an image: a runtime archive is gigabytes, and each
-    change to the project's code makes a new one."""
-    folders = sorted(cache_root().glob(f"{name}-*"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for folder in [f for f in folders if f != keep][entries - 1 :]:
-        shutil.rmtree(folder, ignore_errors=True)
+def prune_cache(name: str, keep: Path) -> None:
+    """Keep only the build of an image for the current inputs: a runtime archive is gigabytes,
+    and each change to the project's code makes a new one."""
+    for folder in cache_root().glob(f"{name}-*"):
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_parents(names: Sequence[str]) -> set[str]:

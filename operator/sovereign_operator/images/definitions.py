@@ -52,6 +52,9 @@ class ImageDefinition:
     published: bool = False  # pushed to a registry: gets an SBOM and a line in the summary
     rootfs: bool = False  # its context holds a Debian root filesystem made by mmdebstrap
     go_program: str | None = None  # a Go module compiled into the context as ``PROGRAM_FILE``
+    # Free disk a build needs at its peak: the container's writes, the layer committed from
+    # them, the OCI layout and the archive made from it (measured: docs/benchmarks.md).
+    disk_gib: float = 2
 
 
 DEFINITIONS: tuple[ImageDefinition, ...] = (
@@ -76,6 +79,7 @@ DEFINITIONS: tuple[ImageDefinition, ...] = (
         wheel=True,
         parent="base",
         published=True,
+        disk_gib=20,
     ),
     ImageDefinition("pause", PAUSE_IMAGE, "images/pause/Containerfile", go_program="hack/go/pause"),
 )
