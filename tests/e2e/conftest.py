@@ -12,9 +12,9 @@ from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.images.build import build_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# What the real node imports: the sandbox image and the operator image (the runtime image's
-# gigabytes are imported by the tests that train and serve).
-NODE_IMAGES = ("pause", "operator")
+# What the real node imports: the sandbox image, the operator, and the runtime that the Ray
+# pods, MLflow and the serving pods run.
+NODE_IMAGES = ("pause", "operator", "runtime")
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,11 @@ def value_args(values: dict[str, Any]) -> list[str]:
 def install(
     cluster: LocalCluster, release: str, namespace: str, values: dict[str, Any], upgrade: bool
 ) -> subprocess.CompletedProcess[str]:
-    """`helm install` (or `helm upgrade`) of the chart from this checkout."""
+    """`helm install` (or `helm upgrade`) of the chart from this checkout, with ``--wait`` as
+    the docs say: the policy hook then runs once its CRD is established (without it, a busy API
+    server can still be missing the new kind from discovery when the hook is built)."""
     verb = ["upgrade"] if upgrade else ["install", "--create-namespace"]
+    verb.append("--wait")
     return helm(cluster, *verb, release, str(CHART), "-n", namespace, *value_args(values))
 
 

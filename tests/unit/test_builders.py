@@ -99,9 +99,28 @@ AFFINITY = {
         }
     }
 }
+# The head and the submitter: the allowed regions, not the GPU pool.
+REGION_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "topology.kubernetes.io/region",
+                            "operator": "In",
+                            "values": ["eu-central-fra", "eu-west-par"],
+                        }
+                    ]
+                }
+            ]
+        }
+    }
+}
+SPEC_TOLERATIONS = [{"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"}]
 TOLERATIONS = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-    {"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"},
+    *SPEC_TOLERATIONS,
 ]
 ENV = [
     {"name": "HF_HUB_OFFLINE", "value": "1"},
@@ -136,14 +155,14 @@ def test_rayjob_is_exactly_as_expected() -> None:
         "submitterPodTemplate": {
             "metadata": {"labels": labels("ray-submitter")},
             "spec": {
-                "affinity": AFFINITY,
-                "tolerations": TOLERATIONS,
+                "affinity": REGION_AFFINITY,
+                "tolerations": SPEC_TOLERATIONS,
                 "containers": [
                     {
                         "name": "ray-job-submitter",
                         "image": "registry.eu/sovai/training:1",
                         "resources": {
-                            "requests": {"cpu": "500m", "memory": "256Mi"},
+                            "requests": {"cpu": "200m", "memory": "256Mi"},
                             "limits": {"cpu": "1", "memory": "1Gi"},
                         },
                     }
@@ -155,12 +174,12 @@ def test_rayjob_is_exactly_as_expected() -> None:
             "rayVersion": "2.60.0",
             "enableInTreeAutoscaling": False,
             "headGroupSpec": {
-                "rayStartParams": {"dashboard-host": "0.0.0.0"},
+                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                 "template": {
                     "metadata": {"labels": labels("ray-head")},
                     "spec": {
-                        "affinity": AFFINITY,
-                        "tolerations": TOLERATIONS,
+                        "affinity": REGION_AFFINITY,
+                        "tolerations": SPEC_TOLERATIONS,
                         "containers": [
                             {
                                 "name": "ray-head",
@@ -265,7 +284,8 @@ def test_cpu_job_has_no_gpu_selector_toleration_or_limit() -> None:
 
 def test_gpus_without_type_pin_to_any_gpu_node() -> None:
     spec = make_spec(resources={"workers": 1, "gpusPerWorker": 2})
-    pod = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["submitterPodTemplate"]["spec"]
+    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["rayClusterSpec"]
+    pod = cluster["workerGroupSpecs"][0]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchExpressions"][1] == {
         "key": "nvidia.com/gpu.product",
@@ -282,9 +302,13 @@ def test_every_pod_template_is_pinned_to_the_allowed_regions() -> None:
         *(group["template"] for group in rayjob["rayClusterSpec"]["workerGroupSpecs"]),
     ]
     assert len(templates) == 3
-    for template in templates:
-        assert template["spec"]["affinity"] == AFFINITY
-        assert template["spec"]["tolerations"] == TOLERATIONS
+    submitter, head, workers = templates
+    # Only the workers ask for (and tolerate) GPU nodes; no pod escapes the regions.
+    assert workers["spec"]["affinity"] == AFFINITY
+    assert workers["spec"]["tolerations"] == TOLERATIONS
+    for template in (submitter, head):
+        assert template["spec"]["affinity"] == REGION_AFFINITY
+        assert template["spec"]["tolerations"] == SPEC_TOLERATIONS
 
 
 def test_secret_without_key_is_referenced_whole_never_inlined() -> None:
@@ -300,6 +324,29 @@ def test_suspend_maps_to_rayjob_suspend_and_changes_the_hash() -> None:
     suspended = build_rayjob(make_spec(suspend=True), OWNER, CFG, RESIDENCY)
     assert suspended["spec"]["suspend"] is True
     assert running["metadata"]["annotations"] != suspended["metadata"]["annotations"]
+
+
+def test_pvc_uris_mount_their_claims_in_the_head_and_workers_not_the_submitter() -> None:
+    spec = make_spec(
+        baseModel={"uri": "pvc://models/tiny"},
+        dataset={"trainingUri": "pvc://data/train.jsonl", "validationUri": "pvc://data/v.jsonl"},
+        output={"uri": "pvc://models/out/ft"},
+    )
+    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["rayClusterSpec"]
+    claims = [
+        {"name": "pvc-data", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models"}},
+    ]
+    mounts = [
+        {"name": "pvc-data", "mountPath": "/mnt/pvc/data"},
+        {"name": "pvc-models", "mountPath": "/mnt/pvc/models"},
+    ]
+    for template in (cluster["headGroupSpec"]["template"],
+                     cluster["workerGroupSpecs"][0]["template"]):  # fmt: skip
+        assert template["spec"]["volumes"] == [*VOLUMES, *claims]
+        assert template["spec"]["containers"][0]["volumeMounts"] == [*MOUNTS, *mounts]
+    submitter = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["submitterPodTemplate"]
+    assert "volumes" not in submitter["spec"]
 
 
 @pytest.mark.parametrize(

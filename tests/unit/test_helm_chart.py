@@ -407,6 +407,7 @@ def test_cluster_wide_rbac_grants_exactly_the_operators_calls() -> None:
         (["ray.io"], ["rayjobs"], ["list", "watch"]),
         ([""], ["configmaps"], ["create", "get", "patch", "delete"]),
         ([""], ["pods"], ["list", "watch"]),
+        ([""], ["pods/log"], ["get"]),
         (["apps"], ["deployments"], ["create", "get", "patch", "delete"]),
         ([""], ["services"], ["create", "get", "patch", "delete"]),
         (["autoscaling"], ["horizontalpodautoscalers"], ["create", "get", "patch", "delete"]),

@@ -45,6 +45,11 @@
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# backends/kuberay.py _read_logs(): progress and the result from the tail of the RayJob
+# submitter pod's log (k8s/client.py log_tail: tailLines and limitBytes, never the whole log).
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 # handlers/modeldeployment.py _ensure_children() (k8s/ensure.py: create, on 409 get, then patch
 # drift; plus a replicas patch when an HPA resumes from zero) and delete_children().
 - apiGroups: [apps]

@@ -12,11 +12,10 @@ from ..api.v1alpha1.finetunejob import FineTuneJobStatus
 from ..builders.context import SPEC_HASH_ANNOTATION, Owner
 from ..builders.jobconfig import build_job_configmap
 from ..builders.names import configmap_name, rayjob_name
-from ..builders.rayjob import build_rayjob
-from ..k8s.client import CONFIGMAP, RAYJOB, Kube
+from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob
+from ..k8s.client import CONFIGMAP, RAYJOB, ApiError, Kube
 from ..k8s.ensure import ensure
 from .context import JobContext
-from .jobsapi import JobsApi, JobsApiError
 from .logs import last_progress
 from .logs import result as parse_result
 from .pods import PodFacts
@@ -27,6 +26,11 @@ log = logging.getLogger(__name__)
 _PENDING = frozenset({"", "New", "Initializing", "Waiting", "Retrying"})
 _FAILED = frozenset({"Failed", "ValidationFailed"})
 _SUSPENDED = frozenset({"Suspended", "Suspending"})
+# The submitter's `ray job submit` follows the driver's log, so the tail of the submitter pod's
+# log holds the latest progress line and, at the end, the result. A few hundred lines are
+# kilobytes, read from the kubelet through the API server, whatever the log's length.
+LOG_TAIL_LINES = 300
+LOG_TAIL_BYTES = 256 * 1024
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -86,15 +90,14 @@ def observe_rayjob(
 
 class KubeRayBackend:
     """Creates the ConfigMap and RayJob (ensure), reads state from the cached RayJob and pods,
-    and, where the Ray dashboard is reachable, progress and the result from the job's logs."""
+    and progress and the result from the tail of the submitter pod's log."""
 
     kind = "kuberay"
 
-    def __init__(self, kube: Kube, dashboard_timeout: float = 2.0, retry_after: float = 30.0):
+    def __init__(self, kube: Kube, retry_after: float = 30.0):
         self.kube = kube
-        self.dashboard_timeout = dashboard_timeout
         self.retry_after = retry_after
-        self._dashboard_failed: dict[str, float] = {}
+        self._logs_failed: dict[str, float] = {}
 
     def reconcile(self, ctx: JobContext) -> BackendObservation:
         """Ensure the children as built, then observe them."""
@@ -113,33 +116,36 @@ class KubeRayBackend:
             live = ensure(self.kube, desired).obj
         observation = observe_rayjob(live, ctx.pods)
         if observation.state in (BackendState.RUNNING, BackendState.SUCCEEDED):
-            progress, result = self._read_logs(ctx.owner.uid, live)
+            progress, result = self._read_logs(ctx)
             observation = replace(observation, progress=progress, result=result)
         return observation
 
-    def _read_logs(
-        self, uid: str, rayjob: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """Progress and result from the dashboard, when it answers; (None, None) otherwise.
+    def _read_logs(self, ctx: JobContext) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Progress and result from the submitter's log; (None, None) while there is none.
 
-        An operator outside the cluster network (the local test cluster, whose pods are fake)
-        cannot reach the head's service: the fields then stay empty rather than invented.
+        A pod whose log cannot be read (not started yet, or a kwok pod, which has no kubelet
+        to serve it) leaves the fields empty rather than invented, and is asked again after
+        ``retry_after`` seconds rather than at every pass.
         """
-        status = rayjob.get("status") or {}
-        url, job_id = status.get("dashboardURL"), status.get("jobId")
-        if not url or not job_id:
+        submitters = [p for p in ctx.pods if p.component == SUBMITTER_COMPONENT and p.node]
+        if not submitters:
             return None, None
-        failed_at = self._dashboard_failed.get(uid)
+        uid = ctx.owner.uid
+        failed_at = self._logs_failed.get(uid)
         if failed_at is not None and time.monotonic() - failed_at < self.retry_after:
             return None, None
-        address = url if "://" in url else f"http://{url}"
+        # A retried submission makes a new pod: the last one listed is the newest by name only,
+        # so prefer one that is running or finished over one still pending.
+        pod = sorted(submitters, key=lambda p: (p.phase != "Pending", p.name))[-1]
         try:
-            text = JobsApi(address, timeout=self.dashboard_timeout).logs(job_id)
-        except JobsApiError as error:
-            log.debug("Ray dashboard of %s not reachable: %s", rayjob_name_of(rayjob), error)
-            self._dashboard_failed[uid] = time.monotonic()
+            text = self.kube.log_tail(
+                pod.namespace, pod.name, SUBMITTER_CONTAINER, LOG_TAIL_LINES, LOG_TAIL_BYTES
+            )
+        except ApiError as error:
+            log.debug("log of %s/%s not readable: %s", pod.namespace, pod.name, error)
+            self._logs_failed[uid] = time.monotonic()
             return None, None
-        self._dashboard_failed.pop(uid, None)
+        self._logs_failed.pop(uid, None)
         return last_progress(text), parse_result(text)
 
     def stop(self, ctx: JobContext) -> None:
@@ -150,8 +156,4 @@ class KubeRayBackend:
         """Delete the children explicitly (owner references would too, later, via the GC)."""
         self.kube.delete(RAYJOB, owner.namespace, rayjob_name(owner.name))
         self.kube.delete(CONFIGMAP, owner.namespace, configmap_name(owner.name))
-        self._dashboard_failed.pop(owner.uid, None)
-
-
-def rayjob_name_of(rayjob: dict[str, Any]) -> str:
-    return str(rayjob.get("metadata", {}).get("name", "?"))
+        self._logs_failed.pop(owner.uid, None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..builders.context import COMPONENT_LABEL
+
 # Container waiting reasons that will not heal by waiting.
 STUCK_WAITING_REASONS = frozenset(
     {
@@ -27,6 +29,7 @@ class PodFacts:
     node: str | None
     phase: str
     blockers: tuple[str, ...] = ()
+    component: str = ""  # ray-head, ray-worker, ray-submitter (the component label)
 
 
 def pod_facts(pod: dict[str, Any]) -> PodFacts:
@@ -58,4 +61,5 @@ def pod_facts(pod: dict[str, Any]) -> PodFacts:
         node=(pod.get("spec") or {}).get("nodeName"),
         phase=status.get("phase", "Pending"),
         blockers=tuple(blockers),
+        component=(metadata.get("labels") or {}).get(COMPONENT_LABEL, ""),
     )

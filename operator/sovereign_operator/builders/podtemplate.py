@@ -7,6 +7,7 @@ kueue#5711 shows a submitter pod escaping its flavor when only some templates ar
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from ..api.v1alpha1.common import SecretKeyRef, Toleration
 from .context import GPU_PRODUCT_LABEL, GPU_RESOURCE, BuildConfig, Residency
@@ -121,3 +122,23 @@ def config_volume(configmap: str) -> dict[str, Any]:
 def config_mount() -> dict[str, Any]:
     """Where job.json appears in the containers (read-only)."""
     return {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
+
+
+# Where the trainer looks for pvc://claim/path (sovereign_training.sources.DEFAULT_PVC_ROOT).
+PVC_ROOT = "/mnt/pvc"
+
+
+def claims_of(uris: list[str | None]) -> list[str]:
+    """The PersistentVolumeClaims that pvc:// URIs name, each once, sorted."""
+    return sorted({urlparse(uri).netloc for uri in uris if uri and uri.startswith("pvc://")})
+
+
+def claim_volumes(claims: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) that put each claim at /mnt/pvc/<claim>, where pvc://<claim>/path
+    resolves. Writable: the output and the checkpoints of a job may live on the same claim as
+    its data."""
+    volumes = [
+        {"name": f"pvc-{claim}", "persistentVolumeClaim": {"claimName": claim}} for claim in claims
+    ]
+    mounts = [{"name": f"pvc-{claim}", "mountPath": f"{PVC_ROOT}/{claim}"} for claim in claims]
+    return volumes, mounts

@@ -11,6 +11,8 @@ from .context import QUEUE_NAME_LABEL, SPEC_HASH_ANNOTATION, BuildConfig, Owner,
 from .jobconfig import CONFIG_PATH, child_labels
 from .names import configmap_name, rayjob_name
 from .podtemplate import (
+    claim_volumes,
+    claims_of,
     config_mount,
     config_volume,
     environment,
@@ -20,7 +22,9 @@ from .podtemplate import (
 )
 
 WORKER_GROUP = "workers"
-SUBMITTER_CPU = ("500m", "1")
+SUBMITTER_COMPONENT = "ray-submitter"
+SUBMITTER_CONTAINER = "ray-job-submitter"
+SUBMITTER_CPU = ("200m", "1")  # `ray job submit` only follows the log
 SUBMITTER_MEMORY = ("256Mi", "1Gi")
 METADATA_UID_KEY = "sovereign-ai.eu/job-uid"
 
@@ -37,11 +41,13 @@ def _pod_template(
     component: str,
     container: dict[str, Any],
     volumes: list[dict[str, Any]],
+    gpus: int = 0,
     restart_never: bool = False,
 ) -> dict[str, Any]:
-    gpus = spec.resources.gpus_per_worker
+    """Only the workers ask for GPUs: the head and the submitter are pinned to the allowed
+    regions, but not to the GPU pool, so they take no GPU node's room."""
     pod_spec: dict[str, Any] = {
-        "affinity": node_affinity(residency, gpus, spec.resources.gpu_type),
+        "affinity": node_affinity(residency, gpus, spec.resources.gpu_type if gpus else None),
         "tolerations": tolerations(gpus, spec.placement.tolerations),
         "containers": [container],
     }
@@ -60,7 +66,16 @@ def build_rayjob(
     gpus = spec.resources.gpus_per_worker
     cpu, memory = str(spec.resources.cpu), str(spec.resources.memory)
     env, env_from = environment(cfg, [spec.base_model.secret_ref, spec.dataset.secret_ref])
-    volumes = [config_volume(configmap_name(owner.name))]
+    claims = claims_of(
+        [
+            spec.base_model.uri,
+            spec.dataset.training_uri,
+            spec.dataset.validation_uri,
+            spec.output.uri,
+        ]
+    )
+    claim_vols, claim_mounts = claim_volumes(claims)
+    volumes = [config_volume(configmap_name(owner.name)), *claim_vols]
 
     def ray_container(name: str, amounts: dict[str, Any], ports: list[int]) -> dict[str, Any]:
         container: dict[str, Any] = {
@@ -68,7 +83,7 @@ def build_rayjob(
             "image": image,
             "resources": amounts,
             "env": env,
-            "volumeMounts": [config_mount()],
+            "volumeMounts": [config_mount(), *claim_mounts],
         }
         if env_from:
             container["envFrom"] = env_from
@@ -94,15 +109,16 @@ def build_rayjob(
         "ray-worker",
         ray_container("ray-worker", resources(cpu, memory, gpus), []),
         volumes,
+        gpus=gpus,
     )
     # No command: KubeRay fills in `ray job submit ... -- <entrypoint>` itself.
     submitter = _pod_template(
         spec,
         owner,
         residency,
-        "ray-submitter",
+        SUBMITTER_COMPONENT,
         {
-            "name": "ray-job-submitter",
+            "name": SUBMITTER_CONTAINER,
             "image": image,
             "resources": {
                 "requests": {"cpu": SUBMITTER_CPU[0], "memory": SUBMITTER_MEMORY[0]},
@@ -127,7 +143,9 @@ def build_rayjob(
             "rayVersion": cfg.ray_version,
             "enableInTreeAutoscaling": False,
             "headGroupSpec": {
-                "rayStartParams": {"dashboard-host": "0.0.0.0"},
+                # No CPUs for Ray on the head: the training workers (one CPU each in Ray's
+                # accounting) land on the worker pods, never beside the GCS and the driver.
+                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                 "template": head,
             },
             "workerGroupSpecs": [

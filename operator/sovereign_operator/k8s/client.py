@@ -111,22 +111,34 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        url = self.credentials.server + path + (f"?{urlencode(query)}" if query else "")
         payload = None if body is None else json.dumps(body).encode()
-        response = self._send(method, url, payload, content_type)
-        if response.status == 401 and self.credentials.token is not None:
-            # A rotated or expired token: fetch it again, once.
-            self.credentials.token.invalidate()
-            response = self._send(method, url, payload, content_type)
-        if response.status >= 400:
-            raise ApiError(response.status, response.reason or "", response.data.decode())
+        response = self._request(method, path, payload, query, content_type)
         result: Any = json.loads(response.data) if response.data else {}
         return cast(dict[str, Any], result or {})
 
-    def _send(
-        self, method: str, url: str, payload: bytes | None, content_type: str
+    def _request(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        query: list[tuple[str, Any]] | None,
+        content_type: str,
+        accept: str = "application/json",
     ) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        url = self.credentials.server + path + (f"?{urlencode(query)}" if query else "")
+        response = self._send(method, url, payload, content_type, accept)
+        if response.status == 401 and self.credentials.token is not None:
+            # A rotated or expired token: fetch it again, once.
+            self.credentials.token.invalidate()
+            response = self._send(method, url, payload, content_type, accept)
+        if response.status >= 400:
+            raise ApiError(response.status, response.reason or "", response.data.decode())
+        return response
+
+    def _send(
+        self, method: str, url: str, payload: bytes | None, content_type: str, accept: str
+    ) -> urllib3.BaseHTTPResponse:
+        headers = {"Accept": accept, "Content-Type": content_type}
         authorization = self.credentials.authorization()
         if authorization:
             headers["Authorization"] = authorization
@@ -168,6 +180,16 @@ class Kube:
             patch,
             content_type="application/merge-patch+json",
         )
+
+    def log_tail(
+        self, namespace: str, pod: str, container: str, lines: int, limit_bytes: int
+    ) -> str:
+        """The last ``lines`` lines of a container's log, at most ``limit_bytes`` of them: what
+        the kubelet serves, so a job's progress costs a few kilobytes however long it runs."""
+        query = [("container", container), ("tailLines", lines), ("limitBytes", limit_bytes)]
+        path = POD.path(namespace, pod, "log")
+        response = self._request("GET", path, None, query, "application/json", accept="*/*")
+        return response.data.decode(errors="replace")
 
     def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         """Delete in the background; False when it was already gone."""

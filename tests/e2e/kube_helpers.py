@@ -1,0 +1,80 @@
+"""Small helpers the end-to-end tests share: helm, kubectl get, and waiting with a diagnosis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sovereign_operator.devcluster import LocalCluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
+RELEASE, SYSTEM_NAMESPACE = "sovai", "sovereign-ai-system"
+FULLNAME = "sovai-sovereign-ai-operator"
+
+
+def helm(cluster: LocalCluster, *args: str) -> str:
+    argv = [str(cluster.binaries["helm"]), f"--kubeconfig={cluster.kubeconfig}", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def get(cluster: LocalCluster, *args: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return found
+
+
+def diagnosis(cluster: LocalCluster, namespaces: tuple[str, ...]) -> str:
+    """What a failed wait shows: the pods, the operator's log and the namespaces' events."""
+    parts = []
+    for namespace in (SYSTEM_NAMESPACE, *namespaces):
+        for argv in (
+            ("get", "pods", "-o", "wide", "-n", namespace),
+            ("describe", "pods", "-n", namespace),
+            ("get", "events", "--sort-by=.lastTimestamp", "-n", namespace),
+        ):
+            parts.append(cluster.kubectl(*argv, check=False).stdout[-6000:])
+    logs = cluster.kubectl(
+        "logs", f"deployment/{FULLNAME}", "-n", SYSTEM_NAMESPACE, "--tail=80", check=False
+    )
+    return "\n".join([*parts, logs.stdout, logs.stderr])
+
+
+def wait(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    cluster: LocalCluster,
+    namespaces: tuple[str, ...] = (),
+    interval: float = 1.0,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"not {what} within {timeout} s\n{diagnosis(cluster, namespaces)}")
+
+
+def install_operator(cluster: LocalCluster, config: dict[str, Any] | None = None) -> None:
+    """helm install of the chart (the operator image as its Deployment), Available."""
+    args = ["install", RELEASE, str(CHART), "-n", SYSTEM_NAMESPACE, "--create-namespace", "--wait"]
+    if config:
+        args += ["--set-json", f"config={json.dumps(config)}"]
+    helm(cluster, *args)
+
+    def available() -> bool:
+        status = get(cluster, "deployment", FULLNAME, "-n", SYSTEM_NAMESPACE).get("status", {})
+        return bool(status.get("availableReplicas"))
+
+    # Ready means its /healthz answered kubelet's probe: Kopf is up and logged in.
+    wait(available, 180, "Available", cluster)
+
+
+def uninstall_operator(cluster: LocalCluster) -> None:
+    helm(cluster, "uninstall", RELEASE, "-n", SYSTEM_NAMESPACE, "--wait")

@@ -1,0 +1,205 @@
+"""The kuberay backend for real: a FineTuneJob trains in Ray pods on the real node.
+
+The operator runs as the chart's Deployment; KubeRay makes the head, two CPU workers and the
+submitter from the runtime image; the two workers train data-parallel (gloo) across pods, on
+a claim that every pod mounts; MLflow runs in the cluster as a real tracking server. Nothing
+here writes a status: the test only applies the FineTuneJob and reads what the components did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_helpers import (
+    REPO_ROOT,
+    SYSTEM_NAMESPACE,
+    get,
+    install_operator,
+    uninstall_operator,
+    wait,
+)
+
+from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.incluster import (
+    host_path_claim,
+    mlflow_server,
+    mlflow_tracking_uri,
+)
+from sovereign_operator.images.references import RUNTIME_IMAGE
+
+pytestmark = pytest.mark.e2e
+
+REGION = "eu-west-par"
+CLAIM = "shared"
+# The runtime image's user: the claim's folder must be writable by it.
+IMAGE_UID = 1000
+TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
+
+
+@pytest.fixture(scope="module")
+def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
+    """MLflow in the cluster and the operator as a pod, set up to use it; yields the tracking
+    URI. Small head and submitter requests: the node has two cores for everything."""
+    for manifest in mlflow_server(SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION]):
+        node_cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
+        node_cluster.apply(manifest)
+    tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
+    install_operator(
+        node_cluster,
+        {
+            "mlflowTrackingUri": tracking_uri,
+            "headCpu": "500m",
+            "headMemory": "2Gi",
+            "reconcileIntervalSeconds": 2,
+            "startupDeadlineSeconds": 900,
+        },
+    )
+
+    def mlflow_ready() -> bool:
+        status = get(node_cluster, "deployment", "mlflow", "-n", SYSTEM_NAMESPACE)["status"]
+        return bool(status.get("availableReplicas"))
+
+    wait(mlflow_ready, 300, "MLflow Available", node_cluster)
+    yield tracking_uri
+    uninstall_operator(node_cluster)
+    node_cluster.kubectl("delete", "deployment,service", "mlflow", "-n", SYSTEM_NAMESPACE)
+
+
+@pytest.fixture
+def shared_claim(node_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A namespace and a claim on a folder of the node holding the tiny base model and the
+    sample chat data: what pvc://shared/... names in the job."""
+    from sovereign_training.tiny import create_tiny_model
+
+    namespace = f"e2e-train-{uuid.uuid4().hex[:6]}"
+    folder = tmp_path / "claim"
+    create_tiny_model(folder / "models" / "tiny")
+    (folder / "data").mkdir()
+    shutil.copy(REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl",
+                folder / "data" / "train.jsonl")  # fmt: skip
+    for path in (folder, *folder.rglob("*")):
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+    os.chmod(tmp_path, 0o755)
+    node_cluster.kubectl("create", "namespace", namespace)
+    assert node_cluster.real_node is not None
+    for manifest in host_path_claim(CLAIM, namespace, str(folder), node_cluster.real_node.name):
+        node_cluster.apply(manifest)
+    yield namespace, folder
+    node_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    node_cluster.kubectl("delete", "pv", f"{namespace}-{CLAIM}", "--wait=false", check=False)
+
+
+def cpu_lora_job(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "baseModel": {"uri": f"pvc://{CLAIM}/models/tiny"},
+            "dataset": {"trainingUri": f"pvc://{CLAIM}/data/train.jsonl", "format": "chat"},
+            "method": {
+                "type": "lora",
+                "hyperparameters": {
+                    "epochs": 2,
+                    "batchSize": 8,
+                    "microBatchSize": 4,
+                    "learningRate": "3e-3",
+                    "maxSeqLength": 256,
+                },
+                "lora": {"rank": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
+            },
+            "resources": {"workers": 2, "gpusPerWorker": 0, "cpu": "500m", "memory": "2Gi"},
+            "placement": {"regions": [REGION]},
+            "execution": {"ttlSecondsAfterFinished": 600},
+            "tracking": {"experimentName": "e2e-kuberay", "registeredModelName": "tiny-kuberay"},
+            "output": {"uri": f"pvc://{CLAIM}/output/{name}"},
+        },
+    }
+
+
+def mlflow_get(tracking_uri: str, path: str) -> dict[str, Any]:
+    """MLflow's REST API from this machine, through the Service (kube-proxy's rules)."""
+    with urllib.request.urlopen(f"{tracking_uri}{path}", timeout=10) as response:
+        found: dict[str, Any] = json.loads(response.read())
+    return found
+
+
+def test_finetunejob_trains_in_ray_pods_on_the_real_node(
+    node_cluster: LocalCluster, training_operator: str, shared_claim: tuple[str, Path]
+) -> None:
+    namespace, folder = shared_claim
+    name = "tiny-lora"
+    node_cluster.apply(cpu_lora_job(name, namespace))
+
+    def status() -> dict[str, Any]:
+        return get(node_cluster, "finetunejob", name, "-n", namespace).get("status") or {}
+
+    seen: dict[str, Any] = {}
+
+    def running_with_progress() -> bool:
+        current = status()
+        if current.get("phase") in ("Failed", "Succeeded"):
+            raise AssertionError(f"ended before any progress was seen: {current}")
+        step = (current.get("progress") or {}).get("step") or 0
+        if current.get("phase") == "Running" and step > 0:
+            seen["status"] = current
+            seen["pods"] = get(node_cluster, "pods", "-n", namespace)["items"]
+            seen["wide"] = node_cluster.kubectl("get", "pods", "-o", "wide", "-n", namespace).stdout
+            return True
+        return False
+
+    wait(running_with_progress, 900, "Running with progress", node_cluster, (namespace,), 2)
+    print(f"\nkubectl get pods -o wide, during training:\n{seen['wide']}")
+    progress = seen["status"]["progress"]
+    assert progress["totalSteps"] > progress["step"] > 0
+    assert progress["trainLoss"] > 0
+
+    pods = {p["metadata"]["labels"]["sovereign-ai.eu/component"]: p for p in seen["pods"]}
+    assert node_cluster.real_node is not None
+    for component in TRAINING_POD_COMPONENTS:
+        pod = pods[component]
+        assert pod["spec"]["nodeName"] == node_cluster.real_node.name, component
+        terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert terms == [
+            {"matchExpressions": [
+                {"key": "topology.kubernetes.io/region", "operator": "In", "values": [REGION]}
+            ]}
+        ], component  # fmt: skip
+    workers = [p for p in seen["pods"] if p["metadata"]["labels"].get("ray.io/group") == "workers"]
+    assert len(workers) == 2
+
+    def finished() -> bool:
+        return status().get("phase") in ("Succeeded", "Failed")
+
+    wait(finished, 900, "finished", node_cluster, (namespace,), 2)
+    final = status()
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=2)
+    mlflow = final["mlflow"]
+    assert final["fineTunedModel"] == f"models:/tiny-kuberay/{mlflow['modelVersion']}"
+    assert final["outputUri"] == f"pvc://{CLAIM}/output/{name}"
+    # The adapter, written by rank 0 on the claim that every pod mounts.
+    output = folder / "output" / name
+    assert (output / "adapter_config.json").is_file(), sorted(p.name for p in folder.rglob("*"))
+
+    # MLflow, asked directly: the run finished, and the version is registered from it.
+    run = mlflow_get(training_operator, f"/api/2.0/mlflow/runs/get?run_id={mlflow['runId']}")
+    assert run["run"]["info"]["status"] == "FINISHED"
+    version = mlflow_get(
+        training_operator,
+        f"/api/2.0/mlflow/model-versions/get?name=tiny-kuberay&version={mlflow['modelVersion']}",
+    )
+    assert version["model_version"]["run_id"] == mlflow["runId"]
+    # Two workers trained: the placement evidence names every pod, all in the region.
+    placement = final["placement"]
+    assert {p["region"] for p in placement} == {REGION}
+    assert len([p for p in placement if "worker" in p["pod"]]) == 2
