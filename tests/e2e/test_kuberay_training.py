@@ -29,6 +29,7 @@ from kube_helpers import (
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
+    MLFLOW_PORT,
     host_path_claim,
     mlflow_server,
     mlflow_tracking_uri,
@@ -57,7 +58,7 @@ def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
         {
             "mlflowTrackingUri": tracking_uri,
             "headCpu": "500m",
-            "headMemory": "2Gi",
+            "headMemory": "4Gi",  # the driver, the TrainController and Ray's own daemons
             "reconcileIntervalSeconds": 2,
             "startupDeadlineSeconds": 900,
         },
@@ -125,9 +126,14 @@ def cpu_lora_job(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def mlflow_get(tracking_uri: str, path: str) -> dict[str, Any]:
-    """MLflow's REST API from this machine, through the Service (kube-proxy's rules)."""
-    with urllib.request.urlopen(f"{tracking_uri}{path}", timeout=10) as response:
+def mlflow_get(cluster: LocalCluster, tracking_uri: str, path: str) -> dict[str, Any]:
+    """MLflow's REST API from this machine, through the Service's cluster IP (kube-proxy's
+    rules), with the Service's name as the Host: this machine does not use the cluster's DNS."""
+    host = tracking_uri.split("//", 1)[1]
+    service = get(cluster, "service", "mlflow", "-n", SYSTEM_NAMESPACE)
+    url = f"http://{service['spec']['clusterIP']}:{MLFLOW_PORT}{path}"
+    request = urllib.request.Request(url, headers={"Host": host})
+    with urllib.request.urlopen(request, timeout=10) as response:
         found: dict[str, Any] = json.loads(response.read())
     return found
 
@@ -192,9 +198,12 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     assert (output / "adapter_config.json").is_file(), sorted(p.name for p in folder.rglob("*"))
 
     # MLflow, asked directly: the run finished, and the version is registered from it.
-    run = mlflow_get(training_operator, f"/api/2.0/mlflow/runs/get?run_id={mlflow['runId']}")
+    run = mlflow_get(
+        node_cluster, training_operator, f"/api/2.0/mlflow/runs/get?run_id={mlflow['runId']}"
+    )
     assert run["run"]["info"]["status"] == "FINISHED"
     version = mlflow_get(
+        node_cluster,
         training_operator,
         f"/api/2.0/mlflow/model-versions/get?name=tiny-kuberay&version={mlflow['modelVersion']}",
     )

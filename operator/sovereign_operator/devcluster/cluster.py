@@ -487,6 +487,10 @@ class LocalCluster:
                 f"--metrics-addr=127.0.0.1:{free_port()}",
                 f"--health-probe-bind-address=127.0.0.1:{probe}",
                 "--enable-leader-election=false",
+                # KubeRay runs on this machine, outside the pods' network and the cluster's
+                # DNS: it asks a head's dashboard for the job status through the API server's
+                # service proxy, where an in-cluster KubeRay would call the head Service.
+                "--use-kubernetes-proxy",
             ],
             env={"KUBECONFIG": str(self.kubeconfig)},
         )

@@ -393,6 +393,9 @@ class RealNode:
             containerd.stop()
         self._kill_shims()
         self._unmount()
+        # The image store: the runtime image alone is 11 GB (its archive and its unpacked
+        # snapshot), imported again from the archives at the next start. The logs stay.
+        shutil.rmtree(self.layout.root / "containerd" / "root", ignore_errors=True)
         if "kube-proxy" in self._processes:  # kube-proxy's own clean-up of its rules
             subprocess.run([str(self.binaries["kube-proxy"]), "--cleanup"], capture_output=True,
                            check=False)  # fmt: skip
