@@ -77,46 +77,26 @@ def make_spec(**overrides: Any) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(raw)
 
 
-AFFINITY = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {
-                            "key": "topology.kubernetes.io/region",
-                            "operator": "In",
-                            "values": ["eu-central-fra", "eu-west-par"],
-                        },
-                        {
-                            "key": "nvidia.com/gpu.product",
-                            "operator": "In",
-                            "values": ["NVIDIA-H100-80GB-HBM3"],
-                        },
-                    ]
-                }
-            ]
-        }
-    }
+REGION_IN = {
+    "key": "topology.kubernetes.io/region",
+    "operator": "In",
+    "values": ["eu-central-fra", "eu-west-par"],
 }
-# The head and the submitter: the allowed regions, not the GPU pool.
-REGION_AFFINITY = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {
-                            "key": "topology.kubernetes.io/region",
-                            "operator": "In",
-                            "values": ["eu-central-fra", "eu-west-par"],
-                        }
-                    ]
-                }
-            ]
-        }
-    }
-}
+GPU_IN = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
+
+
+def required(*expressions: dict[str, Any]) -> dict[str, Any]:
+    terms = [{"matchExpressions": list(expressions)}]
+    return {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": terms
+        }}
+    }  # fmt: skip
+
+
+# The workers: the allowed regions and the GPU pool; the head and the submitter: the regions.
+AFFINITY = required(REGION_IN, GPU_IN)
+REGION_AFFINITY = required(REGION_IN)
 SPEC_TOLERATIONS = [{"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"}]
 TOLERATIONS = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
