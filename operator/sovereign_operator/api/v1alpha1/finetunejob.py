@@ -40,10 +40,12 @@ MODEL_URI_PATTERN = (
     r"|models:/[A-Za-z0-9][^\s/@]*(/[0-9]+|@[A-Za-z0-9_-]+)"
     r"|file:///[^\s]*)$"
 )
+# No hf:// datasets: the trainer reads JSONL files only, and a hub dataset is not one file. An
+# accepted spec must not fail only at run time, so they are refused at admission; mirror the
+# file to S3 or a claim instead.
 DATA_URI_PATTERN = (
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+"
-    r"|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][^\s]*"
     r"|file:///[^\s]+)$"
 )
 OUTPUT_URI_PATTERN = (
@@ -91,8 +93,9 @@ class Dataset(ApiModel):
 
     training_uri: str = Field(
         description=(
-            "JSONL training file: s3://bucket/key, pvc://claim/path, hf://org/dataset or "
-            "file:///abs/path. The SovereigntyPolicy's allowedStorage must allow it."
+            "JSONL training file: s3://bucket/key, pvc://claim/path or file:///abs/path (a "
+            "Hugging Face dataset: mirror its JSONL file to one of these). The "
+            "SovereigntyPolicy's allowedStorage must allow it."
         ),
         pattern=DATA_URI_PATTERN,
         max_length=2048,
