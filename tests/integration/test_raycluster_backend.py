@@ -1,9 +1,9 @@
 """Backend rayCluster: a FineTuneJob submitted to a real local Ray head through the Job
 Submission REST API, with Ray's token authentication on, reporting success and failure.
 
-The test starts `ray start --head` (ray[default], for the dashboard) and writes a small real
-entrypoint that reads job.json as the trainer would and prints the SOVAI_PROGRESS and
-SOVAI_RESULT lines; the operator is told to run it instead of the trainer.
+The test starts `ray start --head` (ray[default], for the dashboard) and MLflow on sqlite; the
+job runs the real trainer (`python -m sovereign_training train`) on a tiny model the test
+creates and the sample chat data, so what the operator reports is what training did.
 """
 
 from __future__ import annotations
@@ -25,30 +25,27 @@ from operator_process import (
 )
 
 from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.devcluster.services import LocalRayHead
+from sovereign_operator.devcluster.services import LocalMlflow, LocalRayHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ENTRYPOINT = """
-import json, os, socket, sys
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DATA = REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl"
+MODEL_NAME = "tiny-llama-on-ray"
 
-config = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
-job = config["job"]
-print("SOVAI_PROGRESS " + json.dumps({"step": 5, "totalSteps": 10, "epoch": 0.5, "trainLoss": 2.5}))
-if "fail" in config["dataset"]["trainingUri"]:
-    print("training data unreadable", file=sys.stderr)
-    sys.exit(3)
-done = {"step": 10, "totalSteps": 10, "epoch": 1.0, "trainLoss": 1.25}
-print("SOVAI_PROGRESS " + json.dumps(done))
-result = {
-    "runId": "run-" + job["uid"][:8], "experimentId": "1",
-    "modelName": config["tracking"]["registeredModelName"], "modelVersion": "1",
-    "modelUri": "models:/" + config["tracking"]["registeredModelName"] + "/1",
-    "outputUri": None, "tokensTrained": 1234, "gpuHours": 0.0,
-    "nodes": [{"node": socket.gethostname(), "region": os.environ["SOVAI_NODE_REGION"]}],
-}
-print("SOVAI_RESULT " + json.dumps(result, separators=(",", ":")))
-"""
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMlflow]:
+    folder = tmp_path_factory.mktemp("mlflow")
+    with LocalMlflow(folder / "data", folder / "logs") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sovereign_training.tiny import create_tiny_model
+
+    return create_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +57,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayHead]
 
 @pytest.fixture
 def operator(
-    crds: LocalCluster, namespace: str, tmp_path: Path, ray_head: LocalRayHead
+    crds: LocalCluster, namespace: str, tmp_path: Path, ray_head: LocalRayHead, mlflow: LocalMlflow
 ) -> Iterator[OperatorProcess]:
     secret = {
         "apiVersion": "v1",
@@ -81,9 +78,11 @@ def operator(
             }
         ],
     )
-    script = tmp_path / "entrypoint.py"
-    script.write_text(ENTRYPOINT)
-    env = {"SOVAI_TRAINING_COMMAND": f"{sys.executable} {script}"}
+    # The local Ray head runs jobs as this machine's processes, with this interpreter.
+    env = {
+        "SOVAI_TRAINING_COMMAND": f"{sys.executable} -m sovereign_training train",
+        "SOVAI_MLFLOW_TRACKING_URI": mlflow.tracking_uri,
+    }
     with OperatorProcess(crds, tmp_path, namespaces=[namespace], env=env) as process:
         yield process
     crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
@@ -100,13 +99,25 @@ def ray_job(ray_head: LocalRayHead, submission_id: str) -> dict[str, object]:
     return info
 
 
-def cpu_job(name: str, namespace: str, training_uri: str) -> dict[str, object]:
+def cpu_job(name: str, namespace: str, model: Path, training_uri: str) -> dict[str, object]:
     return finetunejob(
         name,
         namespace,
-        dataset={"trainingUri": training_uri},
+        baseModel={"uri": model.as_uri()},
+        dataset={"trainingUri": training_uri, "format": "chat"},
+        method={
+            "type": "full",
+            "hyperparameters": {
+                "epochs": 1,
+                "batchSize": 8,
+                "microBatchSize": 8,
+                "learningRate": "3e-3",
+                "maxSeqLength": 128,
+            },
+        },
         resources={"workers": 1, "gpusPerWorker": 0, "cpu": "1", "memory": "1Gi"},
         execution={"backend": "rayCluster", "rayClusterRef": "local-eu"},
+        tracking={"experimentName": "raycluster-backend", "registeredModelName": MODEL_NAME},
     )
 
 
@@ -115,18 +126,24 @@ def test_the_token_is_required_by_the_ray_head(ray_head: LocalRayHead) -> None:
 
 
 def test_raycluster_backend_runs_a_real_job_to_success(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess, ray_head: LocalRayHead
+    crds: LocalCluster,
+    namespace: str,
+    operator: OperatorProcess,
+    ray_head: LocalRayHead,
+    mlflow: LocalMlflow,
+    tiny_model: Path,
 ) -> None:
-    crds.apply(cpu_job("on-ray", namespace, "s3://eu-data/faq/train.jsonl"))
-    obj = wait_phase(crds, namespace, "on-ray", "Succeeded", timeout=180, log=operator.log_tail)
+    crds.apply(cpu_job("on-ray", namespace, tiny_model, SAMPLE_DATA.as_uri()))
+    obj = wait_phase(crds, namespace, "on-ray", "Succeeded", timeout=600, log=operator.log_tail)
     status = obj["status"]
     uid = obj["metadata"]["uid"]
     assert status["submissionId"] == f"sovai-{uid}-1"
     assert status["regions"] == ["eu-west-par"]
-    assert status["mlflow"]["runId"] == f"run-{uid[:8]}"
-    assert status["fineTunedModel"] == "models:/tiny-llama-on-ray/1"
+    version = status["mlflow"]["modelVersion"]
+    assert status["fineTunedModel"] == f"models:/{MODEL_NAME}/{version}"
     assert status["progress"]["percentage"] == 100
-    assert status["progress"]["trainLoss"] == 1.25
+    assert status["progress"]["step"] == status["progress"]["totalSteps"] > 0
+    assert status["progress"]["trainLoss"] > 0
     assert [p["region"] for p in status["placement"]] == ["eu-west-par"]
     assert conditions(obj)["Succeeded"]["status"] == "True"
     info = ray_job(ray_head, status["submissionId"])
@@ -135,6 +152,19 @@ def test_raycluster_backend_runs_a_real_job_to_success(
         "sovereign-ai.eu/job-uid": uid,
         "sovereign-ai.eu/finetunejob": f"{namespace}/on-ray",
     }
+    # MLflow holds what the status names: the finished run, and the version registered from it.
+    run = requests.get(
+        f"{mlflow.tracking_uri}/api/2.0/mlflow/runs/get",
+        params={"run_id": status["mlflow"]["runId"]},
+        timeout=10,
+    ).json()["run"]
+    assert run["info"]["status"] == "FINISHED"
+    registered = requests.get(
+        f"{mlflow.tracking_uri}/api/2.0/mlflow/model-versions/get",
+        params={"name": MODEL_NAME, "version": version},
+        timeout=10,
+    ).json()["model_version"]
+    assert registered["run_id"] == status["mlflow"]["runId"]
     # Exactly one submission, and the token never reached the log.
     listing = requests.get(
         f"{ray_head.address}/api/jobs/",
@@ -147,13 +177,19 @@ def test_raycluster_backend_runs_a_real_job_to_success(
 
 
 def test_raycluster_backend_reports_a_failed_job(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess, ray_head: LocalRayHead
+    crds: LocalCluster,
+    namespace: str,
+    operator: OperatorProcess,
+    ray_head: LocalRayHead,
+    tiny_model: Path,
+    tmp_path: Path,
 ) -> None:
-    crds.apply(cpu_job("broken", namespace, "s3://eu-data/fail/train.jsonl"))
-    obj = wait_phase(crds, namespace, "broken", "Failed", timeout=180, log=operator.log_tail)
+    # A dataset that is not there: the trainer checks it before any worker starts, and fails.
+    missing = (tmp_path / "absent" / "train.jsonl").as_uri()
+    crds.apply(cpu_job("broken", namespace, tiny_model, missing))
+    obj = wait_phase(crds, namespace, "broken", "Failed", timeout=300, log=operator.log_tail)
     failed = conditions(obj)["Failed"]
     assert failed["reason"] == "RayJobFailed"
-    assert "exit code 3" in failed["message"]
+    assert "dataset.trainingUri" in failed["message"], failed["message"]
     assert obj["status"]["error"]["code"] == "RayJobFailed"
-    assert obj["status"]["progress"]["step"] == 5
     assert any(e["type"] == "Warning" for e in events(crds, namespace, "broken"))
