@@ -183,6 +183,17 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
         ], component  # fmt: skip
     workers = [p for p in seen["pods"] if p["metadata"]["labels"].get("ray.io/group") == "workers"]
     assert len(workers) == 2
+    # Ray's token authentication is on: KubeRay gave the head its mode, and the dashboard
+    # refuses a request without the token (through the API server's service proxy).
+    head_env = {e["name"]: e.get("value") for e in pods["ray-head"]["spec"]["containers"][0]["env"]}
+    assert head_env.get("RAY_AUTH_MODE") == "token"
+    cluster_name = pods["ray-head"]["metadata"]["labels"]["ray.io/cluster"]
+    proxy = f"/api/v1/namespaces/{namespace}/services/{cluster_name}-head-svc:dashboard/proxy"
+    refused = node_cluster.kubectl("get", "--raw", f"{proxy}/api/jobs/", check=False)
+    assert refused.returncode != 0, refused.stdout
+    # kubectl words any 401 this way; its own client certificate works for every other call
+    # here, so the 401 is the dashboard's.
+    assert "You must be logged in to the server" in refused.stderr, refused.stderr
 
     def finished() -> bool:
         return status().get("phase") in ("Succeeded", "Failed")

@@ -152,6 +152,7 @@ def test_rayjob_is_exactly_as_expected() -> None:
         },
         "rayClusterSpec": {
             "rayVersion": "2.60.0",
+            "authOptions": {"mode": "token"},
             "enableInTreeAutoscaling": False,
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},

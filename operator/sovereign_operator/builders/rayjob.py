@@ -141,6 +141,11 @@ def build_rayjob(
         "submitterPodTemplate": submitter,
         "rayClusterSpec": {
             "rayVersion": cfg.ray_version,
+            # Ray's token authentication (Ray >= 2.52, KubeRay >= 1.5): KubeRay makes a token
+            # Secret per cluster and gives it to the head, workers and submitter. Without it,
+            # any pod that reaches the head's dashboard could submit code to run beside the
+            # job's data and credentials.
+            "authOptions": {"mode": "token"},
             "enableInTreeAutoscaling": False,
             "headGroupSpec": {
                 # No CPUs for Ray on the head: the training workers (one CPU each in Ray's
