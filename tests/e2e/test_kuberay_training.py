@@ -49,8 +49,8 @@ TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
 def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
     """MLflow in the cluster and the operator as a pod, set up to use it; yields the tracking
     URI. Small head and submitter requests: the node has two cores for everything."""
+    node_cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
     for manifest in mlflow_server(SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION]):
-        node_cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
         node_cluster.apply(manifest)
     tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
     install_operator(

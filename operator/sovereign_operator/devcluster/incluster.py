@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..builders.context import Residency
+from ..builders.podtemplate import REGION_POD_LABEL as REGION_LABEL
+from ..builders.podtemplate import node_affinity
+
 MLFLOW_PORT = 5000
 MLFLOW_DATA = "/var/lib/mlflow"
-REGION_LABEL = "topology.kubernetes.io/region"
 
 
 def region_affinity(regions: list[str]) -> dict[str, Any]:
-    """A required node affinity to the regions (as the operator's own pods get)."""
-    term = {"matchExpressions": [{"key": REGION_LABEL, "operator": "In", "values": regions}]}
-    return {
-        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [term]
-        }}
-    }  # fmt: skip
+    """The required node affinity to the regions that the operator's own pods get (no GPUs)."""
+    return node_affinity(Residency("", REGION_LABEL, tuple(regions)), gpus=0, gpu_type=None)
 
 
 def mlflow_tracking_uri(namespace: str, name: str = "mlflow") -> str:
