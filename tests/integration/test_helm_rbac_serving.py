@@ -4,8 +4,9 @@ ServiceAccount: the tests imported from test_modeldeployment run here again, unc
 from __future__ import annotations
 
 import pytest
-from chart_identity import chart_service_account, operator_as_chart_service_account
-from test_modeldeployment import (
+
+from .chart_identity import chart_service_account, operator_as_chart_service_account
+from .test_modeldeployment import (
     operator,
     test_unsucceeded_finetunejob_blocks_serving_then_ready_on_eu_nodes_driving_finetunejob_status,
     test_update_suspend_resume_and_delete,

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_process import (
+
+from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.cluster import KubectlError
+from sovereign_operator.devcluster.nodes import REGION_LABEL
+
+from .operator_process import (
     EU_REGIONS,
     TEST_IMAGE,
     OperatorProcess,
@@ -27,10 +32,6 @@ from operator_process import (
     setup_namespace,
     wait_for,
 )
-
-from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.devcluster.cluster import KubectlError
-from sovereign_operator.devcluster.nodes import REGION_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

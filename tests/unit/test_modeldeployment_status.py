@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from sovereign_operator.api.v1alpha1.common import PodPlacement
+from sovereign_operator.api.v1alpha1.finetunejob import BaseModelSource
 from sovereign_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.handlers.finetunejob_status import Validation
@@ -47,14 +49,23 @@ def ref_spec(**fields: Any) -> ModelDeploymentSpec:
     )
 
 
-def ftj(phase: str, residency: str = "True", uri: str | None = URI) -> dict[str, Any]:
+FTJ_SPEC: dict[str, Any] = {
+    "baseModel": {"uri": "hf://mistralai/Mistral-7B-v0.3", "revision": "main"},
+    "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
+    "method": {"type": "full"},
+}
+
+
+def ftj(
+    phase: str, residency: str = "True", uri: str | None = URI, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
     status: dict[str, Any] = {
         "phase": phase,
         "conditions": [{"type": "ResidencyVerified", "status": residency}],
     }
     if uri:
         status["fineTunedModel"] = uri
-    return {"metadata": {"name": "ft"}, "status": status}
+    return {"metadata": {"name": "ft"}, "spec": spec or FTJ_SPEC, "status": status}
 
 
 @pytest.mark.parametrize(
@@ -81,6 +92,54 @@ def test_fine_tune_job_ref_resolves_only_a_succeeded_verified_job(
 def test_a_running_job_says_serving_waits() -> None:
     assert resolve_model(ref_spec(), "team-a", ftj("Running")).message == (
         "spec.model.fineTuneJobRef: FineTuneJob ft is Running; serving waits until it has Succeeded"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "base", "rank"),
+    [
+        ({"type": "full"}, None, None),
+        ({"type": "lora", "mergeAdapter": True}, None, None),
+        ({"type": "lora"}, "hf://mistralai/Mistral-7B-v0.3", 16),
+        ({"type": "lora", "lora": {"rank": 64}}, "hf://mistralai/Mistral-7B-v0.3", 64),
+    ],
+)
+def test_an_unmerged_adapter_resolves_with_the_jobs_base_and_rank(
+    method: dict[str, Any], base: str | None, rank: int | None
+) -> None:
+    job = ftj("Succeeded", spec={**FTJ_SPEC, "method": method})
+    resolution = resolve_model(ref_spec(), "team-a", job)
+    assert resolution.uri == URI
+    assert (resolution.base.uri if resolution.base else None, resolution.adapter_rank) == (
+        base,
+        rank,
+    )
+    if base:
+        assert resolution.base is not None
+        assert resolution.base.revision == "main"
+        assert resolution.message.endswith(f"serving its LoRA adapter {URI} on base {base}")
+
+
+def test_a_job_whose_spec_cannot_be_read_is_waited_on_not_served() -> None:
+    job = ftj("Succeeded", spec={"baseModel": {"uri": "hf://x/y"}})
+    resolution = resolve_model(ref_spec(), "team-a", job)
+    assert (resolution.uri, resolution.reason, resolution.final) == (
+        None,
+        "FineTuneJobUnreadable",
+        False,
+    )
+
+
+def test_a_given_uri_is_served_on_the_given_base() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": "s3://eu-models/adapter", "baseModel": {"uri": "hf://mistralai/m"}}}
+    )
+    resolution = resolve_model(spec, "team-a", None)
+    assert resolution.base is not None
+    assert (resolution.uri, resolution.base.uri, resolution.adapter_rank) == (
+        "s3://eu-models/adapter",
+        "hf://mistralai/m",
+        None,
     )
 
 
@@ -194,6 +253,13 @@ def test_fetched_digest_comes_from_the_init_containers_termination_message(
     pods: list[dict[str, Any]], digest: str | None
 ) -> None:
     assert fetched_digest(pods, URI) == digest
+
+
+def test_the_base_digest_comes_only_from_the_base_fetch_container() -> None:
+    pod = fetch_pod({"uri": URI, "digest": "sha256:ab"})
+    assert fetched_digest([pod], URI, "fetch-base-model") is None
+    base_pod = json.loads(json.dumps(pod).replace('"fetch-model"', '"fetch-base-model"'))
+    assert fetched_digest([base_pod], URI, "fetch-base-model") == "sha256:ab"
 
 
 def facts(
@@ -338,6 +404,26 @@ def test_transition_time_moves_only_when_a_condition_changes() -> None:
         "Progressing": later,
         "Ready": later,
     }
+
+
+def test_the_base_of_an_adapter_and_its_digest_are_evidence_too() -> None:
+    base = BaseModelSource(uri="hf://mistralai/m")
+    on_base = Resolution(URI, "FineTuneJobSucceeded", "", base=base, adapter_rank=16)
+    first = compute_status(
+        observed(resolution=on_base, fetched_digest="sha256:ad", fetched_base_digest="sha256:ba"),
+        None,
+        T0,
+    )
+    assert (first.model_digest, first.base_model_uri, first.base_model_digest) == (
+        "sha256:ad",
+        "hf://mistralai/m",
+        "sha256:ba",
+    )
+    # Kept while the pods that fetched it are gone; dropped when the base changes.
+    assert compute_status(observed(resolution=on_base), first, T0).base_model_digest == "sha256:ba"
+    other = replace(on_base, base=BaseModelSource(uri="hf://mistralai/n"))
+    assert compute_status(observed(resolution=other), first, T0).base_model_digest is None
+    assert compute_status(observed(), first, T0).base_model_uri is None
 
 
 def test_digest_is_kept_while_the_model_is_the_same_and_dropped_when_it_changes() -> None:

@@ -205,6 +205,24 @@ def test_resolved_model_of_a_job_ref_is_checked() -> None:
     assert violation.field == "spec.model.fineTuneJobRef"
 
 
+def test_the_base_an_adapter_is_served_on_is_checked() -> None:
+    ref = ModelDeploymentSpec.model_validate({"model": {"fineTuneJobRef": {"name": "j"}}})
+
+    def check(base: str) -> list[Violation]:
+        return check_modeldeployment(
+            ref, EU, "eu-only", resolved_model_uri="models:/m/1", resolved_base_uri=base
+        )
+
+    assert check("hf://mistralai/m") == []
+    [violation] = check("hf://meta-llama/x")
+    assert violation.field == "spec.model.fineTuneJobRef"
+    given = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": "models:/m/1", "baseModel": {"uri": "hf://meta-llama/x"}}}
+    )
+    [violation] = check_modeldeployment(given, EU, "eu-only")
+    assert violation.field == "spec.model.baseModel.uri"
+
+
 def check_example(document: dict[str, Any]) -> list[Violation]:
     if document["kind"] == "FineTuneJob":
         return check_finetunejob(FineTuneJobSpec.model_validate(document["spec"]), EU, "eu-only")

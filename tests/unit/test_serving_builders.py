@@ -6,10 +6,17 @@ from typing import Any
 
 import pytest
 
+from sovereign_operator.api.v1alpha1.finetunejob import BaseModelSource
 from sovereign_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
-from sovereign_operator.builders.serving import FETCH_SCRIPT, ServingConfig, build_deployment
+from sovereign_operator.builders.serving import (
+    FETCH_SCRIPT,
+    ServedModel,
+    ServingConfig,
+    build_deployment,
+    vllm_lora_rank,
+)
 from sovereign_operator.builders.serving_children import (
     build_hpa,
     build_network_policy,
@@ -25,6 +32,7 @@ CFG = ServingConfig(
     vllm_image="registry.eu/vllm/vllm-openai:v1", server_image="registry.eu/sovai/training:1"
 )
 URI = "models:/chat-model/3"
+MODEL = ServedModel(URI)
 REGION_FIELD = "metadata.labels['topology.kubernetes.io/region']"
 LABELS = {
     "app.kubernetes.io/managed-by": "sovereign-ai-operator",
@@ -83,7 +91,7 @@ def test_vllm_deployment_on_gpus_is_pinned_to_allowed_regions_and_gpu_type() -> 
         placement={"queueName": "gpu-queue"},
     )
     labels = {**LABELS, "kueue.x-k8s.io/queue-name": "gpu-queue"}
-    assert build_deployment(md, OWNER, RESIDENCY, URI, BUILD, CFG) == {
+    assert build_deployment(md, OWNER, RESIDENCY, MODEL, BUILD, CFG) == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {**METADATA, "labels": labels},
@@ -140,7 +148,7 @@ def test_vllm_deployment_on_gpus_is_pinned_to_allowed_regions_and_gpu_type() -> 
                             "command": ["/bin/sh", "-c", FETCH_SCRIPT],
                             "env": [
                                 {"name": "SOVAI_MODEL_URI", "value": URI},
-                                {"name": "SOVAI_MODEL_DIR", "value": "/models"},
+                                {"name": "SOVAI_MODEL_DIR", "value": "/models/model"},
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "HF_HUB_OFFLINE", "value": "1"},
                                 {
@@ -169,7 +177,7 @@ def test_vllm_deployment_on_gpus_is_pinned_to_allowed_regions_and_gpu_type() -> 
                             "image": "registry.eu/vllm/vllm-openai:v1",
                             "command": ["vllm", "serve"],
                             "args": [
-                                "/models",
+                                "/models/model",
                                 "--served-model-name",
                                 "chat-v3",
                                 "--host",
@@ -216,14 +224,14 @@ def test_vllm_deployment_on_gpus_is_pinned_to_allowed_regions_and_gpu_type() -> 
 
 def test_transformers_on_cpu_runs_the_project_server_without_gpu_or_taint_toleration() -> None:
     md = spec(runtime="transformers", resources={"gpusPerReplica": 0, "cpu": "2", "memory": "4Gi"})
-    pod = build_deployment(md, OWNER, RESIDENCY, URI, BUILD, CFG)["spec"]["template"]["spec"]
+    pod = build_deployment(md, OWNER, RESIDENCY, MODEL, BUILD, CFG)["spec"]["template"]["spec"]
     server = pod["containers"][0]
     assert (server["image"], server["command"], server["args"]) == (
         "registry.eu/sovai/training:1",
         ["python", "-m", "sovereign_training", "serve"],
         [
             "--model-dir",
-            "/models",
+            "/models/model",
             "--served-model-name",
             "chat",
             "--host",
@@ -255,7 +263,7 @@ def test_transformers_on_cpu_runs_the_project_server_without_gpu_or_taint_tolera
 
 def test_model_cache_claim_gives_each_model_its_own_folder_on_the_pvc() -> None:
     cfg = ServingConfig(CFG.vllm_image, CFG.server_image, model_cache_claim="model-cache")
-    pod = build_deployment(spec(), OWNER, RESIDENCY, URI, BUILD, cfg)["spec"]["template"]["spec"]
+    pod = build_deployment(spec(), OWNER, RESIDENCY, MODEL, BUILD, cfg)["spec"]["template"]["spec"]
     assert pod["volumes"][0] == {
         "name": "model",
         "persistentVolumeClaim": {"claimName": "model-cache"},
@@ -263,9 +271,110 @@ def test_model_cache_claim_gives_each_model_its_own_folder_on_the_pvc() -> None:
     env = {e["name"]: e.get("value") for e in pod["initContainers"][0]["env"]}
     assert env["SOVAI_MODEL_DIR"].startswith("/models/")
     assert pod["containers"][0]["args"][0] == env["SOVAI_MODEL_DIR"]
-    other = build_deployment(spec(), OWNER, RESIDENCY, "models:/other/1", BUILD, cfg)
+    other = build_deployment(spec(), OWNER, RESIDENCY, ServedModel("models:/other/1"), BUILD, cfg)
     other_env = other["spec"]["template"]["spec"]["initContainers"][0]["env"]
     assert other_env[1]["value"] != env["SOVAI_MODEL_DIR"]
+
+
+HUB_TOKEN = {"name": "hub", "key": "HF_TOKEN"}
+BASE = BaseModelSource.model_validate(
+    {"uri": "hf://org/base-7b", "revision": "abc123", "secretRef": HUB_TOKEN}
+)
+ADAPTER = ServedModel("pvc://adapters/chat/1", BASE, adapter_rank=24)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_vllm_serves_an_unmerged_adapter_as_a_lora_module_on_its_fetched_base() -> None:
+    pod = build_deployment(spec(), OWNER, RESIDENCY, ADAPTER, BUILD, CFG)["spec"]["template"]
+    fetch_base, fetch_adapter = pod["spec"]["initContainers"]
+    assert (fetch_base["name"], fetch_adapter["name"]) == ("fetch-base-model", "fetch-model")
+    assert env_of(fetch_base) | {"HF_HUB_OFFLINE": None} == {
+        "SOVAI_MODEL_URI": "hf://org/base-7b",
+        "SOVAI_MODEL_DIR": "/models/base",
+        "SOVAI_MODEL_REVISION": "abc123",
+        "HOME": "/tmp",
+        "HF_HUB_OFFLINE": None,
+        "SOVAI_NODE_NAME": None,
+        "SOVAI_NODE_REGION": None,
+        "HF_TOKEN": None,
+    }
+    # The base's hub token reaches only the container that fetches the base, by reference.
+    token = {"secretKeyRef": {"name": "hub", "key": "HF_TOKEN"}}
+    assert {"name": "HF_TOKEN", "valueFrom": token} in fetch_base["env"]
+    assert "HF_TOKEN" not in env_of(fetch_adapter)
+    assert env_of(fetch_adapter)["SOVAI_MODEL_DIR"] == "/models/model"
+    # pvc:// is read from its claim, mounted read-only in the fetch containers only.
+    claim_mount = {"name": "pvc-adapters", "mountPath": "/mnt/pvc/adapters", "readOnly": True}
+    assert claim_mount in fetch_adapter["volumeMounts"]
+    assert claim_mount in fetch_base["volumeMounts"]
+    assert {"name": "pvc-adapters", "persistentVolumeClaim": {"claimName": "adapters"}} in pod[
+        "spec"
+    ]["volumes"]
+    server = pod["spec"]["containers"][0]
+    assert all(m["name"] != "pvc-adapters" for m in server["volumeMounts"])
+    assert server["args"] == [
+        "/models/base",
+        "--served-model-name",
+        "chat-base",
+        "--enable-lora",
+        "--lora-modules",
+        "chat=/models/model",
+        "--max-lora-rank",
+        "32",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--tensor-parallel-size",
+        "1",
+    ]
+    assert pod["metadata"]["annotations"] == {
+        "sovereign-ai.eu/model-uri": "pvc://adapters/chat/1",
+        "sovereign-ai.eu/base-model-uri": "hf://org/base-7b",
+    }
+
+
+def test_transformers_serves_an_unmerged_adapter_with_its_base_folder() -> None:
+    md = spec(runtime="transformers", resources={"gpusPerReplica": 0})
+    pod = build_deployment(md, OWNER, RESIDENCY, ADAPTER, BUILD, CFG)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == [
+        "--model-dir",
+        "/models/model",
+        "--served-model-name",
+        "chat",
+        "--base-model-dir",
+        "/models/base",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+    ]
+
+
+def test_on_a_model_cache_every_adapter_of_one_base_revision_shares_its_folder() -> None:
+    cfg = ServingConfig(CFG.vllm_image, CFG.server_image, model_cache_claim="model-cache")
+
+    def base_dir_of(model: ServedModel) -> str | None:
+        pod = build_deployment(spec(), OWNER, RESIDENCY, model, BUILD, cfg)["spec"]["template"]
+        return env_of(pod["spec"]["initContainers"][0])["SOVAI_MODEL_DIR"]
+
+    other_adapter = ServedModel("pvc://adapters/other/1", BASE, adapter_rank=8)
+    other_revision = ServedModel(ADAPTER.uri, BASE.model_copy(update={"revision": "def456"}))
+    assert base_dir_of(ADAPTER) == base_dir_of(other_adapter)
+    assert base_dir_of(ADAPTER) != base_dir_of(other_revision)
+
+
+@pytest.mark.parametrize(
+    ("rank", "vllm_rank"),
+    [(None, None), (1, 8), (2, 8), (8, 8), (16, 16), (300, 320), (321, 512), (512, 512)],
+)
+def test_max_lora_rank_is_the_smallest_vllm_accepts_that_holds_the_adapter(
+    rank: int | None, vllm_rank: int | None
+) -> None:
+    assert vllm_lora_rank(rank) == vllm_rank
 
 
 @pytest.mark.parametrize(
@@ -274,14 +383,14 @@ def test_model_cache_claim_gives_each_model_its_own_folder_on_the_pvc() -> None:
 )
 def test_replicas_follow_spec_and_suspend(fields: dict[str, Any], replicas: int) -> None:
     assert (
-        build_deployment(spec(**fields), OWNER, RESIDENCY, URI, BUILD, CFG)["spec"]["replicas"]
+        build_deployment(spec(**fields), OWNER, RESIDENCY, MODEL, BUILD, CFG)["spec"]["replicas"]
         == replicas
     )
 
 
 def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
     md = spec(autoscaling={"minReplicas": 2, "maxReplicas": 5})
-    assert "replicas" not in build_deployment(md, OWNER, RESIDENCY, URI, BUILD, CFG)["spec"]
+    assert "replicas" not in build_deployment(md, OWNER, RESIDENCY, MODEL, BUILD, CFG)["spec"]
 
 
 def test_service_and_url() -> None:

@@ -1,6 +1,11 @@
-"""The Deployment of a ModelDeployment: an init container fetches the model, a server serves it.
+"""The Deployment of a ModelDeployment: init containers fetch the model, a server serves it.
 
-Pure: (validated spec, owner, residency, resolved model URI, config) -> manifest dict.
+Pure: (validated spec, owner, residency, resolved model, config) -> manifest dict.
+
+An unmerged LoRA adapter is served on its base: a second init container fetches the base into
+its own folder, and the runtime loads both. The transformers server merges the adapter into the
+base in memory; vLLM serves the base with the adapter as a LoRA module named servedModelName,
+so clients ask for the same name whichever runtime serves it.
 """
 
 from __future__ import annotations
@@ -8,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.v1alpha1.common import SecretKeyRef
+from ..api.v1alpha1.finetunejob import BaseModelSource
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec, Runtime
 from .context import (
     COMPONENT_LABEL,
@@ -20,13 +27,22 @@ from .context import (
     Residency,
 )
 from .names import fit_name, short_hash
-from .podtemplate import environment, node_affinity, resources, tolerations
+from .podtemplate import (
+    claim_volumes,
+    claims_of,
+    environment,
+    node_affinity,
+    resources,
+    tolerations,
+)
 
 DEPLOYMENT_NAME_LABEL = f"{LABEL_PREFIX}/modeldeployment"
 DEPLOYMENT_UID_LABEL = f"{LABEL_PREFIX}/modeldeployment-uid"
 MODEL_URI_ANNOTATION = f"{LABEL_PREFIX}/model-uri"
+BASE_MODEL_URI_ANNOTATION = f"{LABEL_PREFIX}/base-model-uri"
 SERVING_COMPONENT = "serving"
 FETCH_CONTAINER = "fetch-model"
+FETCH_BASE_CONTAINER = "fetch-base-model"
 SERVER_CONTAINER = "server"
 MODEL_VOLUME = "model"
 TMP_VOLUME = "tmp"
@@ -39,9 +55,23 @@ SERVING_NAME_MAX = 47
 # The URI and folder arrive as environment variables, never spliced into the script.
 FETCH_SCRIPT = (
     'python -m sovereign_training fetch --uri "$SOVAI_MODEL_URI" --dest "$SOVAI_MODEL_DIR" '
+    '${SOVAI_MODEL_REVISION:+--revision "$SOVAI_MODEL_REVISION"} '
     '&& cp "$SOVAI_MODEL_DIR/.sovai-digest" /dev/termination-log'
 )
 UID = 1000
+# vLLM accepts only these --max-lora-rank values (LoRAConfig; 1 only since after 0.11, so it is
+# left out); the smallest that holds the adapter is used. tests/vllm checks them with vLLM.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+BASE_NAME_SUFFIX = "-base"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the pods serve: the resolved model URI and, for an unmerged adapter, its base."""
+
+    uri: str
+    base: BaseModelSource | None = None
+    adapter_rank: int | None = None  # the adapter's LoRA rank, when known (vLLM's limit)
 
 
 @dataclass(frozen=True)
@@ -105,7 +135,23 @@ def model_dir(model_uri: str, cfg: ServingConfig) -> str:
     two models never overwrite each other and a restart finds its model already there."""
     if cfg.model_cache_claim:
         return f"{MODEL_ROOT}/{short_hash(model_uri, 16)}"
-    return MODEL_ROOT
+    return f"{MODEL_ROOT}/model"
+
+
+def base_dir(base: BaseModelSource, cfg: ServingConfig) -> str:
+    """Where an adapter's base lies in the pod; on a shared cache, one folder per URI and
+    revision, so that every adapter of one base shares a single copy."""
+    if cfg.model_cache_claim:
+        revision = base.revision or ""
+        return f"{MODEL_ROOT}/{short_hash(f'{base.uri}@{revision}', 16)}"
+    return f"{MODEL_ROOT}/base"
+
+
+def vllm_lora_rank(rank: int | None) -> int | None:
+    """--max-lora-rank for an adapter of this rank; None keeps vLLM's default."""
+    if rank is None:
+        return None
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), VLLM_LORA_RANKS[-1])
 
 
 def _security_context() -> dict[str, Any]:
@@ -129,26 +175,29 @@ def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def _server_command(
-    spec: ModelDeploymentSpec, owner: Owner, directory: str
+    spec: ModelDeploymentSpec, owner: Owner, model: ServedModel, cfg: ServingConfig
 ) -> tuple[list[str], list[str]]:
     """(command, args) of the serving container for the runtime."""
     name = served_model_name(spec, owner)
     port = str(spec.serving.port)
+    directory = model_dir(model.uri, cfg)
     if spec.runtime == Runtime.VLLM:
-        args = [
-            directory,
-            "--served-model-name",
-            name,
-            "--host",
-            "0.0.0.0",
-            "--port",
-            port,
-            "--tensor-parallel-size",
-            str(spec.serving.tensor_parallel_size),
-        ]
+        if model.base is None:
+            args = [directory, "--served-model-name", name]
+        else:
+            # The base answers to its own name; servedModelName is the adapter.
+            args = [base_dir(model.base, cfg), "--served-model-name", name + BASE_NAME_SUFFIX]
+            args += ["--enable-lora", "--lora-modules", f"{name}={directory}"]
+            rank = vllm_lora_rank(model.adapter_rank)
+            if rank is not None:
+                args += ["--max-lora-rank", str(rank)]
+        args += ["--host", "0.0.0.0", "--port", port]
+        args += ["--tensor-parallel-size", str(spec.serving.tensor_parallel_size)]
         command = ["vllm", "serve"]
     else:
         args = ["--model-dir", directory, "--served-model-name", name]
+        if model.base is not None:
+            args += ["--base-model-dir", base_dir(model.base, cfg)]
         args += ["--host", "0.0.0.0", "--port", port]
         command = ["python", "-m", "sovereign_training", "serve"]
     if spec.serving.max_model_len is not None:
@@ -183,45 +232,95 @@ def _volumes(spec: ModelDeploymentSpec, cfg: ServingConfig) -> list[dict[str, An
     return volumes
 
 
+def _fetch_container(
+    name: str,
+    uri: str,
+    revision: str | None,
+    directory: str,
+    secrets: list[SecretKeyRef | None],
+    claim_mounts: list[dict[str, Any]],
+    spec: ModelDeploymentSpec,
+    build: BuildConfig,
+    cfg: ServingConfig,
+) -> dict[str, Any]:
+    env, env_from = environment(build, secrets)
+    env = [
+        {"name": "SOVAI_MODEL_URI", "value": uri},
+        {"name": "SOVAI_MODEL_DIR", "value": directory},
+        *([{"name": "SOVAI_MODEL_REVISION", "value": revision}] if revision else []),
+        {"name": "HOME", "value": "/tmp"},
+        *env,
+    ]
+    container: dict[str, Any] = {
+        "name": name,
+        "image": cfg.server_image,
+        "command": ["/bin/sh", "-c", FETCH_SCRIPT],
+        "env": env,
+        "resources": resources(str(spec.resources.cpu), str(spec.resources.memory)),
+        "securityContext": _security_context(),
+        "volumeMounts": [*_MOUNTS, *claim_mounts],
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
+_MOUNTS = [
+    {"name": MODEL_VOLUME, "mountPath": MODEL_ROOT},
+    {"name": TMP_VOLUME, "mountPath": "/tmp"},
+]
+
+
+def _annotations(model: ServedModel) -> dict[str, str]:
+    annotations = {MODEL_URI_ANNOTATION: model.uri}
+    if model.base is not None:
+        annotations[BASE_MODEL_URI_ANNOTATION] = model.base.uri
+    return annotations
+
+
 def build_deployment(
     spec: ModelDeploymentSpec,
     owner: Owner,
     residency: Residency,
-    model_uri: str,
+    model: ServedModel,
     build: BuildConfig,
     cfg: ServingConfig,
 ) -> dict[str, Any]:
     """The serving Deployment, every pod pinned to the allowed regions (and GPU type)."""
     gpus = spec.resources.gpus_per_replica
     cpu, memory = str(spec.resources.cpu), str(spec.resources.memory)
-    directory = model_dir(model_uri, cfg)
     image = spec.serving.image or (
         cfg.vllm_image if spec.runtime == Runtime.VLLM else cfg.server_image
     )
-    fetch_env, fetch_env_from = environment(build, [])
-    fetch_env = [
-        {"name": "SOVAI_MODEL_URI", "value": model_uri},
-        {"name": "SOVAI_MODEL_DIR", "value": directory},
-        {"name": "HOME", "value": "/tmp"},
-        *fetch_env,
-    ]
-    mounts = [
-        {"name": MODEL_VOLUME, "mountPath": MODEL_ROOT},
-        {"name": TMP_VOLUME, "mountPath": "/tmp"},
-    ]
-    fetch: dict[str, Any] = {
-        "name": FETCH_CONTAINER,
-        "image": cfg.server_image,
-        "command": ["/bin/sh", "-c", FETCH_SCRIPT],
-        "env": fetch_env,
-        "resources": resources(cpu, memory),
-        "securityContext": _security_context(),
-        "volumeMounts": mounts,
-    }
-    if fetch_env_from:
-        fetch["envFrom"] = fetch_env_from
-    command, args = _server_command(spec, owner, directory)
-    server_mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_ROOT, "readOnly": True}, mounts[1]]
+    # pvc:// models are read from their claims, mounted (read-only) in the fetch containers only.
+    claim_vols, claim_mounts = claim_volumes(
+        claims_of([model.uri, model.base.uri if model.base else None])
+    )
+    claim_mounts = [{**mount, "readOnly": True} for mount in claim_mounts]
+    fetches = []
+    if model.base is not None:
+        base = model.base
+        fetches.append(
+            _fetch_container(
+                FETCH_BASE_CONTAINER,
+                base.uri,
+                base.revision,
+                base_dir(base, cfg),
+                [base.secret_ref],
+                claim_mounts,
+                spec,
+                build,
+                cfg,
+            )
+        )
+    directory = model_dir(model.uri, cfg)
+    fetches.append(
+        _fetch_container(
+            FETCH_CONTAINER, model.uri, None, directory, [], claim_mounts, spec, build, cfg
+        )
+    )
+    command, args = _server_command(spec, owner, model, cfg)
+    server_mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_ROOT, "readOnly": True}, _MOUNTS[1]]
     if spec.runtime == Runtime.VLLM:
         server_mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
     server = {
@@ -252,9 +351,9 @@ def build_deployment(
             "fsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [fetch],
+        "initContainers": fetches,
         "containers": [server],
-        "volumes": _volumes(spec, cfg),
+        "volumes": [*_volumes(spec, cfg), *claim_vols],
     }
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(owner)},
@@ -267,7 +366,7 @@ def build_deployment(
             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
         },
         "template": {
-            "metadata": {"labels": labels, "annotations": {MODEL_URI_ANNOTATION: model_uri}},
+            "metadata": {"labels": labels, "annotations": _annotations(model)},
             "spec": pod_spec,
         },
     }

@@ -78,11 +78,20 @@ def _selects_namespace() -> str:
     return f"!has({selector}) || ({match_labels} && {match_expressions})"
 
 
+def _present(field: str) -> str:
+    """CEL: the spec field is set. has() of a field inside an absent object is an error, so
+    every optional object on the way is tested first (spec's own fields are tested by has())."""
+    parts = field.split(".")
+    return " && ".join(f"has({SPEC}.{'.'.join(parts[: i + 1])})" for i in range(1, len(parts)))
+
+
 def _uri_check(name: str, field: str, optional: bool, host_variable: str, list_name: str) -> Check:
     uri = f"{SPEC}.{field}"
     patterns = f"{POLICY}.spec.{list_name}"
     allowed = _uri_allowed(uri, host_variable, patterns)
-    condition = f"!has({uri}) || {allowed}" if optional else allowed
+    present = _present(field)
+    absent = f"!({present})" if "&&" in present else f"!{present}"
+    condition = f"{absent} || {allowed}" if optional else allowed
     shown = _listing(f"{patterns}.map(p, p.scheme + '://' + p.host)")
     return Check(
         name=name,
@@ -192,6 +201,13 @@ def modeldeployment_checks() -> list[Check]:
     return [
         *_common_checks("serving.image"),
         _uri_check("model-allowed", "model.uri", True, "modelHost", "allowedModelSources"),
+        _uri_check(
+            "base-model-allowed",
+            "model.baseModel.uri",
+            True,
+            "baseModelHost",
+            "allowedModelSources",
+        ),
     ]
 
 
@@ -199,7 +215,7 @@ def _variables(uris: dict[str, str]) -> list[dict[str, str]]:
     variables = [{"name": "selected", "expression": _selects_namespace()}]
     for name, field in uris.items():
         uri = f"{SPEC}.{field}"
-        variables.append({"name": name, "expression": f"has({uri}) ? {_host(uri)} : ''"})
+        variables.append({"name": name, "expression": f"{_present(field)} ? {_host(uri)} : ''"})
     return variables
 
 
@@ -304,6 +320,10 @@ def build_admission() -> list[dict[str, Any]]:
             },
         ),
         *_bindings(ftj),
-        _policy(mdep, modeldeployment_checks(), {"modelHost": "model.uri"}),
+        _policy(
+            mdep,
+            modeldeployment_checks(),
+            {"modelHost": "model.uri", "baseModelHost": "model.baseModel.uri"},
+        ),
         *_bindings(mdep),
     ]

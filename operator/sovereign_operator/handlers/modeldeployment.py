@@ -29,6 +29,8 @@ from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..builders.context import Owner, Residency
 from ..builders.serving import (
     DEPLOYMENT_UID_LABEL,
+    FETCH_BASE_CONTAINER,
+    ServedModel,
     ServingConfig,
     build_deployment,
     served_model_name,
@@ -114,13 +116,13 @@ def _ensure_children(
     owner: Owner,
     residency: Residency,
     policy: SovereigntyPolicySpec,
-    model_uri: str,
+    model: ServedModel,
 ) -> dict[str, Any]:
     """Create or correct every child; delete the optional ones this spec does not want.
     Returns the live Deployment."""
     cfg = serving_config(rt.settings)
     ensure(rt.kube, build_network_policy(spec, owner, policy))
-    live = ensure(rt.kube, build_deployment(spec, owner, residency, model_uri, rt.build, cfg)).obj
+    live = ensure(rt.kube, build_deployment(spec, owner, residency, model, rt.build, cfg)).obj
     ensure(rt.kube, build_service(spec, owner))
     for kind, desired in ((HPA, build_hpa(spec, owner)), (PDB, build_pdb(spec, owner))):
         if desired is None:
@@ -213,6 +215,7 @@ def reconcile(
                 rt.settings.default_policy,
                 _default_image(spec, cfg),
                 resolution.uri,
+                resolution.base.uri if resolution.base else None,
             )
             owner = Owner(name=name, namespace=namespace, uid=uid, kind=KIND)
             observed = ServingObserved(
@@ -233,14 +236,19 @@ def reconcile(
                 residency = Residency(
                     validation.policy_name, policy.region_label, validation.regions
                 )
-                live = _ensure_children(rt, spec, owner, residency, policy, resolution.uri)
+                model = ServedModel(resolution.uri, resolution.base, resolution.adapter_rank)
+                live = _ensure_children(rt, spec, owner, residency, policy, model)
                 pods = rt.kube.list(POD, namespace, f"{DEPLOYMENT_UID_LABEL}={uid}")
+                base_uri = model.base.uri if model.base else None
                 observed = replace(
                     observed,
                     deployment=deployment_facts(live),
                     blockers=blockers(pods),
                     placement=_placement(pods, indexes.get("sovai_nodes"), policy.region_label),
-                    fetched_digest=fetched_digest(pods, resolution.uri),
+                    fetched_digest=fetched_digest(pods, model.uri),
+                    fetched_base_digest=(
+                        fetched_digest(pods, base_uri, FETCH_BASE_CONTAINER) if base_uri else None
+                    ),
                 )
         new = compute_status(observed, previous, _now())
         write_status(rt, namespace, name, status, new)

@@ -62,12 +62,15 @@ def blocker_reason(blocker: str) -> str:
     return "PodsNotReady"
 
 
-def fetched_digest(pods: Iterable[Mapping[str, Any]], model_uri: str) -> str | None:
-    """The digest the fetch init container recorded for ``model_uri`` in its termination
-    message (the `.sovai-digest` record of `sovereign_training fetch`), from any pod."""
+def fetched_digest(
+    pods: Iterable[Mapping[str, Any]], model_uri: str, container_name: str = FETCH_CONTAINER
+) -> str | None:
+    """The digest the fetch init container ``container_name`` recorded for ``model_uri`` in its
+    termination message (the `.sovai-digest` record of `sovereign_training fetch`), from any
+    pod."""
     for pod in pods:
         for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
-            if container.get("name") != FETCH_CONTAINER:
+            if container.get("name") != container_name:
                 continue
             for state in (container.get("state"), container.get("lastState")):
                 message = ((state or {}).get("terminated") or {}).get("message")

@@ -2,6 +2,10 @@
 
 A FineTuneJob's model is served only with a clean provenance: the job has Succeeded and its
 ResidencyVerified condition is True. Until then the deployment waits and says why.
+
+An unmerged LoRA adapter is served on its base model, which the serving pod fetches beside it:
+for a fineTuneJobRef the job's spec.baseModel (already admitted by the policy), for a uri the
+spec's model.baseModel.
 """
 
 from __future__ import annotations
@@ -10,7 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.v1alpha1.finetunejob import FineTuneJobConditionType, FineTuneJobPhase
+from pydantic import ValidationError
+
+from ..api.v1alpha1.finetunejob import (
+    BaseModelSource,
+    FineTuneJobConditionType,
+    FineTuneJobPhase,
+    FineTuneJobSpec,
+    LoraConfig,
+    MethodType,
+)
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 
 REF_FIELD = "spec.model.fineTuneJobRef"
@@ -25,6 +38,8 @@ class Resolution:
     reason: str
     message: str
     final: bool = False
+    base: BaseModelSource | None = None  # set when the model is an adapter served on a base
+    adapter_rank: int | None = None  # the adapter's LoRA rank, when known
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -39,7 +54,10 @@ def resolve_model(
 ) -> Resolution:
     """The model URI of spec.model: the URI itself, or the referenced job's registered model."""
     if spec.model.uri:
-        return Resolution(spec.model.uri, "UriGiven", f"spec.model.uri: serving {spec.model.uri}")
+        base = spec.model.base_model
+        on_base = f" on base {base.uri}" if base else ""
+        message = f"spec.model.uri: serving {spec.model.uri}{on_base}"
+        return Resolution(spec.model.uri, "UriGiven", message, base=base)
     assert spec.model.fine_tune_job_ref is not None  # the spec's exactly-one rule
     name = spec.model.fine_tune_job_ref.name
     where = f"{REF_FIELD}: FineTuneJob {name}"
@@ -79,4 +97,29 @@ def resolve_model(
             "NoModelRecorded",
             f"{where} has Succeeded but recorded no model URI (status.fineTunedModel)",
         )
+    job_spec = _job_spec(fine_tune_job)
+    if job_spec is None:
+        return Resolution(
+            None,
+            "FineTuneJobUnreadable",
+            f"{where} has a spec this operator cannot read; serving waits for it to be fixed",
+        )
+    method = job_spec.method
+    if method.type == MethodType.LORA and not method.merge_adapter:
+        base = job_spec.base_model
+        rank = (method.lora or LoraConfig()).rank
+        return Resolution(
+            str(uri),
+            "FineTuneJobSucceeded",
+            f"{where} has Succeeded; serving its LoRA adapter {uri} on base {base.uri}",
+            base=base,
+            adapter_rank=rank,
+        )
     return Resolution(str(uri), "FineTuneJobSucceeded", f"{where} has Succeeded; serving {uri}")
+
+
+def _job_spec(fine_tune_job: Mapping[str, Any]) -> FineTuneJobSpec | None:
+    try:
+        return FineTuneJobSpec.model_validate(dict(fine_tune_job.get("spec") or {}))
+    except ValidationError:
+        return None

@@ -42,6 +42,7 @@ class ServingObserved:
     url: str | None = None
     served_model_name: str | None = None
     fetched_digest: str | None = None
+    fetched_base_digest: str | None = None  # an unmerged adapter's base, as fetched
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,18 @@ def _residency(observed: ServingObserved) -> tuple[ConditionStatus, str, str]:
     )
 
 
+def _kept_digest(
+    fetched: str | None, uri: str | None, previous_uri: str | None, previous: str | None
+) -> str | None:
+    """The digest of what the pods serve at ``uri``: as fetched now, else as recorded before
+    for the same URI (pods come and go; the record stays until the model changes)."""
+    if uri is None:
+        return None
+    if fetched is not None:
+        return fetched
+    return previous if previous_uri == uri else None
+
+
 def compute_status(
     observed: ServingObserved, previous: ModelDeploymentStatus | None, now: datetime
 ) -> ModelDeploymentStatus:
@@ -166,9 +179,16 @@ def compute_status(
         cond(Type.READY, ready),
     ]
     uri = observed.resolution.uri if observed.resolution else None
-    digest = observed.fetched_digest
-    if digest is None and previous is not None and uri and previous.model_uri == uri:
-        digest = previous.model_digest
+    base = observed.resolution.base if observed.resolution else None
+    base_uri = base.uri if base and uri else None
+    digest = _kept_digest(
+        observed.fetched_digest, uri, previous.model_uri if previous else None,
+        previous.model_digest if previous else None,
+    )  # fmt: skip
+    base_digest = _kept_digest(
+        observed.fetched_base_digest, base_uri, previous.base_model_uri if previous else None,
+        previous.base_model_digest if previous else None,
+    )  # fmt: skip
     validation = observed.validation
     facts = observed.deployment
     deployed = uri is not None and validation.ok
@@ -182,7 +202,9 @@ def compute_status(
         else (facts.replicas if facts else None),
         ready_replicas=facts.ready if facts else (0 if deployed else None),
         model_uri=uri,
-        model_digest=digest if uri else None,
+        model_digest=digest,
+        base_model_uri=base_uri,
+        base_model_digest=base_digest,
         served_model_name=observed.served_model_name,
         policy_name=validation.policy_name,
         regions=list(validation.regions) if validation.ok else None,

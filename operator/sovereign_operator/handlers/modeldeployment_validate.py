@@ -26,6 +26,7 @@ def validate(
     default_policy: str | None,
     default_image: str,
     resolved_model_uri: str | None,
+    resolved_base_uri: str | None = None,
 ) -> Validation:
     """Bind the policy, apply every selecting policy, intersect the regions. On success the
     Validation carries the evidence (policy, allowed, requested and effective regions)."""
@@ -45,6 +46,7 @@ def validate(
             name,
             default_image=default_image,
             resolved_model_uri=resolved_model_uri,
+            resolved_base_uri=resolved_base_uri,
         ),
         spec.placement.regions,
     )

@@ -172,20 +172,31 @@ def check_modeldeployment(
     *,
     default_image: str | None = None,
     resolved_model_uri: str | None = None,
+    resolved_base_uri: str | None = None,
 ) -> list[Violation]:
     """Every rule of the policy that the ModelDeployment spec breaks.
 
     resolved_model_uri: for a fineTuneJobRef, the model URI it resolved to; checked against
-    allowedModelSources like spec.model.uri (admission cannot resolve it).
+    allowedModelSources like spec.model.uri (admission cannot resolve it). resolved_base_uri:
+    the base an adapter is served on (spec.model.baseModel.uri, or the job's base model).
     """
     name = policy_name
     model_field = "spec.model.uri" if spec.model.uri else "spec.model.fineTuneJobRef"
+    base_given = spec.model.base_model
+    base_field = "spec.model.baseModel.uri" if base_given else "spec.model.fineTuneJobRef"
     return [
         *_regions(spec.placement, policy, name),
         *_image("spec.serving.image", spec.serving.image, default_image, policy, name),
         *_uri(
             model_field,
             spec.model.uri or resolved_model_uri,
+            policy.allowed_model_sources,
+            "allowedModelSources",
+            name,
+        ),
+        *_uri(
+            base_field,
+            base_given.uri if base_given else resolved_base_uri,
             policy.allowed_model_sources,
             "allowedModelSources",
             name,

@@ -21,7 +21,7 @@ from .common import (
     Quantity,
     RegionName,
 )
-from .finetunejob import IMAGE_PATTERN, MODEL_URI_PATTERN
+from .finetunejob import IMAGE_PATTERN, MODEL_URI_PATTERN, BaseModelSource
 
 KIND: Final = "ModelDeployment"
 PLURAL: Final = "modeldeployments"
@@ -37,13 +37,23 @@ MODEL_EXACTLY_ONE_RULE: JsonDict = {
     "rule": "has(self.fineTuneJobRef) != has(self.uri)",
     "message": "spec.model must set exactly one of fineTuneJobRef or uri",
 }
+BASE_ONLY_WITH_URI_RULE: JsonDict = {
+    "rule": "!has(self.baseModel) || has(self.uri)",
+    "message": (
+        "spec.model.baseModel is only for spec.model.uri; a fineTuneJobRef's base is the "
+        "job's spec.baseModel"
+    ),
+    "fieldPath": ".baseModel",
+}
 
 
 class ModelSource(ApiModel):
     """Which model to serve: the result of a FineTuneJob, or a model URI."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [MODEL_EXACTLY_ONE_RULE]}
+        json_schema_extra={
+            "x-kubernetes-validations": [MODEL_EXACTLY_ONE_RULE, BASE_ONLY_WITH_URI_RULE]
+        }
     )
 
     fine_tune_job_ref: FineTuneJobRef | None = Field(
@@ -58,6 +68,13 @@ class ModelSource(ApiModel):
         ),
         pattern=MODEL_URI_PATTERN,
         max_length=2048,
+    )
+    base_model: BaseModelSource | None = Field(
+        default=None,
+        description=(
+            "When spec.model.uri is a LoRA adapter (not merged): the base model it was trained "
+            "on, fetched beside it and served with it. allowedModelSources must allow it too."
+        ),
     )
 
 
@@ -239,6 +256,12 @@ class ModelDeploymentStatus(OperatorStatus):
     model_uri: str | None = Field(default=None, description="The resolved model URI being served.")
     model_digest: str | None = Field(
         default=None, description="sha256 of the served weights, as fetched by the init container."
+    )
+    base_model_uri: str | None = Field(
+        default=None, description="The base model an unmerged LoRA adapter is served on."
+    )
+    base_model_digest: str | None = Field(
+        default=None, description="sha256 of that base model, as fetched by its init container."
     )
     served_model_name: str | None = Field(default=None, description="Model name clients use.")
     policy_name: str | None = Field(
