@@ -31,9 +31,11 @@ lock: setup
 	$(VENV)/bin/uv pip compile pyproject.toml -c $(RUNTIME_LOCK) $(LOCK_FLAGS) -o $(OPERATOR_LOCK)
 
 # Build the operator and runtime images (OCI archives, SBOMs, digests) without a container
-# engine or registry; cached by the digest of their inputs. See docs/images.md.
-images: setup control-plane
+# engine or registry; cached by the digest of their inputs. See docs/images.md. Of the Go
+# builds it needs only syft (for the SBOMs), so it can run beside `make control-plane`.
+images: setup
 	hack/install-packages.sh
+	hack/build-control-plane.sh syft >/dev/null
 	$(PY) -m sovereign_operator.images build
 
 # Build (or find in KUBEBUILDER_ASSETS / the cache) the control-plane binaries.
@@ -41,9 +43,12 @@ control-plane:
 	hack/build-control-plane.sh
 
 # Every test tier that runs without a GPU: unit, integration (real control plane), training,
-# images (built by `make images`, run with runc).
-test: setup control-plane images lint
-	$(PY) -m pytest tests -q --timeout=900
+# images (built by `make images`, run with runc), e2e (the real node). The Go builds are bound
+# by the CPU and the image builds mostly by the disk and the network, so the two run together.
+test: setup
+	$(MAKE) --no-print-directory -j2 control-plane images
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest tests -q --timeout=900 --durations=20
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -q
@@ -54,7 +59,7 @@ test-integration: setup control-plane
 test-training: setup
 	$(PY) -m pytest tests -q -m training --timeout=900
 
-test-images: images
+test-images: images control-plane
 	$(PY) -m pytest tests/images -q --timeout=900
 
 lint: setup
@@ -63,7 +68,8 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # The whole product on this machine, end to end (see README). Re-runnable; cleans up on exit.
-demo: setup control-plane
+demo: setup
+	$(MAKE) --no-print-directory -j2 control-plane images
 	$(VENV)/bin/sovai demo --workdir .demo
 
 # Start the local cluster, print its kubeconfig, stop on Ctrl-C.

@@ -3,8 +3,12 @@
 # downloads) and caches each binary by version under
 # ${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/.
 #
-#   hack/build-control-plane.sh          build what is missing, print the cache folder
-#   hack/build-control-plane.sh --force  rebuild everything
+#   hack/build-control-plane.sh                build what is missing, print the cache folder
+#   hack/build-control-plane.sh --force        rebuild everything
+#   hack/build-control-plane.sh syft helm ...  only these components (names as in the log)
+#
+# Two runs at once (make -j2 control-plane images: the images need syft) never build one
+# component twice: each component is built under its own lock, and checked again once held.
 #
 # When KUBEBUILDER_ASSETS names a folder that already holds a binary, that binary is used and
 # not built. Cold, on 2 cores, the whole build takes tens of minutes; progress is printed.
@@ -14,7 +18,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/sovereign-ai/bin"
 force=0
-[[ "${1:-}" == "--force" ]] && force=1
+[[ "${1:-}" == "--force" ]] && { force=1; shift; }
+only=("$@")
 
 log() { printf '[control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -45,7 +50,17 @@ build_component() {
   local bins=()
   while [[ $1 != "--" ]]; do bins+=("$1"); shift; done
   shift
+  if [[ ${#only[@]} -gt 0 && " ${only[*]} " != *" $name "* ]]; then
+    return
+  fi
   dest="$cache/${name}-${version}"
+  mkdir -p "$cache"
+  local lock
+  exec {lock}>"$cache/.${name}-${version}.lock"
+  if ! flock --nonblock "$lock"; then
+    log "$name $version: another build holds it; waiting"
+    flock "$lock"
+  fi
   local missing=0 b
   for b in "${bins[@]}"; do
     have_asset "$b" && continue
@@ -54,6 +69,7 @@ build_component() {
   done
   if [[ $missing == 0 ]]; then
     log "$name $version: cached"
+    exec {lock}>&-
     return
   fi
   require_go
@@ -62,6 +78,7 @@ build_component() {
   local start=$SECONDS
   "$@"
   log "$name $version: done in $((SECONDS - start)) s"
+  exec {lock}>&-
 }
 
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--trimpath}"
@@ -139,22 +156,25 @@ build_containerd() {
       "github.com/containerd/containerd/v2/cmd/${cmd}@${CONTAINERD_VERSION}"
   done
 }
+# Only the plugins the cluster's Corefile uses, from a wrapper module (hack/go/coredns), cached
+# as "coredns-cluster" so that it never mixes with a build of every plugin.
 build_coredns() {
-  GOBIN="$dest" go install -ldflags "-s -w" "github.com/coredns/coredns@${COREDNS_VERSION}"
+  (cd "$here/go/coredns" && go build -ldflags "-s -w" -o "$dest/coredns" .)
 }
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
 }
 
+# syft first: `make images`, running beside this build, waits for it (and nothing else).
+build_component syft "$SYFT_VERSION" syft -- build_syft
 build_component etcd "$ETCD_VERSION" etcd -- build_etcd
 build_component kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kube
 build_component kwok "$KWOK_VERSION" kwok stages/pod-ready.yaml -- build_kwok
 build_component helm "$HELM_VERSION" helm -- build_helm
 build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.yaml -- build_kuberay
-build_component syft "$SYFT_VERSION" syft -- build_syft
 build_component kubernetes-node "$KUBERNETES_VERSION" kubelet kube-proxy -- build_kube_node
 build_component containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd
-build_component coredns "$COREDNS_VERSION" coredns -- build_coredns
-log "all binaries ready under $cache"
+build_component coredns-cluster "$COREDNS_VERSION" coredns -- build_coredns
+log "${only[*]:-all binaries} ready under $cache"
 echo "$cache"

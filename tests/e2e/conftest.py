@@ -10,17 +10,19 @@ import pytest
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.images.build import build_images
+from sovereign_operator.images.references import NODE_IMAGES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# What the real node imports: the sandbox image, the operator, and the runtime that the Ray
-# pods, MLflow and the serving pods run.
-NODE_IMAGES = ("pause", "operator", "runtime")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A control plane with KubeRay and one real node (kubelet, containerd, runc, a CNI bridge,
-    kube-proxy, CoreDNS) in eu-west-par, and no kwok nodes: every pod scheduled here runs."""
+    kube-proxy, CoreDNS) in eu-west-par, and no kwok nodes: every pod scheduled here runs.
+
+    Package scope (tests/e2e is a package for it): the node, its pods and the control plane
+    stop after the last end-to-end test, not at the end of the session, so that they take no
+    CPU from the tiers after them."""
     images = {image.name: image for image in build_images(REPO_ROOT, NODE_IMAGES)}
     archives = [Path(images[name].archive) for name in NODE_IMAGES]
     keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_process import OperatorProcess
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.identity import service_account_kubeconfig
+
+from .operator_process import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
@@ -75,7 +76,7 @@ RBAC_VALUES: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chart_service_account(crds: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chart installed (RBAC, ServiceAccount, Deployment); a kubeconfig acting as its SA."""
     helm(

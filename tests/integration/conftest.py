@@ -1,14 +1,19 @@
-"""Integration fixtures: the project's CRDs and admission policies, installed once per session."""
+"""Integration fixtures: the local control plane and the project's CRDs and admission policies,
+started and installed once for the integration tier."""
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_process import get_json, wait_for
 
 from sovereign_operator.devcluster import LocalCluster
+
+from .operator_process import get_json, wait_for
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 OUR_CRDS = (
@@ -26,7 +31,7 @@ def established(cluster: LocalCluster, name: str) -> bool:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def crds(cluster: LocalCluster) -> LocalCluster:
     """The cluster with crds/ applied (CRDs Established, admission policies in place)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR), timeout=120)
@@ -53,3 +58,26 @@ def admission_configured(cluster: LocalCluster) -> bool:
         "create", "--dry-run=server", "-f", "-", stdin=json.dumps(probe), check=False
     )
     return "failed to configure policy" not in result.stderr
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay),
+    for the integration tests only (package scope: it stops after the last of them).
+
+    Start failures raise with the failing component's log; nothing is skipped.
+    ``SOVAI_TEST_KEEP_CLUSTER=1`` keeps its folder (logs, kubeconfig) after the run.
+    """
+    workdir = tmp_path_factory.mktemp("cluster")
+    keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"
+    with LocalCluster(workdir, keep_workdir=keep) as local:
+        yield local
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

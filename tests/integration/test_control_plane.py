@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import pytest
-from operator_process import get_json, wait_for
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.nodes import REGION_LABEL
+
+from .operator_process import get_json, wait_for
 
 pytestmark = pytest.mark.integration
 

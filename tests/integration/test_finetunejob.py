@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_process import (
+
+from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.nodes import GPU_PRODUCT_LABEL, REGION_LABEL
+
+from .operator_process import (
     EU_REGIONS,
     OperatorProcess,
     conditions,
@@ -27,9 +31,6 @@ from operator_process import (
     wait_for,
     wait_phase,
 )
-
-from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.devcluster.nodes import GPU_PRODUCT_LABEL, REGION_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

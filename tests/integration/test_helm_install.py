@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_identity import forbidden_calls, helm, install, token_kubeconfig
-from operator_process import OperatorProcess, get_json, wait_for
 
 from sovereign_operator.devcluster import LocalCluster
+
+from .chart_identity import forbidden_calls, helm, install, token_kubeconfig
+from .operator_process import OperatorProcess, get_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,7 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from chart_identity import (
+
+from sovereign_operator.devcluster import LocalCluster
+
+from .chart_identity import (
     RBAC_NAMESPACE,
     RBAC_RELEASE,
     chart_service_account,
@@ -19,16 +22,14 @@ from chart_identity import (
     operator_as_chart_service_account,
     token_kubeconfig,
 )
-from operator_process import OperatorProcess, setup_namespace
-from test_finetunejob import (
+from .operator_process import OperatorProcess, setup_namespace
+from .test_finetunejob import (
     operator,
     test_delete_cleans_up_children_and_removes_the_finalizer,
     test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes,
     test_invalid_input_fails_with_a_condition_and_event_naming_the_field,
     test_success_path_driving_rayjob_status_through_status_subresource,
 )
-
-from sovereign_operator.devcluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

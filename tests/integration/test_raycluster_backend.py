@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from operator_process import (
+
+from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.services import LocalMlflow, LocalRayHead
+
+from .operator_process import (
     OperatorProcess,
     conditions,
     events,
@@ -23,9 +27,6 @@ from operator_process import (
     setup_namespace,
     wait_phase,
 )
-
-from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.devcluster.services import LocalMlflow, LocalRayHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

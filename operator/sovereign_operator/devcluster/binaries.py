@@ -35,7 +35,7 @@ NODE_COMPONENTS: dict[str, tuple[str, str]] = {
     "containerd": ("containerd", "CONTAINERD_VERSION"),
     "containerd-shim-runc-v2": ("containerd", "CONTAINERD_VERSION"),
     "ctr": ("containerd", "CONTAINERD_VERSION"),
-    "coredns": ("coredns", "COREDNS_VERSION"),
+    "coredns": ("coredns-cluster", "COREDNS_VERSION"),
 }
 # Built by the same script, used by `make images` only: not needed to start a cluster.
 TOOLS: dict[str, tuple[str, str]] = {"syft": ("syft", "SYFT_VERSION")}

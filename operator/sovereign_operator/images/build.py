@@ -123,7 +123,9 @@ def check_tools() -> Path:
         )
     syft = find_tool("syft")
     if syft is None:
-        raise ImageBuildError("syft is not built: run `make control-plane` (it builds syft too)")
+        raise ImageBuildError(
+            "syft is not built: run `hack/build-control-plane.sh syft` (`make images` does)"
+        )
     return syft
 
 

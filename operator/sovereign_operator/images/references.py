@@ -23,3 +23,7 @@ DEBIAN_IMAGE = "localhost/sovereign-ai/debian:bookworm"
 BASE_IMAGE = f"localhost/sovereign-ai/base:{VERSION}"
 # The real node's pod sandbox image (containerd's pinned sandbox image in the local cluster).
 PAUSE_IMAGE = f"localhost/sovereign-ai/pause:{VERSION}"
+
+# What a real node of the local cluster imports: the sandbox image, the operator, and the
+# runtime that the Ray pods, MLflow and the serving pods run (names of images.DEFINITIONS).
+NODE_IMAGES = ("pause", "operator", "runtime")
