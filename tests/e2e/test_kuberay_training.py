@@ -1,9 +1,12 @@
-"""The kuberay backend for real: a FineTuneJob trains in Ray pods on the real node.
+"""The kuberay backend for real: a FineTuneJob trains in Ray pods on the real node, and a
+ModelDeployment serves its result from a pod there.
 
 The operator runs as the chart's Deployment; KubeRay makes the head, two CPU workers and the
 submitter from the runtime image; the two workers train data-parallel (gloo) across pods, on
-a claim that every pod mounts; MLflow runs in the cluster as a real tracking server. Nothing
-here writes a status: the test only applies the FineTuneJob and reads what the components did.
+a claim that every pod mounts; MLflow runs in the cluster as a real tracking server. The job's
+LoRA adapter (unmerged, the default) is then served on its base by the transformers runtime and
+asked for a chat completion by the official openai client. Nothing here writes a status: the
+tests only apply the custom resources and read what the components did.
 """
 
 from __future__ import annotations
@@ -18,14 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kube_helpers import (
-    REPO_ROOT,
-    SYSTEM_NAMESPACE,
-    get,
-    install_operator,
-    uninstall_operator,
-    wait,
-)
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
@@ -34,7 +29,17 @@ from sovereign_operator.devcluster.incluster import (
     mlflow_server,
     mlflow_tracking_uri,
 )
+from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
 from sovereign_operator.images.references import RUNTIME_IMAGE
+
+from .kube_helpers import (
+    REPO_ROOT,
+    SYSTEM_NAMESPACE,
+    get,
+    install_operator,
+    uninstall_operator,
+    wait,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -74,13 +79,16 @@ def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
     node_cluster.kubectl("delete", "deployment,service", "mlflow", "-n", SYSTEM_NAMESPACE)
 
 
-@pytest.fixture
-def shared_claim(node_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(scope="module")
+def shared_claim(
+    node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     """A namespace and a claim on a folder of the node holding the tiny base model and the
     sample chat data: what pvc://shared/... names in the job."""
     from sovereign_training.tiny import create_tiny_model
 
     namespace = f"e2e-train-{uuid.uuid4().hex[:6]}"
+    tmp_path = tmp_path_factory.mktemp("shared-claim")
     folder = tmp_path / "claim"
     create_tiny_model(folder / "models" / "tiny")
     (folder / "data").mkdir()
@@ -94,36 +102,11 @@ def shared_claim(node_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[s
     for manifest in host_path_claim(CLAIM, namespace, str(folder), node_cluster.real_node.name):
         node_cluster.apply(manifest)
     yield namespace, folder
-    node_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    # Waited for, while the operator still runs (training_operator is torn down after this):
+    # it must finalize the FineTuneJob and the ModelDeployment, and a namespace left
+    # terminating would hand its objects to the next test's operator.
+    node_cluster.kubectl("delete", "namespace", namespace, "--timeout=180s", timeout=200)
     node_cluster.kubectl("delete", "pv", f"{namespace}-{CLAIM}", "--wait=false", check=False)
-
-
-def cpu_lora_job(name: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "sovereign-ai.eu/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "baseModel": {"uri": f"pvc://{CLAIM}/models/tiny"},
-            "dataset": {"trainingUri": f"pvc://{CLAIM}/data/train.jsonl", "format": "chat"},
-            "method": {
-                "type": "lora",
-                "hyperparameters": {
-                    "epochs": 2,
-                    "batchSize": 8,
-                    "microBatchSize": 4,
-                    "learningRate": "3e-3",
-                    "maxSeqLength": 256,
-                },
-                "lora": {"rank": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
-            },
-            "resources": {"workers": 2, "gpusPerWorker": 0, "cpu": "500m", "memory": "2Gi"},
-            "placement": {"regions": [REGION]},
-            "execution": {"ttlSecondsAfterFinished": 600},
-            "tracking": {"experimentName": "e2e-kuberay", "registeredModelName": "tiny-kuberay"},
-            "output": {"uri": f"pvc://{CLAIM}/output/{name}"},
-        },
-    }
 
 
 def mlflow_get(cluster: LocalCluster, tracking_uri: str, path: str) -> dict[str, Any]:
@@ -138,15 +121,41 @@ def mlflow_get(cluster: LocalCluster, tracking_uri: str, path: str) -> dict[str,
     return found
 
 
-def test_finetunejob_trains_in_ray_pods_on_the_real_node(
+JOB = "tiny-lora"
+REGION_TERMS = [
+    {"matchExpressions": [
+        {"key": "topology.kubernetes.io/region", "operator": "In", "values": [REGION]}
+    ]}
+]  # fmt: skip
+
+
+def required_node_terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    terms: list[dict[str, Any]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    return terms
+
+
+@pytest.fixture(scope="module")
+def training_run(
     node_cluster: LocalCluster, training_operator: str, shared_claim: tuple[str, Path]
-) -> None:
-    namespace, folder = shared_claim
-    name = "tiny-lora"
-    node_cluster.apply(cpu_lora_job(name, namespace))
+) -> dict[str, Any]:
+    """The FineTuneJob, applied once: what was seen while it ran, and its final status."""
+    namespace, _ = shared_claim
+    node_cluster.apply(
+        cpu_lora_job(
+            JOB,
+            namespace,
+            claim=CLAIM,
+            region=REGION,
+            registered_model_name="tiny-kuberay",
+            experiment_name="e2e-kuberay",
+        )
+    )
 
     def status() -> dict[str, Any]:
-        return get(node_cluster, "finetunejob", name, "-n", namespace).get("status") or {}
+        return get(node_cluster, "finetunejob", JOB, "-n", namespace).get("status") or {}
 
     seen: dict[str, Any] = {}
 
@@ -164,6 +173,31 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
 
     wait(running_with_progress, 900, "Running with progress", node_cluster, (namespace,), 2)
     print(f"\nkubectl get pods -o wide, during training:\n{seen['wide']}")
+    # While the head runs: a dashboard request without Ray's token (API server's service proxy).
+    [head] = [p for p in seen["pods"] if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+    cluster_name = head["metadata"]["labels"]["ray.io/cluster"]
+    proxy = f"/api/v1/namespaces/{namespace}/services/{cluster_name}-head-svc:dashboard/proxy"
+    seen["unauthenticated"] = node_cluster.kubectl(
+        "get", "--raw", f"{proxy}/api/jobs/", check=False
+    )
+
+    def finished() -> bool:
+        return status().get("phase") in ("Succeeded", "Failed")
+
+    wait(finished, 900, "finished", node_cluster, (namespace,), 2)
+    seen["final"] = status()
+    return seen
+
+
+def test_finetunejob_trains_in_ray_pods_on_the_real_node(
+    node_cluster: LocalCluster,
+    training_operator: str,
+    shared_claim: tuple[str, Path],
+    training_run: dict[str, Any],
+) -> None:
+    _, folder = shared_claim
+    name = JOB
+    seen = training_run
     progress = seen["status"]["progress"]
     assert progress["totalSteps"] > progress["step"] > 0
     assert progress["trainLoss"] > 0
@@ -173,33 +207,20 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     for component in TRAINING_POD_COMPONENTS:
         pod = pods[component]
         assert pod["spec"]["nodeName"] == node_cluster.real_node.name, component
-        terms = pod["spec"]["affinity"]["nodeAffinity"][
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        ]["nodeSelectorTerms"]
-        assert terms == [
-            {"matchExpressions": [
-                {"key": "topology.kubernetes.io/region", "operator": "In", "values": [REGION]}
-            ]}
-        ], component  # fmt: skip
+        assert required_node_terms(pod) == REGION_TERMS, component
     workers = [p for p in seen["pods"] if p["metadata"]["labels"].get("ray.io/group") == "workers"]
     assert len(workers) == 2
     # Ray's token authentication is on: KubeRay gave the head its mode, and the dashboard
     # refuses a request without the token (through the API server's service proxy).
     head_env = {e["name"]: e.get("value") for e in pods["ray-head"]["spec"]["containers"][0]["env"]}
     assert head_env.get("RAY_AUTH_MODE") == "token"
-    cluster_name = pods["ray-head"]["metadata"]["labels"]["ray.io/cluster"]
-    proxy = f"/api/v1/namespaces/{namespace}/services/{cluster_name}-head-svc:dashboard/proxy"
-    refused = node_cluster.kubectl("get", "--raw", f"{proxy}/api/jobs/", check=False)
+    refused = seen["unauthenticated"]
     assert refused.returncode != 0, refused.stdout
     # kubectl words any 401 this way; its own client certificate works for every other call
     # here, so the 401 is the dashboard's.
     assert "You must be logged in to the server" in refused.stderr, refused.stderr
 
-    def finished() -> bool:
-        return status().get("phase") in ("Succeeded", "Failed")
-
-    wait(finished, 900, "finished", node_cluster, (namespace,), 2)
-    final = status()
+    final = seen["final"]
     assert final["phase"] == "Succeeded", json.dumps(final, indent=2)
     mlflow = final["mlflow"]
     assert final["fineTunedModel"] == f"models:/tiny-kuberay/{mlflow['modelVersion']}"
@@ -223,3 +244,71 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     placement = final["placement"]
     assert {p["region"] for p in placement} == {REGION}
     assert len([p for p in placement if "worker" in p["pod"]]) == 2
+
+
+SERVED_NAME = "tiny-chat"
+
+
+def test_the_jobs_adapter_serves_from_a_pod_on_the_real_node(
+    node_cluster: LocalCluster, shared_claim: tuple[str, Path], training_run: dict[str, Any]
+) -> None:
+    """The unmerged adapter, served on the job's base (both fetched by init containers) by the
+    transformers runtime, answers the openai client through the Service (kube-proxy)."""
+    from openai import OpenAI
+
+    namespace, _ = shared_claim
+    assert training_run["final"]["phase"] == "Succeeded", training_run["final"]
+    name = "tiny-chat-server"
+    node_cluster.apply(
+        cpu_serving(name, namespace, job=JOB, region=REGION, served_model_name=SERVED_NAME)
+    )
+
+    def status() -> dict[str, Any]:
+        return get(node_cluster, "modeldeployment", name, "-n", namespace).get("status") or {}
+
+    def ready() -> bool:
+        current = status()
+        if current.get("phase") == "Failed":
+            raise AssertionError(f"the ModelDeployment failed: {current}")
+        return current.get("phase") == "Ready"
+
+    wait(ready, 600, "Ready", node_cluster, (namespace,), 2)
+    final = status()
+    assert final["modelUri"] == training_run["final"]["fineTunedModel"]
+    assert final["baseModelUri"] == f"pvc://{CLAIM}/models/tiny"
+    # Both digests come from what the init containers fetched, as the kubelet reported it.
+    assert final["modelDigest"].startswith("sha256:"), final
+    assert final["baseModelDigest"].startswith("sha256:"), final
+    assert final["modelDigest"] != final["baseModelDigest"]
+    [placed] = final["placement"]
+    assert node_cluster.real_node is not None
+    assert (placed["node"], placed["region"]) == (node_cluster.real_node.name, REGION)
+
+    [pod] = get(node_cluster, "pods", "-n", namespace, "-l", "sovereign-ai.eu/component=serving")[
+        "items"
+    ]
+    assert pod["spec"]["nodeName"] == node_cluster.real_node.name
+    assert required_node_terms(pod) == REGION_TERMS  # the init containers run in this pod too
+    fetched = {
+        c["name"]: c["state"]["terminated"]["exitCode"]
+        for c in pod["status"]["initContainerStatuses"]
+    }
+    assert fetched == {"fetch-base-model": 0, "fetch-model": 0}
+
+    # The official client, from this machine, through the Service's cluster IP.
+    service = get(node_cluster, "service", name, "-n", namespace)
+    port = service["spec"]["ports"][0]["port"]
+    client = OpenAI(
+        base_url=f"http://{service['spec']['clusterIP']}:{port}/v1", api_key="unused", timeout=60
+    )
+    assert [m.id for m in client.models.list().data] == [SERVED_NAME]
+    reply = client.chat.completions.create(
+        model=SERVED_NAME,
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Where may personal data be processed?"}],
+    )
+    assert reply.model == SERVED_NAME
+    assert isinstance(reply.choices[0].message.content, str)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens > 0
+    print(f"\nanswer through the Service: {reply.choices[0].message.content!r}")

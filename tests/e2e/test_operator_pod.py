@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 import yaml
-from kube_helpers import (
+
+from sovereign_operator.devcluster import LocalCluster
+
+from .kube_helpers import (
     FULLNAME,
     REPO_ROOT,
     SYSTEM_NAMESPACE,
@@ -16,8 +19,6 @@ from kube_helpers import (
     uninstall_operator,
     wait,
 )
-
-from sovereign_operator.devcluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

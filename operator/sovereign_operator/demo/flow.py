@@ -1,8 +1,11 @@
 """The demo's story, step by step, on real components only.
 
-Everything runs on this machine: the local control plane (with KubeRay and kwok GPU nodes),
-the Helm chart, the operator as the chart's ServiceAccount, a local Ray head and MLflow on
-sqlite. The rayCluster-backed FineTuneJob really trains a small model on the CPU.
+Everything runs on this machine: the local control plane with KubeRay, kwok GPU nodes (they
+run nothing, they show placement), and one real node in eu-west-par (kubelet, containerd,
+runc) that runs the product's own images. The operator runs as the chart's Deployment, MLflow
+as a tracking server in the cluster; the FineTuneJob trains for real in Ray pods that KubeRay
+makes, and the ModelDeployment serves its adapter from a pod that the openai client asks
+through the Service.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,21 +25,35 @@ import yaml
 
 from ..builders.serving import DEPLOYMENT_NAME_LABEL
 from ..devcluster import LocalCluster, ensure_binaries
-from ..devcluster.identity import service_account_kubeconfig
-from ..devcluster.processes import ManagedProcess, free_port
-from ..devcluster.services import LocalMlflow, LocalRayHead
+from ..devcluster.incluster import MLFLOW_PORT, host_path_claim, mlflow_server, mlflow_tracking_uri
+from ..devcluster.nodes import DEFAULT_NODES
+from ..devcluster.samples import cpu_lora_job, cpu_serving
+from ..images.build import build_images
+from ..images.references import NODE_IMAGES, RUNTIME_IMAGE
 from .steps import Steps
 
 SYSTEM_NAMESPACE = "sovereign-ai-system"
 RELEASE = "sovai"
-SERVICE_ACCOUNT = f"{RELEASE}-sovereign-ai-operator"
+OPERATOR_DEPLOYMENT = f"{RELEASE}-sovereign-ai-operator"
 NAMESPACE = "ml-team"
-RAY_TOKEN_SECRET = "local-ray-token"
-# Images must come from a registry the example policy allows.
-IMAGE = "registry.eu-west-par.example.eu/sovereign-ai/runtime:0.1.0"
+REGION = "eu-west-par"
+CLAIM = "shared"
+# The runtime image's user, who must be able to write the claim's folder.
+IMAGE_UID = 1000
 JOB = "eu-dp-assistant"
 MODEL_NAME = "eu-dp-assistant"
 REGION_LABEL = "topology.kubernetes.io/region"
+FTJ_COLUMNS = (
+    "NAME:.metadata.name,PHASE:.status.phase,STEP:.status.progress.step,"
+    "TOTAL:.status.progress.totalSteps,LOSS:.status.progress.trainLoss,"
+    "ETA:.status.progress.estimatedRemainingSeconds"
+)
+MDEP_COLUMNS = (
+    "NAME:.metadata.name,PHASE:.status.phase,READY:.status.readyReplicas,"
+    "MESSAGE:.status.conditions[?(@.type=='Ready')].message"
+)
+# The GPU pools are kwok nodes; their taint keeps the CPU pods of the demo on the real node.
+GPU_NODES = tuple(node for node in DEFAULT_NODES if node.gpu_product)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -49,9 +65,8 @@ class Demo:
     def __init__(self, repo: Path, workdir: Path) -> None:
         self.repo = repo
         self.workdir = workdir
-        self.steps = Steps(total=9, log_dir=workdir / "logs")
+        self.steps = Steps(total=8, log_dir=workdir / "logs")
         self.stack = ExitStack()
-        self.python = sys.executable
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -70,6 +85,10 @@ class Demo:
             [*argv, *args], capture_output=True, text=True, check=True, timeout=300
         ).stdout
 
+    def phase(self, kind: str, name: str) -> str | None:
+        obj = self.get(kind, name, "-n", NAMESPACE)
+        return obj.get("status", {}).get("phase") if obj else None
+
     def node_regions(self) -> dict[str, str]:
         return {
             n["metadata"]["name"]: n["metadata"]["labels"].get(REGION_LABEL, "?")
@@ -84,65 +103,86 @@ class Demo:
             if p["spec"].get("nodeName")
         ]
 
+    def show_placement(self, selector: str) -> list[tuple[str, str, str]]:
+        placed = self.pods_with_regions(selector)
+        self.steps.show("pod → node → region")
+        for pod, node, region in placed:
+            self.steps.show(f"  {pod} → {node} → {region}")
+        return placed
+
+    def status_line(self, kind: str, name: str, columns: str) -> str:
+        """One line of the object's status, without AGE: printed only when it changes."""
+        return self.kubectl(
+            "get", kind, name, "-n", NAMESPACE, "--no-headers", f"-o=custom-columns={columns}"
+        ).stdout.strip()
+
+    def service_url(self, namespace: str, name: str) -> str:
+        """http://<cluster IP>:<port> of a Service: kube-proxy's rules route it from this
+        machine, which does not use the cluster's DNS."""
+        service = self.get("service", name, "-n", namespace)
+        return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
     # -- the story -------------------------------------------------------------------------
 
     def run(self) -> None:
         with self.stack:
-            self.start_control_plane()
-            self.start_data_plane()
+            self.start_cluster()
             self.install_chart()
-            self.apply_policy()
-            self.start_operator()
-            self.fine_tune_on_local_ray()
-            self.show_admission_and_placement()
+            self.prepare_data()
+            self.fine_tune_in_ray_pods()
             self.serve_model()
             self.query_model()
+            self.show_admission_and_gpu_placement()
             self.summary()
+            self.steps.say("\nStopping everything started here (the real node drains first) ...")
+            stopping = time.monotonic()
+        self.steps.say(
+            f"Everything started here is stopped ({time.monotonic() - stopping:.0f} s); "
+            "the cluster folder is kept."
+        )
 
-    def start_control_plane(self) -> None:
+    def start_cluster(self) -> None:
         with self.steps.step(
-            "Start the local control plane (etcd, kube-apiserver, "
-            "controller-manager, scheduler, kwok GPU nodes, KubeRay)"
+            "Build the images (cached) and start the local cluster: etcd, kube-apiserver, "
+            "controller-manager, scheduler, KubeRay, kwok GPU nodes and a real node"
         ):
-            binaries = ensure_binaries()
+            images = {image.name: image for image in build_images(self.repo, NODE_IMAGES)}
+            for name in NODE_IMAGES:
+                image = images[name]
+                cached = "cached" if image.cached else f"built in {image.build_seconds:.0f} s"
+                self.steps.show(f"{image.reference}  {image.manifest_digest}  ({cached})")
             self.cluster = self.stack.enter_context(
-                LocalCluster(self.workdir / "cluster", binaries=binaries, keep_workdir=True)
+                LocalCluster(
+                    self.workdir / "cluster",
+                    nodes=GPU_NODES,
+                    binaries=ensure_binaries(node=True),
+                    real_node=True,
+                    node_images=[Path(images[name].archive) for name in NODE_IMAGES],
+                    keep_workdir=True,
+                )
             )
             self.steps.show(
                 self.kubectl("get", "nodes", "-L", f"{REGION_LABEL},nvidia.com/gpu.product").stdout
             )
 
-    def start_data_plane(self) -> None:
-        with self.steps.step(
-            "Start the embedded data plane: a local Ray head and MLflow on sqlite"
-        ):
-            self.mlflow = self.stack.enter_context(
-                LocalMlflow(self.workdir / "mlflow", self.workdir / "logs")
-            )
-            self.ray = self.stack.enter_context(LocalRayHead(self.workdir / "logs"))
-            self.steps.show(f"MLflow tracking URI: {self.mlflow.tracking_uri}")
-            self.steps.show(f"Ray dashboard / Job Submission API: {self.ray.address} (token auth)")
-
     def install_chart(self) -> None:
-        with self.steps.step("helm install the chart (CRDs, admission policies, RBAC, operator)"):
-            values = {
-                # The example policy is applied in the next step, with the local Ray cluster.
-                "sovereigntyPolicy": {"create": False},
-                "rbac": {"raySecrets": [{"namespace": SYSTEM_NAMESPACE, "name": RAY_TOKEN_SECRET}]},
-                "config": {
-                    "defaultPolicy": "eu-only",
-                    "runtimeImage": IMAGE,
-                    "mlflowTrackingUri": self.mlflow.tracking_uri,
-                    # The local Ray head runs jobs with this machine's interpreter.
-                    "trainingCommand": f"{self.python} -m sovereign_training train",
-                    "startupDeadlineSeconds": 600,
-                    "reconcileIntervalSeconds": 2,
-                    "logFormat": "text",
-                },
-                # Even the (kwok-simulated) operator pod must stay in the EU.
-                "nodeSelector": {REGION_LABEL: "eu-west-par"},
+        with self.steps.step(
+            "helm install the chart: CRDs, admission policies, RBAC, the eu-only policy, and "
+            "the operator as a pod; MLflow as a tracking server in the cluster"
+        ):
+            self.kubectl("create", "namespace", SYSTEM_NAMESPACE)
+            for manifest in mlflow_server(SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION]):
+                self.cluster.apply(manifest)
+            self.tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
+            config = {
+                "mlflowTrackingUri": self.tracking_uri,
+                # The real node has two cores for everything.
+                "headCpu": "500m",
+                "headMemory": "4Gi",
+                "reconcileIntervalSeconds": 2,
+                "startupDeadlineSeconds": 900,
+                "logFormat": "text",
             }
-            args = [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
             chart = self.repo / "charts" / "sovereign-ai-operator"
             self.helm(
                 "install",
@@ -150,151 +190,87 @@ class Demo:
                 str(chart),
                 "-n",
                 SYSTEM_NAMESPACE,
-                "--create-namespace",
                 "--wait",
-                "--timeout=120s",
-                *args,
+                "--timeout=300s",
+                "--set-json",
+                f"config={json.dumps(config)}",
+            )
+            self.steps.wait(
+                lambda: (
+                    (self.get("deployment", "mlflow", "-n", SYSTEM_NAMESPACE) or {})
+                    .get("status", {})
+                    .get("availableReplicas")
+                ),
+                timeout=300,
+                what="MLflow to be Available",
             )
             self.steps.show(self.helm("list", "-n", SYSTEM_NAMESPACE))
-            self.steps.show(
-                self.kubectl(
-                    "get", "crd", "-l", "app.kubernetes.io/name=sovereign-ai-operator"
-                ).stdout
-            )
+            pods = self.kubectl("get", "pods", "-o", "wide", "-n", SYSTEM_NAMESPACE).stdout
+            self.steps.show(pods)
+            self.steps.show(self.kubectl("get", "sovereigntypolicies").stdout)
             self.steps.show(self.kubectl("get", "validatingadmissionpolicies").stdout)
 
-    def apply_policy(self) -> None:
+    def prepare_data(self) -> None:
         with self.steps.step(
-            "Apply the example SovereigntyPolicy (EU regions; the local Ray "
-            "cluster declared in eu-west-par)"
+            "A claim on the real node with a tiny base model and the sample EU chat data"
         ):
-            self.cluster.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": RAY_TOKEN_SECRET, "namespace": SYSTEM_NAMESPACE},
-                    "stringData": {"token": self.ray.token},
-                }
+            folder = self.workdir / "claim"
+            # A small, randomly initialised Llama with a tokenizer trained on the sample data:
+            # nothing is downloaded.
+            from sovereign_training.tiny import create_tiny_model
+
+            create_tiny_model(folder / "models" / "tiny")
+            (folder / "data").mkdir()
+            shutil.copy(
+                self.repo / "examples" / "data" / "eu-data-protection-chat.jsonl",
+                folder / "data" / "train.jsonl",
             )
-            policy = _load(self.repo / "examples" / "sovereigntypolicy-eu.yaml")
-            policy["spec"]["rayClusters"] = [
-                {
-                    "name": "local-eu",
-                    "address": self.ray.address,
-                    "region": "eu-west-par",
-                    "authTokenSecretRef": {
-                        "namespace": SYSTEM_NAMESPACE,
-                        "name": RAY_TOKEN_SECRET,
-                        "key": "token",
-                    },
-                }
-            ]
-            self.cluster.apply(policy)
+            for path in (folder, *folder.rglob("*")):
+                os.chown(path, IMAGE_UID, IMAGE_UID)
+            os.chmod(self.workdir, 0o755)
             self.kubectl("create", "namespace", NAMESPACE)
-            self.steps.show(self.kubectl("get", "sovereign-ai").stdout)
+            assert self.cluster.real_node is not None
+            for manifest in host_path_claim(
+                CLAIM, NAMESPACE, str(folder), self.cluster.real_node.name
+            ):
+                self.cluster.apply(manifest)
+            self.steps.show(self.kubectl("get", "pvc", "-n", NAMESPACE).stdout)
 
-    def start_operator(self) -> None:
+    def fine_tune_in_ray_pods(self) -> None:
         with self.steps.step(
-            "Run the operator as the chart's ServiceAccount, with the chart's settings"
+            "Fine-tune (LoRA) for real: KubeRay's head, two workers and the submitter train "
+            "data-parallel on the real node, tracked in MLflow"
         ):
-            kubeconfig = service_account_kubeconfig(
-                self.cluster,
-                SERVICE_ACCOUNT,
-                SYSTEM_NAMESPACE,
-                self.workdir / "operator.kubeconfig",
+            job = cpu_lora_job(
+                JOB,
+                NAMESPACE,
+                claim=CLAIM,
+                region=REGION,
+                registered_model_name=MODEL_NAME,
+                experiment_name="eu-data-protection",
             )
-            env = self.chart_environment()
-            health = free_port()
-            env.update(
-                {
-                    "KUBECONFIG": str(kubeconfig),
-                    "SOVAI_HEALTH_PORT": str(health),
-                    "SOVAI_METRICS_PORT": str(free_port()),
-                }
-            )
-            operator = ManagedProcess(
-                "operator", [self.python, "-m", "sovereign_operator"], self.workdir / "logs", env
-            )
-            operator.start()
-            self.stack.callback(operator.stop)
-            operator.wait_until(
-                lambda: requests.get(f"http://127.0.0.1:{health}/healthz", timeout=2).ok,
-                120,
-                "healthy (/healthz)",
-            )
-            self.operator = operator
-            self.steps.show(f"identity: system:serviceaccount:{SYSTEM_NAMESPACE}:{SERVICE_ACCOUNT}")
-            self.steps.show(f"log: {operator.log_path}")
-
-    def chart_environment(self) -> dict[str, str]:
-        """The SOVAI_* variables of the chart's rendered operator Deployment."""
-        manifest = self.helm("get", "manifest", RELEASE, "-n", SYSTEM_NAMESPACE)
-        for document in yaml.safe_load_all(manifest):
-            if document and document.get("kind") == "Deployment":
-                container = document["spec"]["template"]["spec"]["containers"][0]
-                return {
-                    item["name"]: str(item["value"])
-                    for item in container.get("env", [])
-                    if item["name"].startswith("SOVAI_") and "value" in item
-                }
-        raise RuntimeError("the chart rendered no Deployment")
-
-    def fine_tune_on_local_ray(self) -> None:
-        with self.steps.step(
-            "Fine-tune a small model for real on the local Ray (rayCluster "
-            "backend), tracked in MLflow"
-        ):
-            base = self.workdir / "models" / "tiny-base"
-            if not (base / "config.json").exists():
-                # A small, randomly initialised Llama with a tokenizer trained on the sample
-                # data: nothing is downloaded.
-                subprocess.run(
-                    [
-                        self.python,
-                        "-c",
-                        "import sys; from sovereign_training.tiny import create_tiny_model; "
-                        "create_tiny_model(sys.argv[1])",
-                        str(base),
-                    ],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-            dataset = self.repo / "examples" / "data" / "eu-data-protection-chat.jsonl"
-            job = {
-                "apiVersion": "sovereign-ai.eu/v1alpha1",
-                "kind": "FineTuneJob",
-                "metadata": {"name": JOB, "namespace": NAMESPACE},
-                "spec": {
-                    "baseModel": {"uri": base.as_uri()},
-                    "dataset": {"trainingUri": dataset.as_uri(), "format": "chat"},
-                    "method": {
-                        "type": "full",
-                        "hyperparameters": {
-                            "epochs": 2,
-                            "batchSize": 8,
-                            "microBatchSize": 8,
-                            "learningRate": "3e-3",
-                            "maxSeqLength": 256,
-                        },
-                    },
-                    "resources": {"workers": 1, "gpusPerWorker": 0, "cpu": "1", "memory": "2Gi"},
-                    "execution": {"backend": "rayCluster", "rayClusterRef": "local-eu"},
-                    "tracking": {
-                        "experimentName": "eu-data-protection",
-                        "registeredModelName": MODEL_NAME,
-                    },
-                },
-            }
             self.cluster.apply(job)
+
+            def progress() -> str:
+                return self.status_line("ftj", JOB, FTJ_COLUMNS)
+
+            def running_with_progress() -> bool:
+                status = (self.get("finetunejob", JOB, "-n", NAMESPACE) or {}).get("status", {})
+                if status.get("phase") in ("Failed", "Succeeded"):
+                    return True
+                return bool((status.get("progress") or {}).get("step"))
+
+            self.steps.wait(
+                running_with_progress, 900, f"FineTuneJob {JOB} to report progress", 2.0, progress
+            )
+            self.steps.show("$ kubectl get pods -o wide   (during training)")
+            self.steps.show(self.kubectl("get", "pods", "-o", "wide", "-n", NAMESPACE).stdout)
             self.steps.wait(
                 lambda: self.phase("finetunejob", JOB) in ("Succeeded", "Failed"),
                 timeout=900,
                 what=f"FineTuneJob {JOB} to finish",
                 interval=3.0,
-                progress=lambda: self.kubectl(
-                    "get", "ftj", JOB, "-n", NAMESPACE, "--no-headers"
-                ).stdout.strip(),
+                progress=progress,
             )
             if self.phase("finetunejob", JOB) != "Succeeded":
                 raise RuntimeError(
@@ -308,144 +284,56 @@ class Demo:
             self.steps.show(described[described.find("\nStatus:") + 1 :])
             self.show_registered_model()
 
-    def phase(self, kind: str, name: str) -> str | None:
-        obj = self.get(kind, name, "-n", NAMESPACE)
-        return obj.get("status", {}).get("phase") if obj else None
-
     def show_registered_model(self) -> None:
         status = self.get("finetunejob", JOB, "-n", NAMESPACE)["status"]
         mlflow = status.get("mlflow") or {}
-        self.model_uri = str(status.get("fineTunedModel") or mlflow.get("modelUri"))
-        from mlflow import MlflowClient  # the demo runs with the training extra installed
-
-        client = MlflowClient(tracking_uri=self.mlflow.tracking_uri)
-        version = client.get_model_version(
-            str(mlflow.get("modelName")), str(mlflow.get("modelVersion"))
+        # MLflow's REST API, asked directly: from this machine through the Service's cluster
+        # IP, with the Service's name as the Host (MLflow refuses Host headers it does not know).
+        response = requests.get(
+            self.service_url(SYSTEM_NAMESPACE, "mlflow") + "/api/2.0/mlflow/model-versions/get",
+            params={"name": mlflow.get("modelName"), "version": mlflow.get("modelVersion")},
+            headers={"Host": self.tracking_uri.split("//", 1)[1]},
+            timeout=30,
         )
-        registered = {"source": version.source, "tags": dict(version.tags)}
-        shown = json.dumps(registered, indent=2, sort_keys=True)
+        response.raise_for_status()
+        version = response.json()["model_version"]
+        tags = {tag["key"]: tag["value"] for tag in version.get("tags", [])}
+        registered = {"source": version.get("source"), "runId": version.get("run_id"), "tags": tags}
         self.evidence = {"finetunejob": status, "mlflowModelVersion": registered}
-        self.steps.show(f"registered in MLflow as {self.model_uri}, with lineage tags:")
-        self.steps.show(shown)
-
-    def show_admission_and_placement(self) -> None:
-        with self.steps.step(
-            "Residency: admission rejects us-east-1; KubeRay pods land only on EU GPU nodes"
-        ):
-            rejected = _load(self.repo / "examples" / "finetunejob-lora.yaml")
-            rejected["metadata"] = {"name": "runs-in-virginia", "namespace": NAMESPACE}
-            rejected["spec"]["placement"]["regions"] = ["us-east-1"]
-            result = self.kubectl("apply", "-f", "-", check=False, stdin=json.dumps(rejected))
-            if result.returncode == 0:
-                raise RuntimeError("a FineTuneJob asking for us-east-1 was admitted")
-            self.steps.show("$ kubectl apply -f finetunejob-us-east-1.yaml")
-            self.steps.show(result.stderr)
-
-            job = _load(self.repo / "examples" / "finetunejob-lora.yaml")
-            job["metadata"] = {"name": "support-assistant-lora", "namespace": NAMESPACE}
-            job["spec"]["placement"]["regions"] = ["eu-west-par", "eu-central-fra"]
-            self.cluster.apply(job)
-            selector = "ray.io/node-type"
-            self.steps.wait(
-                lambda: len(self.pods_with_regions(selector)) >= 3,
-                timeout=180,
-                what="the RayCluster's head and worker pods to be bound",
-            )
-            placed = self.pods_with_regions(selector)
-            self.steps.show(
-                self.kubectl("get", "ftj", "support-assistant-lora", "-n", NAMESPACE).stdout
-            )
-            self.steps.show("pod → node → region")
-            for pod, node, region in placed:
-                self.steps.show(f"  {pod} → {node} → {region}")
-            outside = [p for p in placed if p[2] not in ("eu-west-par", "eu-central-fra")]
-            if outside:
-                raise RuntimeError(f"pods outside the EU: {outside}")
-            self.kubectl("delete", "ftj", "support-assistant-lora", "-n", NAMESPACE, "--wait=false")
+        self.steps.show(f"registered in MLflow as {status.get('fineTunedModel')}:")
+        self.steps.show(json.dumps(registered, indent=2, sort_keys=True))
 
     def serve_model(self) -> None:
-        with self.steps.step("Serve the fine-tuned model with a ModelDeployment on EU nodes"):
-            deployment = {
-                "apiVersion": "sovereign-ai.eu/v1alpha1",
-                "kind": "ModelDeployment",
-                "metadata": {"name": "eu-dp-assistant", "namespace": NAMESPACE},
-                "spec": {
-                    "model": {"fineTuneJobRef": {"name": JOB}},
-                    "runtime": "transformers",
-                    "replicas": 2,
-                    "resources": {"gpusPerReplica": 0, "cpu": "1", "memory": "2Gi"},
-                    "placement": {"regions": ["eu-central-fra"]},
-                },
-            }
+        with self.steps.step(
+            "Serve the adapter on its base with a ModelDeployment, from a pod on the real node"
+        ):
+            deployment = cpu_serving(MODEL_NAME, NAMESPACE, job=JOB, region=REGION)
             self.cluster.apply(deployment)
             self.steps.wait(
-                lambda: self.phase("modeldeployment", "eu-dp-assistant") == "Ready",
-                timeout=240,
+                lambda: self.phase("modeldeployment", MODEL_NAME) in ("Ready", "Failed"),
+                timeout=600,
                 what="the ModelDeployment to be Ready",
-                progress=lambda: self.kubectl(
-                    "get", "mdep", "eu-dp-assistant", "-n", NAMESPACE, "--no-headers"
-                ).stdout.strip(),
+                progress=lambda: self.status_line("mdep", MODEL_NAME, MDEP_COLUMNS),
             )
+            if self.phase("modeldeployment", MODEL_NAME) != "Ready":
+                raise RuntimeError(
+                    self.kubectl("describe", "mdep", MODEL_NAME, "-n", NAMESPACE).stdout
+                )
             self.steps.show(self.kubectl("get", "mdep", "-n", NAMESPACE).stdout)
-            self.steps.show("pod → node → region")
-            for pod, node, region in self.pods_with_regions(
-                f"{DEPLOYMENT_NAME_LABEL}=eu-dp-assistant"
-            ):
-                self.steps.show(f"  {pod} → {node} → {region}")
+            status = self.get("modeldeployment", MODEL_NAME, "-n", NAMESPACE)["status"]
+            self.evidence["modeldeployment"] = status
+            for key in ("modelUri", "modelDigest", "baseModelUri", "baseModelDigest", "url"):
+                self.steps.show(f"{key}: {status.get(key)}")
+            self.show_placement(f"{DEPLOYMENT_NAME_LABEL}={MODEL_NAME}")
 
     def query_model(self) -> None:
         with self.steps.step(
-            "Run the CPU server on the same model (as its pod would) and ask it "
-            "with the openai client"
+            "Ask it with the openai client, through the Service (kube-proxy)"
         ) as log:
-            model_dir = self.workdir / "serving" / "model"
-            env = {**os.environ, "MLFLOW_TRACKING_URI": self.mlflow.tracking_uri}
-            subprocess.run(
-                [
-                    self.python,
-                    "-m",
-                    "sovereign_training",
-                    "fetch",
-                    "--uri",
-                    self.model_uri,
-                    "--dest",
-                    str(model_dir),
-                ],
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            port = free_port()
-            server = ManagedProcess(
-                "model-server",
-                [
-                    self.python,
-                    "-m",
-                    "sovereign_training",
-                    "serve",
-                    "--model-dir",
-                    str(model_dir),
-                    "--served-model-name",
-                    MODEL_NAME,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                self.workdir / "logs",
-                env,
-            )
-            server.start()
-            self.stack.callback(server.stop)
-            server.wait_until(
-                lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok,
-                180,
-                "healthy (/health)",
-            )
             from openai import OpenAI
 
-            client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local")
+            base_url = self.service_url(NAMESPACE, MODEL_NAME) + "/v1"
+            client = OpenAI(base_url=base_url, api_key="unused", timeout=120)
             reply = client.chat.completions.create(
                 model=MODEL_NAME,
                 max_tokens=24,
@@ -459,8 +347,41 @@ class Demo:
                 f"{usage.completion_tokens if usage else '?'} completion tokens"
             )
             log.write_text(answer)
-            self.steps.show("$ client.chat.completions.create(model='eu-dp-assistant', ...)")
+            self.steps.show(f"$ OpenAI(base_url={base_url!r}).chat.completions.create(...)")
             self.steps.show(answer)
+
+    def show_admission_and_gpu_placement(self) -> None:
+        with self.steps.step(
+            "Residency: admission rejects us-east-1; a GPU job's workers land only on EU GPU nodes"
+        ):
+            rejected = _load(self.repo / "examples" / "finetunejob-lora.yaml")
+            rejected["metadata"] = {"name": "runs-in-virginia", "namespace": NAMESPACE}
+            rejected["spec"]["placement"]["regions"] = ["us-east-1"]
+            result = self.kubectl("apply", "-f", "-", check=False, stdin=json.dumps(rejected))
+            if result.returncode == 0:
+                raise RuntimeError("a FineTuneJob asking for us-east-1 was admitted")
+            self.steps.show("$ kubectl apply -f finetunejob-us-east-1.yaml")
+            self.steps.show(result.stderr)
+
+            job = _load(self.repo / "examples" / "finetunejob-lora.yaml")
+            job["metadata"] = {"name": "support-assistant-lora", "namespace": NAMESPACE}
+            job["spec"]["placement"]["regions"] = ["eu-west-par", "eu-central-fra"]
+            job["spec"]["execution"].pop("image", None)  # the locally built runtime image
+            self.cluster.apply(job)
+            selector = "ray.io/group=workers"
+            self.steps.wait(
+                lambda: len(self.pods_with_regions(selector)) >= 2,
+                timeout=180,
+                what="the RayCluster's GPU workers to be bound",
+            )
+            self.steps.show(
+                self.kubectl("get", "ftj", "support-assistant-lora", "-n", NAMESPACE).stdout
+            )
+            placed = self.show_placement(selector)
+            outside = [p for p in placed if p[2] not in ("eu-west-par", "eu-central-fra")]
+            if outside:
+                raise RuntimeError(f"pods outside the EU: {outside}")
+            self.kubectl("delete", "ftj", "support-assistant-lora", "-n", NAMESPACE, "--wait=false")
 
     def summary(self) -> None:
         evidence_path = self.workdir / "evidence" / f"{NAMESPACE}-{JOB}.json"
@@ -468,14 +389,23 @@ class Demo:
         evidence_path.write_text(json.dumps(self.evidence, indent=2, sort_keys=True))
         total = time.monotonic() - self.steps.started
         self.steps.say(f"\nThe demo ran end to end in {total:.0f} s. Where to look:")
-        self.steps.show(f"kubeconfig:  export KUBECONFIG={self.cluster.kubeconfig}")
+        self.steps.show(f"evidence:  {evidence_path}  (placement, residency, MLflow lineage)")
+        self.steps.show(f"logs:      {self.steps.log_dir}")
         self.steps.show(
-            f"MLflow UI:   {self.python} -m mlflow ui --backend-store-uri "
-            f"sqlite:///{self.mlflow.data_dir / 'mlflow.db'}"
+            f"MLflow:    {self.service_url(SYSTEM_NAMESPACE, 'mlflow')} (Host: "
+            f"mlflow.{SYSTEM_NAMESPACE}.svc.cluster.local:{MLFLOW_PORT}), while it runs"
         )
-        self.steps.show(f"evidence:    {evidence_path}  (placement, residency, MLflow lineage)")
-        self.steps.show(f"logs:        {self.steps.log_dir}")
-        self.steps.say("Everything started here is now stopped (the cluster folder is kept).")
+        self.steps.show(
+            "re-run with SOVAI_DEMO_KEEP=1 to keep the cluster up: "
+            f"export KUBECONFIG={self.cluster.kubeconfig}"
+        )
+        if os.environ.get("SOVAI_DEMO_KEEP") == "1":
+            self.steps.say("SOVAI_DEMO_KEEP=1: the cluster stays up until Ctrl-C.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
 
 
 def run_demo(repo: Path, workdir: Path) -> int:
