@@ -67,6 +67,7 @@ class Blocks:
     position_ids: torch.Tensor  # [n, S] int64
     real_tokens: torch.Tensor  # [n] int64, tokens that are not padding
     stats: EncodeStats = field(default_factory=EncodeStats)
+    members: list[list[int]] = field(default_factory=list)  # the sequences in each block
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -258,12 +259,20 @@ def build_blocks(
     max_seq_length: int,
 ) -> Blocks:
     """Encode rows and pack them into fixed-size blocks (see module doc)."""
-    import torch
-
     encoded, stats = encode_rows(tokenizer, rows, max_seq_length)
     if not encoded:
         raise DatasetError("no row has a token to train on after tokenisation")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pack_encoded(encoded, max_seq_length, pad_id, stats)
+
+
+def pack_encoded(
+    encoded: list[Encoded], max_seq_length: int, pad_id: int, stats: EncodeStats | None = None
+) -> Blocks:
+    """Pack encoded sequences whole into blocks of max_seq_length tokens (module doc);
+    Blocks.members says which sequences each block holds."""
+    import torch
+
     bins = pack([len(e.input_ids) for e in encoded], max_seq_length)
     n = len(bins)
     input_ids = torch.full((n, max_seq_length), pad_id, dtype=torch.long)
@@ -282,7 +291,7 @@ def build_blocks(
         real[b] = offset
         # Padding is its own segment (positions restart), so no sequence attends to it.
         position_ids[b, offset:] = torch.arange(max_seq_length - offset)
-    return Blocks(input_ids, labels, position_ids, real, stats)
+    return Blocks(input_ids, labels, position_ids, real, stats or EncodeStats(), bins)
 
 
 def epoch_order(num_blocks: int, seed: int, epoch: int) -> list[int]:

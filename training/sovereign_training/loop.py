@@ -42,6 +42,14 @@ from .modeling import (
 )
 from .progress import emit, progress_line
 from .sources import checked_dataset, model_dir, parse_uri, upload_folder_s3
+from .speedups import (
+    CausalLMLoss,
+    Speedups,
+    attention_kernels,
+    compile_blocks,
+    prepare_lora,
+    prepare_model,
+)
 from .tracking import RunLogger, redact_uri
 
 
@@ -57,6 +65,10 @@ class JobContext:
     experiment_id: str | None = None
     compile: bool = False
     gradient_checkpointing: bool = False
+    # Levers not yet measured on a GPU are opt-in (SOVAI_FLOAT8, SOVAI_CUDNN_ATTENTION): used
+    # only where asked for and where the GPU has them (speedups.py).
+    float8: bool = False
+    cudnn_attention: bool = False
     # Test hook: exit the worker process of `crash_rank` after step `crash_at_step`, once (the
     # marker file records that it happened), to exercise recovery from a lost worker.
     crash_at_step: int | None = None
@@ -67,6 +79,15 @@ class JobContext:
     @property
     def config(self) -> TrainingConfig:
         return TrainingConfig.model_validate_json(self.config_json)
+
+    def speedups(self, device: torch.device) -> Speedups:
+        """The levers this job trains with on `device` (speedups.py)."""
+        levers = Speedups.for_device(device, use_compile=self.compile)
+        if not self.float8:
+            levers = levers.without("float8")
+        if not self.cudnn_attention:
+            levers = levers.without("cudnn_attention")
+        return levers
 
 
 class Runtime(Protocol):
@@ -361,11 +382,16 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     accumulation = hp.batch_size // (hp.micro_batch_size * world)
 
     dtype = param_dtype(device)
+    speedups = ctx.speedups(device)
     model = load_model(base_path, dtype, device, gradient_checkpointing=ctx.gradient_checkpointing)
+    prepare_model(model, speedups)
     is_lora = cfg.method.type == "lora"
     if is_lora:
         assert cfg.method.lora is not None
         model = add_lora(model, cfg.method.lora, gradient_checkpointing=ctx.gradient_checkpointing)
+        prepare_lora(model, speedups)
+    # Autocast only where PEFT's own forward still computes the adapters.
+    autocast_lora = is_lora and not speedups.fused_lora
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, hp.learning_rate, device)
     warmup = round(hp.warmup_ratio * total)
@@ -414,6 +440,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                     "rowsDropped": train.stats.dropped,
                     "paramDtype": str(dtype).removeprefix("torch."),
                     "torchCompile": ctx.compile,
+                    "speedups": speedups.describe(),
                     "gradientCheckpointing": ctx.gradient_checkpointing,
                     "chatTemplateFallback": fallback_template,
                     "trainableParams": sum(p.numel() for p in params),
@@ -428,12 +455,12 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     if rank == 0 and start_step:
         emit(f"sovereign_training: resumed from the checkpoint at step {start_step}")
 
-    train_model: Any = model
+    if speedups.compile:
+        compile_blocks(model)
+    train_model: Any = CausalLMLoss(model, compile_head=speedups.compile)
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if ctx.compile:
-        train_model = torch.compile(train_model)
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
     train_model.train()
 
     tokens = int(counters["tokens"])
@@ -463,10 +490,13 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             last = i == len(plan.micro_batches) - 1
             sync = contextlib.nullcontext() if last or world == 1 else train_model.no_sync()
             with sync:
-                with adapter_precision(device, dtype, lora=is_lora):
-                    out = train_model(**_batch(train, micro, device), num_items_in_batch=divisor)
-                out.loss.backward()
-            loss_sum += out.loss.detach().double() * divisor
+                with (
+                    adapter_precision(device, dtype, lora=autocast_lora),
+                    attention_kernels(speedups, device),
+                ):
+                    loss = train_model(**_batch(train, micro, device), num_items_in_batch=divisor)
+                loss.backward()
+            loss_sum += loss.detach().double() * divisor
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
@@ -480,7 +510,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
         at_checkpoint = done % cfg.checkpointing.every_steps == 0
         eval_loss = None
         if val is not None and (at_checkpoint or done == total):
-            with adapter_precision(device, dtype, lora=is_lora):  # as the training loss
+            with adapter_precision(device, dtype, lora=autocast_lora):  # as the training loss
                 eval_loss = evaluate(unwrap(model), val, rt, hp.micro_batch_size)
         if rank == 0:
             tps = step_tokens / step_seconds

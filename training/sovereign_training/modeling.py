@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -59,11 +59,13 @@ def load_model(
     GPUs) and the KV cache off for training."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    # transformers' own annotations are partial (untyped methods, a decorated `to`).
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.to(device)
+    loaded: PreTrainedModel = model.to(device)
+    return loaded
 
 
 def add_lora(
@@ -81,7 +83,7 @@ def add_lora(
     )
     if gradient_checkpointing:
         # Checkpointed blocks need an input that requires grad, or no gradient reaches LoRA.
-        model.enable_input_require_grads()
+        cast(Any, model).enable_input_require_grads()
     try:
         return get_peft_model(model, config)
     except ValueError as exc:

@@ -73,7 +73,8 @@ def train_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    make_tokenizer: Any = PreTrainedTokenizerFast  # untyped in transformers
+    fast: PreTrainedTokenizerFast = make_tokenizer(
         tokenizer_object=tokenizer,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
@@ -129,7 +130,8 @@ def create_tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
+    make_generation_config: Any = GenerationConfig  # untyped in transformers
+    model.generation_config = make_generation_config(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
