@@ -1,7 +1,8 @@
 """Configuration of the real node (containerd, CNI, kubelet): pure builders, no I/O.
 
-Every path is inside the node's own folder, so a stop removes everything, and every address is on
-the bridge the node creates itself: nothing listens on, or routes to, the machine's own networks.
+Every path is inside the node's own folder, so a stop removes everything, but for containerd's
+image store, which may live in a cache between runs (realnode.py); every address is on the
+bridge the node creates itself: nothing listens on, or routes to, the machine's own networks.
 """
 
 from __future__ import annotations
@@ -65,13 +66,16 @@ def to_toml(table: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(line for line in lines if line)
 
 
-def containerd_config(layout: NodeLayout, sandbox_image: str) -> dict[str, Any]:
-    """containerd 2.4 (config version 4) for kubelet's CRI."""
+def containerd_config(
+    layout: NodeLayout, sandbox_image: str, store: Path | None = None
+) -> dict[str, Any]:
+    """containerd 2.4 (config version 4) for kubelet's CRI. ``store`` is containerd's root (its
+    images, snapshots and metadata), by default inside the node's folder."""
     state = layout.root / "containerd"
     cri_runtime = "io.containerd.cri.v1.runtime"
     return {
         "version": 4,
-        "root": str(state / "root"),
+        "root": str(store or state / "root"),
         "state": str(state / "state"),
         "temp": str(state / "tmp"),
         "imports": [],  # nothing from /etc/containerd: the node is all in its folder

@@ -11,6 +11,7 @@ Needs root (network interfaces, mounts, cgroups), as any kubelet does.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import logging
@@ -55,6 +56,8 @@ HOST_PATHS = (
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The file beside each image archive that records its manifest digest (images/build.py).
+IMAGE_METADATA = "image.json"
 IPTABLES = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle")
 
@@ -189,6 +192,54 @@ def free_subnet() -> ipaddress.IPv4Network:
     raise RealNodeError(f"no free /24 left in {BRIDGE_RANGE}")
 
 
+def image_store_root() -> Path:
+    """Where the real node's containerd keeps its images between runs."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sovereign-ai" / "node-store"
+
+
+def manifest_digest(archive: Path) -> str | None:
+    """The manifest digest `make images` recorded beside an archive, if it did."""
+    try:
+        digest = json.loads((archive.parent / IMAGE_METADATA).read_text())["manifest_digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+class ImageStore:
+    """containerd's root for one node: the shared cache when no other node on this machine
+    holds it (an exclusive lock for the node's lifetime), else a folder of the node's own.
+
+    Importing the 7 GB runtime image into an empty store took about two minutes of every
+    cluster start; in the cache, an image whose manifest digest is already there is not
+    imported again, and images that no archive asks for any more are removed, so the store holds
+    one version of each image."""
+
+    def __init__(self, fallback: Path) -> None:
+        self.path = fallback
+        self.shared = False
+        self._lock: int | None = None
+        cache = image_store_root()
+        with contextlib.suppress(OSError):
+            cache.mkdir(parents=True, exist_ok=True)
+            fd = os.open(cache / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # another node uses the cache: this one keeps its own store
+                return
+            self._lock, self.path, self.shared = fd, cache / "containerd", True
+
+    def release(self) -> None:
+        """Remove a store of the node's own; keep (and unlock) the shared one."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        if not self.shared:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 class RealNode:
     """One kubelet with its containerd, kube-proxy and CoreDNS, started and stopped with the
     cluster. Its bridge exists before the API server starts, so that the API server can listen on
@@ -210,6 +261,7 @@ class RealNode:
         self.layout = NodeLayout(root, name, bridge, free_subnet(), service_cidr)
         self._processes: dict[str, ManagedProcess] = {}
         self._network_created = False
+        self._store: ImageStore | None = None
         self._ip_forward_before = IP_FORWARD.read_text()
         self._host_paths_before = {path for path in HOST_PATHS if path.exists()}
         # Another real node on this machine already made kubelet's chains and cgroups: leave
@@ -265,7 +317,10 @@ class RealNode:
         # forwards nothing: never the machine's resolver.
         layout.resolv_conf.write_text(f"nameserver {layout.node_ip}\noptions ndots:5\n")
         (layout.cni_conf_dir / "10-sovai.conflist").write_text(json.dumps(cni_config(layout)))
+        self._store = ImageStore(layout.root / "containerd" / "root")
         self._start_containerd()
+        # A shared store may hold what a killed run left: no old container may reach kubelet.
+        self._remove_containers()
         self._import_images()
         self._start_kubelet()
         self._start_kube_proxy()
@@ -273,7 +328,8 @@ class RealNode:
 
     def _start_containerd(self) -> None:
         config = self.layout.root / "containerd" / "config.toml"
-        config.write_text(to_toml(containerd_config(self.layout, self.sandbox_image)) + "\n")
+        store = self._store.path if self._store else None
+        config.write_text(to_toml(containerd_config(self.layout, self.sandbox_image, store)) + "\n")
         binary = self.binaries["containerd"]
         # containerd finds its shim (containerd-shim-runc-v2, beside it) through PATH.
         env = {"PATH": f"{binary.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
@@ -282,13 +338,37 @@ class RealNode:
             lambda: self.ctr("version", timeout=5).returncode == 0, 60, "serving its socket"
         )
 
+    def _stored_images(self) -> dict[str, str]:
+        """Reference -> manifest digest of every image in containerd's store."""
+        listing = self.ctr("images", "list", timeout=60)
+        if listing.returncode != 0:
+            raise RealNodeError(f"ctr images list failed: {listing.stderr.strip()}")
+        images = {}
+        for line in listing.stdout.splitlines()[1:]:  # REF TYPE DIGEST SIZE PLATFORMS LABELS
+            columns = line.split()
+            if len(columns) >= 3:
+                images[columns[0]] = columns[2]
+        return images
+
     def _import_images(self) -> None:
-        for archive in self.images:
+        stored = set(self._stored_images().values())
+        wanted = {archive: manifest_digest(archive) for archive in self.images}
+        for archive, digest in wanted.items():
+            if digest is not None and digest in stored:
+                log.info("%s is in the node's image store already", archive.name)
+                continue
             started = time.monotonic()
             result = self.ctr("images", "import", "--no-unpack=false", str(archive))
             if result.returncode != 0:
                 raise RealNodeError(f"ctr images import {archive} failed: {result.stderr.strip()}")
             log.info("imported %s in %.0f s", archive.name, time.monotonic() - started)
+        digests = set(wanted.values())
+        if self._store is not None and self._store.shared and None not in digests:
+            # One version of each image: containerd's garbage collector then frees the content
+            # and snapshots of what is removed here.
+            stale = [ref for ref, digest in self._stored_images().items() if digest not in digests]
+            if stale:
+                self.ctr("images", "remove", *stale, timeout=300)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None) -> ManagedProcess:
         process = self._components.spawn(name, argv, env)
@@ -393,9 +473,10 @@ class RealNode:
             containerd.stop()
         self._kill_shims()
         self._unmount()
-        # The image store: the runtime image alone is 11 GB (its archive and its unpacked
-        # snapshot), imported again from the archives at the next start. The logs stay.
-        shutil.rmtree(self.layout.root / "containerd" / "root", ignore_errors=True)
+        # The image store (the runtime image alone is 11 GB unpacked) stays in the cache for the
+        # next start when it is the shared one, and goes otherwise. The logs stay.
+        if self._store is not None:
+            self._store.release()
         if "kube-proxy" in self._processes:  # kube-proxy's own clean-up of its rules
             subprocess.run([str(self.binaries["kube-proxy"]), "--cleanup"], capture_output=True,
                            check=False)  # fmt: skip
@@ -448,11 +529,13 @@ class RealNode:
     def _unmount(self) -> None:
         """Every mount below the node's folder (overlay snapshots, volumes, the pods' network
         namespaces, which containerd pins in its state folder), deepest first."""
-        root = str(self.layout.root)
+        roots = [str(self.layout.root)]
+        if self._store is not None:
+            roots.append(str(self._store.path))
         mounts = []
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             target = line.split()[4]
-            if target.startswith(root):
+            if any(target.startswith(root + "/") or target == root for root in roots):
                 mounts.append(target)
         for target in sorted(set(mounts), key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
