@@ -20,14 +20,14 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from .api.v1alpha1.common import GROUP, LAST_HANDLED_FIELD, VERSION
+from .api.v1alpha1.common import FINALIZER, GROUP, LAST_HANDLED_FIELD, VERSION
 from .api.v1alpha1.finetunejob import PLURAL as FTJ_PLURAL
 from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
 from .backends.kuberay import KubeRayBackend
 from .backends.raycluster import RayClusterBackend
 from .builders.context import JOB_UID_LABEL, BuildConfig
 from .config import Settings, describe_errors
-from .handlers import finetunejob, indexes, modeldeployment
+from .handlers import finetunejob, indexes, modeldeployment, terminating
 from .handlers.finetunejob_follow import follow_jobs
 from .handlers.runtime import Runtime
 from .images.references import VERSION as PRODUCT_VERSION
@@ -42,7 +42,6 @@ from .kopf_tuning import (
 )
 from .metrics import Metrics
 
-FINALIZER = "sovereign-ai.eu/finalizer"
 ANNOTATION_PREFIX = "sovereign-ai.eu"
 log = logging.getLogger(__name__)
 
@@ -151,6 +150,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, credentials: C
     kopf.index("", "v1", "namespaces", id="sovai_namespaces", registry=registry)(
         indexes.namespace_labels
     )
+    kopf.index(
+        "",
+        "v1",
+        "namespaces",
+        id="sovai_terminating",
+        registry=registry,
+        when=terminating.is_terminating,
+    )(terminating.terminating_namespaces)
     kopf.index(GROUP, VERSION, POLICY_PLURAL, id="sovai_policies", registry=registry)(
         indexes.policies
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from residency_watch import ResidencyWatch
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.images.build import build_images
 from sovereign_operator.images.references import NODE_IMAGES
@@ -27,7 +28,12 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
     archives = [Path(images[name].archive) for name in NODE_IMAGES]
     keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"
     workdir = tmp_path_factory.mktemp("node-cluster")
-    with LocalCluster(
-        workdir, nodes=(), real_node=True, node_images=archives, keep_workdir=keep
-    ) as cluster:
+    with (
+        LocalCluster(
+            workdir, nodes=(), real_node=True, node_images=archives, keep_workdir=keep
+        ) as cluster,
+        ResidencyWatch(cluster.kubeconfig) as residency,
+    ):
         yield cluster
+        violations = residency.violations()
+        assert not violations, "pods ran outside their allowed regions:\n" + "\n".join(violations)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from residency_watch import ResidencyWatch
 from sovereign_operator.devcluster import LocalCluster
 
 from .operator_process import get_json, wait_for
@@ -70,8 +71,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """
     workdir = tmp_path_factory.mktemp("cluster")
     keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"
-    with LocalCluster(workdir, keep_workdir=keep) as local:
+    with (
+        LocalCluster(workdir, keep_workdir=keep) as local,
+        ResidencyWatch(local.kubeconfig) as residency,
+    ):
         yield local
+        # Every pod the operator's children made in this tier, wherever it was bound.
+        violations = residency.violations()
+        assert not violations, "pods ran outside their allowed regions:\n" + "\n".join(violations)
 
 
 @pytest.fixture

@@ -8,13 +8,23 @@ from typing import Any
 import pytest
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
-from sovereign_operator.builders.context import BuildConfig, Owner, Residency
-from sovereign_operator.builders.jobconfig import build_job_config, build_job_configmap
-from sovereign_operator.builders.names import RAYJOB_NAME_MAX, configmap_name, rayjob_name
+from sovereign_operator.builders.context import SPEC_HASH_ANNOTATION, BuildConfig, Owner, Residency
+from sovereign_operator.builders.jobconfig import (
+    build_job_config,
+    build_job_configmap,
+    config_digest,
+)
+from sovereign_operator.builders.names import (
+    RAYJOB_NAME_MAX,
+    configmap_name,
+    rayjob_name,
+    short_hash,
+)
 from sovereign_operator.builders.rayjob import build_rayjob, spec_hash
 from sovereign_operator.k8s.ensure import drift
 
 OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")
+DIGEST = "ab" * 32  # the job.json digest the entrypoint carries
 RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par", "eu-central-fra"))
 CFG = BuildConfig(
     runtime_image="registry.eu/sovai/training:1", mlflow_tracking_uri="http://mlflow:5000"
@@ -125,7 +135,10 @@ MOUNTS = [{"name": "sovereign-ai-config", "mountPath": "/etc/sovereign-ai", "rea
 
 def test_rayjob_is_exactly_as_expected() -> None:
     expected_spec = {
-        "entrypoint": "python -m sovereign_training train --config /etc/sovereign-ai/job.json",
+        "entrypoint": (
+            "python -m sovereign_training train --config /etc/sovereign-ai/job.json "
+            f"--config-sha256 {DIGEST}"
+        ),
         "submissionMode": "K8sJobMode",
         "metadata": {"sovereign-ai.eu/job-uid": "0000-1111"},
         "shutdownAfterJobFinishes": True,
@@ -234,14 +247,14 @@ def test_rayjob_is_exactly_as_expected() -> None:
         },
         "spec": expected_spec,
     }
-    assert build_rayjob(make_spec(), OWNER, CFG, RESIDENCY) == expected
+    assert build_rayjob(make_spec(), OWNER, CFG, RESIDENCY, config_sha256=DIGEST) == expected
 
 
 def test_cpu_job_has_no_gpu_selector_toleration_or_limit() -> None:
     spec = make_spec(
         resources={"workers": 1, "gpusPerWorker": 0, "cpu": "2", "memory": "4Gi"}, placement={}
     )
-    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY)
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
     worker = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert worker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
         "nodeSelectorTerms": [
@@ -265,7 +278,9 @@ def test_cpu_job_has_no_gpu_selector_toleration_or_limit() -> None:
 
 def test_gpus_without_type_pin_to_any_gpu_node() -> None:
     spec = make_spec(resources={"workers": 1, "gpusPerWorker": 2})
-    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["rayClusterSpec"]
+    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+        "rayClusterSpec"
+    ]
     pod = cluster["workerGroupSpecs"][0]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchExpressions"][1] == {
@@ -276,7 +291,7 @@ def test_gpus_without_type_pin_to_any_gpu_node() -> None:
 
 def test_every_pod_template_is_pinned_to_the_allowed_regions() -> None:
     spec = make_spec()
-    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"]
     templates = [
         rayjob["submitterPodTemplate"],
         rayjob["rayClusterSpec"]["headGroupSpec"]["template"],
@@ -294,15 +309,17 @@ def test_every_pod_template_is_pinned_to_the_allowed_regions() -> None:
 
 def test_secret_without_key_is_referenced_whole_never_inlined() -> None:
     spec = make_spec(dataset={"trainingUri": "s3://eu-data/t.jsonl", "secretRef": {"name": "s3"}})
-    head = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["rayClusterSpec"]["headGroupSpec"]
+    head = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+        "rayClusterSpec"
+    ]["headGroupSpec"]
     container = head["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
     assert all("value" not in e or e["name"] not in ("HF_TOKEN",) for e in container["env"])
 
 
 def test_suspend_maps_to_rayjob_suspend_and_changes_the_hash() -> None:
-    running = build_rayjob(make_spec(), OWNER, CFG, RESIDENCY)
-    suspended = build_rayjob(make_spec(suspend=True), OWNER, CFG, RESIDENCY)
+    running = build_rayjob(make_spec(), OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
+    suspended = build_rayjob(make_spec(suspend=True), OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
     assert suspended["spec"]["suspend"] is True
     assert running["metadata"]["annotations"] != suspended["metadata"]["annotations"]
 
@@ -313,7 +330,9 @@ def test_pvc_uris_mount_their_claims_in_the_head_and_workers_not_the_submitter()
         dataset={"trainingUri": "pvc://data/train.jsonl", "validationUri": "pvc://data/v.jsonl"},
         output={"uri": "pvc://models/out/ft"},
     )
-    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["rayClusterSpec"]
+    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+        "rayClusterSpec"
+    ]
     claims = [
         {"name": "pvc-data", "persistentVolumeClaim": {"claimName": "data"}},
         {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models"}},
@@ -326,7 +345,9 @@ def test_pvc_uris_mount_their_claims_in_the_head_and_workers_not_the_submitter()
                      cluster["workerGroupSpecs"][0]["template"]):  # fmt: skip
         assert template["spec"]["volumes"] == [*VOLUMES, *claims]
         assert template["spec"]["containers"][0]["volumeMounts"] == [*MOUNTS, *mounts]
-    submitter = build_rayjob(spec, OWNER, CFG, RESIDENCY)["spec"]["submitterPodTemplate"]
+    submitter = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+        "submitterPodTemplate"
+    ]
     assert "volumes" not in submitter["spec"]
 
 
@@ -335,12 +356,21 @@ def test_pvc_uris_mount_their_claims_in_the_head_and_workers_not_the_submitter()
     [
         ("ft", "ft"),
         ("a" * 47, "a" * 47),
-        ("llama.v2", "llama-v2"),
-        ("7b-run", "j7b-run"),
+        ("llama.v2", f"llama-v2-{short_hash('llama.v2')}"),
+        ("7b-run", f"j7b-run-{short_hash('7b-run')}"),
     ],
 )
 def test_rayjob_names(name: str, expected: str) -> None:
     assert rayjob_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("llama.v2", "llama-v2"), ("7b-run", "j7b-run"), ("a.b.c", "a-b.c"), ("1a", "j1a")],
+)
+def test_names_that_clean_up_alike_get_different_children(one: str, other: str) -> None:
+    assert rayjob_name(one) != rayjob_name(other)
+    assert configmap_name(one) != configmap_name(other)
 
 
 @pytest.mark.parametrize("length", [48, 63, 200, 253])
@@ -416,6 +446,20 @@ def test_configmap_holds_job_json_and_is_owned() -> None:
             )
         },
     }
+
+
+def test_a_change_only_to_job_json_changes_the_rayjob_too() -> None:
+    """epochs lives only in job.json: before, the RayJob's hash stayed the same and the new
+    value never reached the trainer."""
+    spec = make_spec()
+    hashes = []
+    for epochs in (3, 5):
+        hp = HP.model_copy(update={"epochs": epochs})
+        digest = config_digest(build_job_configmap(spec, OWNER, hp, RESIDENCY))
+        rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=digest)
+        assert rayjob["spec"]["entrypoint"].endswith(f"--config-sha256 {digest}")
+        hashes.append(rayjob["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+    assert hashes[0] != hashes[1]
 
 
 @pytest.mark.parametrize(

@@ -302,6 +302,33 @@ def test_rayjob_states(status: dict[str, str], state: BackendState, reason: str 
     assert observation.created_at == T0
 
 
+def test_kuberays_pod_creation_failures_are_blockers_at_once() -> None:
+    refusal = 'pods "ft-head-x" is forbidden: exceeded quota: pods, requested: pods=1'
+    failure = {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreateHeadPod",
+        "message": refusal,
+    }
+    rayjob = {
+        "metadata": {"name": "ft", "creationTimestamp": "2026-11-27T08:00:00Z"},
+        "status": {
+            "jobDeploymentStatus": "Initializing",
+            "rayClusterStatus": {
+                "conditions": [
+                    {"type": "HeadPodReady", "status": "False", "reason": "HeadPodNotFound"},
+                    failure,
+                ]
+            },
+        },
+    }
+    observation = observe_rayjob(rayjob, [])
+    assert observation.state == BackendState.PENDING
+    assert observation.blockers == (f"FailedCreateHeadPod: {refusal}",)
+    failure["status"] = "False"  # KubeRay clears it once pods are created
+    assert observe_rayjob(rayjob, []).blockers == ()
+
+
 def test_pod_blockers_name_the_cause() -> None:
     pod = {
         "metadata": {"name": "p", "namespace": "n"},

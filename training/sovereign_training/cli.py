@@ -14,7 +14,7 @@ from .sources import SourceError
 def _train(args: argparse.Namespace) -> int:
     from .runner import run_job
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.config_sha256, args.config_wait_seconds)
     run_job(
         cfg,
         use_ray=False if args.no_ray else None,
@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="fine-tune per a job.json written by the operator")
     train.add_argument("--config", required=True, help="path of the job.json")
+    train.add_argument(
+        "--config-sha256",
+        default=None,
+        help="the sha256 the job.json must have (the operator sets it): wait until it does",
+    )
+    train.add_argument(
+        "--config-wait-seconds",
+        type=float,
+        default=300.0,
+        help="how long to wait for that job.json before failing (default 300)",
+    )
     train.add_argument("--no-ray", action="store_true", help="run in this process, without Ray")
     train.add_argument(
         "--compile",

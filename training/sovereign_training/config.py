@@ -6,7 +6,9 @@ keys are rejected so that a typo fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -171,10 +173,42 @@ def parse_config(data: dict[str, object]) -> TrainingConfig:
         raise ConfigError(_format_errors(exc)) from exc
 
 
-def load_config(path: str | Path) -> TrainingConfig:
-    """Read and validate the job.json the operator mounted."""
+def wait_for_digest(path: Path, sha256: str, timeout: float, poll: float = 2.0) -> bytes:
+    """The file's bytes once their sha256 is ``sha256``.
+
+    The operator names the digest of the job.json it wrote in the RayJob's entrypoint; the
+    file is a mounted ConfigMap, which reaches an already running pod only at the kubelet's
+    next sync (about a minute). Training on the previous job.json would silently ignore a
+    spec change, so the trainer waits for the one it was started for, and fails clearly if it
+    never comes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"--config: file not found: {path}") from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual == sha256.lower():
+            return data
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"--config: {path} has sha256 {actual}, but the job was started for {sha256}: "
+                f"the updated ConfigMap did not reach this pod within {timeout:.0f} s"
+            )
+        time.sleep(poll)
+
+
+def load_config(
+    path: str | Path, sha256: str | None = None, wait_seconds: float = 300.0
+) -> TrainingConfig:
+    """Read and validate the job.json the operator mounted; with ``sha256``, once it is that
+    file (wait_for_digest)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if sha256 is not None:
+            text = wait_for_digest(Path(path), sha256, wait_seconds).decode("utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"--config: file not found: {path}") from exc
     except json.JSONDecodeError as exc:

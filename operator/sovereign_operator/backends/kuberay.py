@@ -10,11 +10,11 @@ from typing import Any
 
 from ..api.v1alpha1.finetunejob import FineTuneJobStatus
 from ..builders.context import SPEC_HASH_ANNOTATION, Owner
-from ..builders.jobconfig import build_job_configmap
+from ..builders.jobconfig import build_job_configmap, config_digest
 from ..builders.names import configmap_name, rayjob_name
 from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob
 from ..k8s.client import CONFIGMAP, RAYJOB, ApiError, Kube
-from ..k8s.ensure import ensure
+from ..k8s.ensure import ForeignChild, delete_owned, ensure
 from .context import JobContext
 from .logs import last_progress
 from .logs import result as parse_result
@@ -38,6 +38,19 @@ def parse_time(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def replica_failures(rayjob_status: dict[str, Any]) -> tuple[str, ...]:
+    """KubeRay's own reports that it could not create (or delete) the cluster's pods, as the
+    RayJob mirrors them from its RayCluster (the ReplicaFailure condition, such as
+    FailedCreateHeadPod with the API server's refusal): shown in the job's status at once,
+    instead of a silent wait for the start-up deadline."""
+    cluster = rayjob_status.get("rayClusterStatus") or {}
+    return tuple(
+        f"{c.get('reason') or 'ReplicaFailure'}: {c.get('message') or 'no message'}"
+        for c in cluster.get("conditions") or []
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+    )
 
 
 def observe_rayjob(
@@ -72,7 +85,7 @@ def observe_rayjob(
         state = BackendState.RUNNING
     else:
         state = BackendState.PENDING
-    blockers = tuple(blocker for pod in pods for blocker in pod.blockers)
+    blockers = replica_failures(status) + tuple(blocker for pod in pods for blocker in pod.blockers)
     return BackendObservation(
         state=state,
         name=metadata.get("name"),
@@ -101,19 +114,29 @@ class KubeRayBackend:
 
     def reconcile(self, ctx: JobContext) -> BackendObservation:
         """Ensure the children as built, then observe them."""
-        desired = build_rayjob(ctx.spec, ctx.owner, ctx.build, ctx.residency)
+        configmap = build_job_configmap(ctx.spec, ctx.owner, ctx.hyperparameters, ctx.residency)
+        desired = build_rayjob(
+            ctx.spec,
+            ctx.owner,
+            ctx.build,
+            ctx.residency,
+            config_sha256=config_digest(configmap),
+        )
         live = ctx.live_rayjob
         wanted_hash = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
         live_hash = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
             SPEC_HASH_ANNOTATION
         )
         if live is None or live_hash != wanted_hash:
-            # The ConfigMap first: the RayJob's pods mount it.
-            ensure(
-                self.kube,
-                build_job_configmap(ctx.spec, ctx.owner, ctx.hyperparameters, ctx.residency),
-            )
-            live = ensure(self.kube, desired).obj
+            # The ConfigMap first: the RayJob's pods mount it. Its job.json is in the RayJob's
+            # hash through the entrypoint, so a change that only touches job.json lands too.
+            try:
+                ensure(self.kube, configmap)
+                live = ensure(self.kube, desired).obj
+            except ForeignChild as conflict:
+                return BackendObservation(
+                    BackendState.ABSENT, name=rayjob_name(ctx.owner.name), blockers=(str(conflict),)
+                )
         observation = observe_rayjob(live, ctx.pods)
         if observation.state in (BackendState.RUNNING, BackendState.SUCCEEDED):
             progress, result = self._read_logs(ctx)
@@ -150,10 +173,12 @@ class KubeRayBackend:
 
     def stop(self, ctx: JobContext) -> None:
         """Give up on a job that cannot start: delete its RayJob (and so its pods)."""
-        self.kube.delete(RAYJOB, ctx.owner.namespace, rayjob_name(ctx.owner.name))
+        owner = ctx.owner
+        delete_owned(self.kube, RAYJOB, owner.namespace, rayjob_name(owner.name), owner.uid)
 
     def delete(self, owner: Owner, status: FineTuneJobStatus | None) -> None:
-        """Delete the children explicitly (owner references would too, later, via the GC)."""
-        self.kube.delete(RAYJOB, owner.namespace, rayjob_name(owner.name))
-        self.kube.delete(CONFIGMAP, owner.namespace, configmap_name(owner.name))
+        """Delete the children explicitly (owner references would too, later, via the GC);
+        only those this job controls."""
+        delete_owned(self.kube, RAYJOB, owner.namespace, rayjob_name(owner.name), owner.uid)
+        delete_owned(self.kube, CONFIGMAP, owner.namespace, configmap_name(owner.name), owner.uid)
         self._logs_failed.pop(owner.uid, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -139,3 +140,10 @@ def build_job_configmap(
         },
         "data": {CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True)},
     }
+
+
+def config_digest(configmap: dict[str, Any]) -> str:
+    """sha256 of the job.json a ConfigMap holds: the RayJob's entrypoint names it, so that a
+    changed job.json changes the RayJob too, and the trainer waits until the file it reads is
+    that one (a mounted ConfigMap reaches a running pod only after the kubelet's next sync)."""
+    return hashlib.sha256(configmap["data"][CONFIG_KEY].encode()).hexdigest()

@@ -20,19 +20,17 @@ def short_hash(text: str, length: int = HASH_LENGTH) -> str:
 def fit_name(base: str, limit: int) -> str:
     """``base`` as a DNS-1035 label of at most ``limit`` characters.
 
-    Kept as is when it already is one; otherwise dots become dashes, a leading digit gets a
-    letter, and a truncated form gets a hash of the full name so distinct names stay distinct.
+    Kept as is when it already is one. Any other name gets a readable head (dots become dashes,
+    a leading digit gets a letter, cut to fit) and a hash of the whole name: "llama.v2" and
+    "llama-v2", or "7b" and "j7b", are different objects and so get different children.
     """
     if len(base) <= limit and _DNS1035.match(base):
         return base
     cleaned = base.replace(".", "-")
     if not cleaned[:1].isalpha():
         cleaned = "j" + cleaned
-    digest = short_hash(base)
-    if len(cleaned) <= limit and _DNS1035.match(cleaned):
-        return cleaned
     head = cleaned[: limit - HASH_LENGTH - 1].rstrip("-")
-    return f"{head}-{digest}"
+    return f"{head}-{short_hash(base)}"
 
 
 def rayjob_name(ftj_name: str) -> str:

@@ -59,9 +59,16 @@ def _pod_template(
 
 
 def build_rayjob(
-    spec: FineTuneJobSpec, owner: Owner, cfg: BuildConfig, residency: Residency
+    spec: FineTuneJobSpec,
+    owner: Owner,
+    cfg: BuildConfig,
+    residency: Residency,
+    *,
+    config_sha256: str,
 ) -> dict[str, Any]:
-    """A RayJob with one head and one worker group, every pod pinned to the allowed regions."""
+    """A RayJob with one head and one worker group, every pod pinned to the allowed regions.
+    ``config_sha256`` is the digest of the job.json it runs (jobconfig.config_digest): part of
+    the entrypoint, so a new job.json is a new RayJob spec too, and the trainer checks it."""
     image = spec.execution.image or cfg.runtime_image
     gpus = spec.resources.gpus_per_worker
     cpu, memory = str(spec.resources.cpu), str(spec.resources.memory)
@@ -129,7 +136,9 @@ def build_rayjob(
         restart_never=True,
     )
     rayjob_spec: dict[str, Any] = {
-        "entrypoint": f"{cfg.training_command} --config {CONFIG_PATH}",
+        "entrypoint": (
+            f"{cfg.training_command} --config {CONFIG_PATH} --config-sha256 {config_sha256}"
+        ),
         "submissionMode": "K8sJobMode",
         "metadata": {METADATA_UID_KEY: owner.uid},
         # KubeRay refuses to suspend a RayJob that keeps its cluster, so this is always true;

@@ -30,6 +30,7 @@ from ..backends.raycluster import RayClusterBackend
 from ..backends.types import BackendObservation, BackendState
 from ..builders.context import Owner, Residency
 from ..k8s.client import FINETUNEJOB
+from ..k8s.events import last_change, transition_key
 from .finetunejob_status import TERMINAL, Observed, compute_status
 from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
@@ -103,7 +104,14 @@ def _announce(
                 message = f"{message}; {condition.message}"
     kind = "Warning" if new.phase == FineTuneJobPhase.FAILED else "Normal"
     before = previous.phase.value if previous else "Pending"
-    rt.event(body, kind, new.phase.value, f"{before} -> {new.phase.value}: {message}".strip())
+    changed = last_change(previous.conditions) if previous else None
+    rt.event(
+        body,
+        kind,
+        new.phase.value,
+        f"{before} -> {new.phase.value}: {message}".strip(),
+        transition_key(before, new.phase.value, changed),
+    )
 
 
 def _backend(rt: Runtime, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterBackend:
@@ -300,7 +308,12 @@ def follow(rt: Runtime, uid: str, job: JobRef) -> None:
 def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Delete the children explicitly and stop a submitted Ray job; Kopf then removes the
     finalizer."""
-    rt = runtime_of(memo)
+    cleanup(runtime_of(memo), body, kwargs.get("sovai_policies"))
+
+
+def cleanup(rt: Runtime, body: kopf.Body, policy_index: kopf.Index[str, Any] | None) -> None:
+    """What deleting a FineTuneJob undoes: its children (those it controls), and a job it
+    submitted to a Ray cluster."""
     meta = body.metadata
     assert meta.namespace is not None
     assert meta.name is not None
@@ -311,7 +324,7 @@ def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         rt.kuberay.delete(owner, previous)
         raw = body.get("spec") or {}
         if (raw.get("execution") or {}).get("backend") == ExecutionBackend.RAY_CLUSTER.value:
-            policies = policies_of(kwargs.get("sovai_policies"))
+            policies = policies_of(policy_index)
             bound = previous.policy_name if previous else None
             if bound in policies:
                 try:

@@ -15,6 +15,7 @@ import logging
 
 from .finetunejob import follow, needs_pass
 from .runtime import JobRef, Runtime
+from .terminating import finalize_terminating
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,12 @@ async def sweep(rt: Runtime) -> int:
 
 
 async def follow_jobs(rt: Runtime, interval: float) -> None:
-    """Sweep every ``interval`` seconds until cancelled (at operator shutdown)."""
+    """Sweep every ``interval`` seconds until cancelled (at operator shutdown); each sweep
+    also finalizes what Kopf no longer watches in watched namespaces being deleted."""
     while True:
         await asyncio.sleep(interval)
         try:
             await sweep(rt)
+            await rt.in_thread(finalize_terminating, rt)
         except Exception:  # the loop must outlive any one sweep
             log.exception("follow-up sweep failed")

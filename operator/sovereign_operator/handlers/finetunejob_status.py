@@ -320,7 +320,9 @@ def compute_status(
         )
     else:
         reason = "SuspendedBySpec" if phase == FineTuneJobPhase.SUSPENDED else "Creating"
-        conditions.append(cond(FineTuneJobConditionType.ADMITTED, F, reason, f"no {what} yet"))
+        blocked = "; ".join(dict.fromkeys(backend.blockers))
+        message = f"no {what} yet" + (f": {blocked}" if blocked else "")
+        conditions.append(cond(FineTuneJobConditionType.ADMITTED, F, reason, message))
     for kind, target in (
         (FineTuneJobConditionType.RUNNING, FineTuneJobPhase.RUNNING),
         (FineTuneJobConditionType.SUCCEEDED, FineTuneJobPhase.SUCCEEDED),
@@ -329,6 +331,9 @@ def compute_status(
     ):
         if phase == target:
             conditions.append(cond(kind, T, decision.reason, decision.message))
+        elif kind == FineTuneJobConditionType.RUNNING and phase == FineTuneJobPhase.QUEUED:
+            # Why it is not running yet: what the RayJob waits for (pods, KubeRay's failures).
+            conditions.append(cond(kind, F, phase.value, decision.message))
         elif kind == FineTuneJobConditionType.SUSPENDED and _was_suspended(before.get(kind.value)):
             # Remembered, so the start-up deadline counts from the resume, not from creation.
             conditions.append(cond(kind, F, RESUMED, "resumed after a suspension"))

@@ -56,7 +56,8 @@ from ..k8s.client import (
     SERVICE,
     Kind,
 )
-from ..k8s.ensure import ensure
+from ..k8s.ensure import delete_owned, ensure
+from ..k8s.events import last_change, transition_key
 from .finetunejob import _now
 from .indexes import labels_of_namespace, one, policies_of
 from .modeldeployment_observe import blockers, deployment_facts, fetched_digest
@@ -126,7 +127,7 @@ def _ensure_children(
     ensure(rt.kube, build_service(spec, owner))
     for kind, desired in ((HPA, build_hpa(spec, owner)), (PDB, build_pdb(spec, owner))):
         if desired is None:
-            rt.kube.delete(kind, owner.namespace, serving_name(owner.name))
+            delete_owned(rt.kube, kind, owner.namespace, serving_name(owner.name), owner.uid)
         else:
             ensure(rt.kube, desired)
     scaling = spec.autoscaling
@@ -141,10 +142,11 @@ def _ensure_children(
     return live
 
 
-def delete_children(rt: Runtime, namespace: str, name: str) -> None:
-    """Delete every child (the garbage collector would too, later, via owner references)."""
+def delete_children(rt: Runtime, namespace: str, name: str, uid: str) -> None:
+    """Delete every child this deployment controls (the garbage collector would too, later,
+    via owner references)."""
     for kind in CHILD_KINDS:
-        rt.kube.delete(kind, namespace, serving_name(name))
+        delete_owned(rt.kube, kind, namespace, serving_name(name), uid)
 
 
 def write_status(
@@ -175,7 +177,14 @@ def _announce(
     message = new.error.message if new.error else ready.message
     kind = "Warning" if new.phase in _WARNING_PHASES else "Normal"
     before = previous.phase.value if previous else "Pending"
-    rt.event(body, kind, new.phase.value, f"{before} -> {new.phase.value}: {message}")
+    changed = last_change(previous.conditions) if previous else None
+    rt.event(
+        body,
+        kind,
+        new.phase.value,
+        f"{before} -> {new.phase.value}: {message}",
+        transition_key(before, new.phase.value, changed),
+    )
 
 
 def reconcile(
@@ -189,6 +198,10 @@ def reconcile(
     """One level-based pass over a ModelDeployment."""
     meta = body.metadata
     namespace, name, uid = meta.namespace, meta.name, str(meta.uid)
+    if meta.get("deletionTimestamp") or namespace in (indexes.get("sovai_terminating") or {}):
+        # Being deleted, or its namespace is: the API server refuses new children there (403
+        # "being terminated"), and the cleanup, not a pass, is what is due.
+        return
     assert namespace is not None
     assert name is not None
     with rt.job_lock(uid), rt.measured(KIND, handler):
@@ -229,7 +242,7 @@ def reconcile(
             )
             if not validation.ok:
                 # Nothing that breaks a policy keeps running, even if it ran before.
-                delete_children(rt, namespace, name)
+                delete_children(rt, namespace, name, uid)
             elif resolution.uri is not None:
                 assert validation.policy_name is not None
                 policy = policies[validation.policy_name]
@@ -271,12 +284,16 @@ def on_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 
 def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Delete the children explicitly; Kopf then removes the finalizer."""
-    rt = runtime_of(memo)
+    cleanup(runtime_of(memo), body)
+
+
+def cleanup(rt: Runtime, body: kopf.Body) -> None:
+    """What deleting a ModelDeployment undoes: its children (those it controls)."""
     meta = body.metadata
     assert meta.namespace is not None
     assert meta.name is not None
     with rt.job_lock(str(meta.uid)), rt.measured(KIND, "mdep-cleanup"):
-        delete_children(rt, meta.namespace, meta.name)
+        delete_children(rt, meta.namespace, meta.name, str(meta.uid))
     rt.forget(str(meta.uid))
 
 

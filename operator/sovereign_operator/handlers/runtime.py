@@ -97,16 +97,29 @@ class Runtime:
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    def event(
+        self,
+        body: Mapping[str, Any],
+        kind: str,
+        reason: str,
+        message: str,
+        key: str | None = None,
+    ) -> None:
         """Post a Kubernetes Event on the object, when events are enabled. Posted here rather
         than through Kopf, whose event queue exists only inside its per-object tasks, so that
-        the follow-up sweep can post too. A failure to post is logged, never raised."""
+        the follow-up sweep can post too. With ``key`` (events.transition_key) an Event already
+        posted for that key is not posted again. A failure to post is logged, never raised."""
         if not self.settings.post_events:
             return
-        event = build_event(body, kind, reason, message, datetime.now(UTC))
+        event = build_event(body, kind, reason, message, datetime.now(UTC), key)
         try:
             self.kube.create(event)
-        except (ApiError, OSError, urllib3.exceptions.HTTPError):
+        except ApiError as error:
+            if error.status == 409 and key is not None:
+                log.debug("the %s Event for %s was posted already", reason, key)
+                return
+            log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)
+        except (OSError, urllib3.exceptions.HTTPError):
             log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)
 
 

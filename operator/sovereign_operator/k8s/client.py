@@ -191,12 +191,16 @@ class Kube:
         response = self._request("GET", path, None, query, "application/json", accept="*/*")
         return response.data.decode(errors="replace")
 
-    def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
-        """Delete in the background; False when it was already gone."""
+    def delete(self, kind: Kind, namespace: str | None, name: str, uid: str | None = None) -> bool:
+        """Delete in the background; False when it was already gone (or, with ``uid``, when
+        the object of that name is now another one)."""
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         try:
-            self._call("DELETE", kind.path(namespace, name), {"propagationPolicy": "Background"})
+            self._call("DELETE", kind.path(namespace, name), options)
         except ApiError as error:
-            if error.status == 404:
+            if error.status == 404 or (uid is not None and error.status == 409):
                 return False
             raise
         return True

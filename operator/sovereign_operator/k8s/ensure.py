@@ -1,4 +1,4 @@
-"""Ensure a child exists as built: create; on 409 get, compare, and patch what drifted."""
+"""Ensure a child exists as built: create; on 409 get, check the owner, and patch what drifted."""
 
 from __future__ import annotations
 
@@ -6,9 +6,37 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .client import ApiError, Kube, kind_of
+from .client import ApiError, Kind, Kube, kind_of
 
 log = logging.getLogger(__name__)
+
+
+class ForeignChild(Exception):
+    """A child's name is taken by an object that another owner (or nobody) controls: it is
+    neither adopted nor changed."""
+
+    def __init__(self, desired: dict[str, Any], live: dict[str, Any]) -> None:
+        meta = live.get("metadata") or {}
+        owners = [
+            f"{ref.get('kind')} {ref.get('name')} (uid {ref.get('uid')})"
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("controller")
+        ]
+        holder = ", ".join(owners) or "no controller"
+        self.kind = str(desired["kind"])
+        self.name = str(desired["metadata"]["name"])
+        super().__init__(
+            f"{self.kind} {meta.get('namespace')}/{self.name} already exists and belongs to "
+            f"{holder}; it is left alone. Rename this object or remove that {self.kind}."
+        )
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controlling owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,7 +87,8 @@ def ensure(kube: Kube, desired: dict[str, Any], live: dict[str, Any] | None = No
     """Make the child ``desired`` exist and match. ``live`` (e.g. from a cache) skips the get.
 
     Safe to call again and again and from a restarted operator: a deterministic name means a
-    second create answers 409 and never makes a copy.
+    second create answers 409 and never makes a copy. An existing object that another owner
+    controls raises ForeignChild instead of being patched.
     """
     kind = kind_of(desired)
     namespace = desired["metadata"].get("namespace")
@@ -71,8 +100,25 @@ def ensure(kube: Kube, desired: dict[str, Any], live: dict[str, Any] | None = No
             if error.status != 409:
                 raise
         live = kube.get(kind, namespace, name)
+    wanted_owner = controller_uid(desired)
+    if wanted_owner is not None and controller_uid(live) != wanted_owner:
+        raise ForeignChild(desired, live)
     patch = _patch_of(desired)
     if not drift(patch, live):
         return Ensured(live, "unchanged")
     log.info("patching drift of %s %s/%s", desired["kind"], namespace, name)
     return Ensured(kube.merge_patch(kind, namespace, name, patch), "patched")
+
+
+def delete_owned(kube: Kube, kind: Kind, namespace: str, name: str, owner_uid: str) -> bool:
+    """Delete the child of that name only if ``owner_uid`` controls it (never another object's
+    child that happens to have the name); False when there was nothing of ours to delete."""
+    live = kube.get_or_none(kind, namespace, name)
+    if live is None:
+        return False
+    if controller_uid(live) != owner_uid:
+        log.warning(
+            "not deleting %s %s/%s: another owner controls it", kind.plural, namespace, name
+        )
+        return False
+    return kube.delete(kind, namespace, name, uid=str(live["metadata"]["uid"]))

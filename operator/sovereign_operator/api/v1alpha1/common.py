@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "sovereign-ai.eu"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "sovereign-ai.eu/v1alpha1"
 CATEGORY: Final = "sovereign-ai"
+# Kopf's finalizer on every FineTuneJob and ModelDeployment (the operator's cleanup runs first).
+FINALIZER: Final = "sovereign-ai.eu/finalizer"
 
 # RFC 1123 label, the rule for most Kubernetes object names we reference.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -31,8 +35,56 @@ MAX_REGIONS = 32
 MAX_LIST = 64
 RegionName = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)]
 
-# A CPU or memory amount: an integer or a Kubernetes quantity string such as "500m" or "32Gi".
-Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
+_SUFFIXES: Final[dict[str, int | Decimal]] = {
+    "": 1,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_QUANTITY_PARTS = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9.]+)?)(.*)$")
+
+
+def quantity_value(value: int | str) -> Decimal:
+    """The amount a Kubernetes quantity stands for ("500m" -> 0.5, "2Gi" -> 2147483648)."""
+    if isinstance(value, int):
+        return Decimal(value)
+    match = _QUANTITY_PARTS.match(value)
+    if match is None or match.group(2) not in _SUFFIXES:
+        raise ValueError(f"{value!r} is not a quantity such as 500m, 4 or 32Gi")
+    return Decimal(match.group(1)) * Decimal(_SUFFIXES[match.group(2)])
+
+
+def _positive_quantity(value: int | str) -> int | str:
+    if quantity_value(value) <= 0:
+        raise ValueError(f"must be greater than zero, such as 500m, 4 or 32Gi (got {value!r})")
+    return value
+
+
+# The same rule at admission, in the CRD (CEL's Kubernetes quantity library).
+POSITIVE_QUANTITY_RULE: Final = {
+    "rule": "type(self) == string ? quantity(self).sign() == 1 : self > 0",
+    "message": "must be greater than zero, such as 500m, 4 or 32Gi",
+}
+
+# A CPU or memory amount: an integer or a Kubernetes quantity string such as "500m" or "32Gi",
+# greater than zero (KubeRay cannot create pods that ask for none, or for less).
+Quantity = Annotated[
+    int | Annotated[str, Field(pattern=QUANTITY_PATTERN)],
+    AfterValidator(_positive_quantity),
+    Field(json_schema_extra={"x-kubernetes-validations": [POSITIVE_QUANTITY_RULE]}),
+]
 
 
 class ApiModel(BaseModel):

@@ -1,0 +1,249 @@
+"""Failures the adversarial tests of issue 21 found, each reproduced on the real control plane
+(kube-apiserver, controller-manager, KubeRay, kwok) with the operator as a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from residency_watch import ResidencyWatch
+from sovereign_operator.devcluster import LocalCluster
+
+from .operator_process import (
+    OperatorProcess,
+    finetunejob,
+    ftj,
+    get_json,
+    owned,
+    setup_namespace,
+    wait_for,
+    wait_phase,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODELS = [{"scheme": "models", "host": "*"}, {"scheme": "hf", "host": "sovereign-ai-test"}]
+
+
+def serving(name: str, namespace: str) -> dict[str, object]:
+    return {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"uri": "models:/faq/1"},
+            "runtime": "transformers",
+            "resources": {"gpusPerReplica": 0, "cpu": "1", "memory": "2Gi"},
+            "placement": {"policyRef": f"pol-{namespace}"},
+        },
+    }
+
+
+@pytest.fixture
+def doomed(crds: LocalCluster) -> Iterator[str]:
+    """A namespace the test deletes itself (and waits for)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    crds.kubectl("create", "namespace", name)
+    setup_namespace(crds, name, allowedModelSources=MODELS)
+    yield name
+    crds.kubectl("delete", "sovereigntypolicy", f"pol-{name}", "--wait=false", check=False)
+    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def phase(cluster: LocalCluster, namespace: str, name: str) -> str | None:
+    status = (ftj(cluster, namespace, name) or {}).get("status") or {}
+    return status.get("phase")
+
+
+def has_finalizer(cluster: LocalCluster, kind: str, namespace: str, name: str) -> bool:
+    obj = get_json(cluster, kind, name, "-n", namespace) or {}
+    return "sovereign-ai.eu/finalizer" in (obj.get("metadata") or {}).get("finalizers", [])
+
+
+@pytest.mark.parametrize(
+    ("watch", "restart"),
+    [("namespaced", False), ("namespaced", True), ("cluster", False), ("cluster", True)],
+)
+def test_deleting_a_namespace_finishes_in_both_watch_modes(
+    crds: LocalCluster, doomed: str, tmp_path: Path, watch: str, restart: bool
+) -> None:
+    """Before: with SOVAI_NAMESPACES, Kopf stopped watching the terminating namespace, the
+    finalizers stayed, and the namespace never went, even after an operator restart."""
+    namespaces = [doomed] if watch == "namespaced" else []
+    with OperatorProcess(crds, tmp_path, namespaces=namespaces) as operator:
+        crds.apply(finetunejob("doomed-job", doomed))
+        crds.apply(serving("doomed-serving", doomed))
+        wait_phase(crds, doomed, "doomed-job", "Queued", log=operator.log_tail)
+        wait_for(
+            lambda: has_finalizer(crds, "modeldeployment", doomed, "doomed-serving"),
+            60,
+            "the ModelDeployment's finalizer",
+            on_timeout=operator.log_tail,
+        )
+        if restart:
+            operator.stop()
+        crds.kubectl("delete", "namespace", doomed, "--wait=false")
+        if restart:
+            operator.start()
+        wait_for(
+            lambda: get_json(crds, "namespace", doomed) is None,
+            60,
+            f"namespace {doomed} to be deleted ({watch} watch, restart: {restart})",
+            on_timeout=operator.log_tail,
+        )
+        assert "being terminated" not in operator.log_text()
+
+
+def test_names_that_differ_only_by_dot_and_dash_keep_their_own_children(
+    crds: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """Before: "llama.v2" and "llama-v2" shared one RayJob and one ConfigMap; deleting one
+    deleted the other's."""
+    setup_namespace(crds, namespace)
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
+        for name in ("llama.v2", "llama-v2"):
+            crds.apply(finetunejob(name, namespace))
+        jobs = {
+            name: wait_phase(crds, namespace, name, "Queued", log=operator.log_tail)
+            for name in ("llama.v2", "llama-v2")
+        }
+        children = {}
+        for name, job in jobs.items():
+            uid = job["metadata"]["uid"]
+            [rayjob] = owned(crds, "rayjobs.ray.io", namespace, uid)
+            [configmap] = owned(crds, "configmaps", namespace, uid)
+            assert rayjob["metadata"]["ownerReferences"][0]["uid"] == uid
+            assert configmap["metadata"]["ownerReferences"][0]["uid"] == uid
+            assert json.loads(configmap["data"]["job.json"])["job"]["name"] == name
+            children[name] = (rayjob["metadata"]["name"], configmap["metadata"]["name"])
+        assert children["llama.v2"] != children["llama-v2"]
+        crds.kubectl("delete", "finetunejob", "llama.v2", "-n", namespace)
+        wait_for(lambda: ftj(crds, namespace, "llama.v2") is None, 60, "llama.v2 deleted")
+        survivor = jobs["llama-v2"]["metadata"]["uid"]
+        assert len(owned(crds, "rayjobs.ray.io", namespace, survivor)) == 1
+        assert len(owned(crds, "configmaps", namespace, survivor)) == 1
+        assert phase(crds, namespace, "llama-v2") == "Queued"
+
+
+def test_a_foreign_object_with_a_childs_name_is_left_alone_and_named(
+    crds: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    setup_namespace(crds, namespace)
+    crds.kubectl("create", "configmap", "taken-config", "-n", namespace, "--from-literal=a=b")
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
+        crds.apply(finetunejob("taken", namespace))
+
+        def blocked() -> str | None:
+            message = str(
+                next(
+                    (
+                        c["message"]
+                        for c in ((ftj(crds, namespace, "taken") or {}).get("status") or {}).get(
+                            "conditions", []
+                        )
+                        if c["type"] == "Admitted"
+                    ),
+                    "",
+                )
+            )
+            return message if "already exists and belongs to no controller" in message else None
+
+        message = wait_for(blocked, 60, "the name conflict in status", on_timeout=operator.log_tail)
+        assert f"ConfigMap {namespace}/taken-config" in message
+    configmap = get_json(crds, "configmap", "taken-config", "-n", namespace)
+    assert configmap["data"] == {"a": "b"}
+    assert "ownerReferences" not in configmap["metadata"]
+
+
+def test_a_spec_change_before_the_job_starts_reaches_job_json(
+    crds: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """Before: a new epochs changed only job.json, which the RayJob's hash did not cover, so
+    the ConfigMap kept the old value and the trainer never saw the new one."""
+    setup_namespace(crds, namespace)
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
+        job = finetunejob("retune", namespace)
+        job["spec"]["method"] = {"hyperparameters": {"epochs": 2}}
+        crds.apply(job)
+        obj = wait_phase(crds, namespace, "retune", "Queued", log=operator.log_tail)
+        uid = obj["metadata"]["uid"]
+        job["spec"]["method"] = {"hyperparameters": {"epochs": 5}}
+        crds.apply(job)
+
+        def epochs() -> int | None:
+            [configmap] = owned(crds, "configmaps", namespace, uid)
+            document = json.loads(configmap["data"]["job.json"])
+            value = document["method"]["hyperparameters"]["epochs"]
+            return int(value) if value == 5 else None
+
+        wait_for(epochs, 60, "job.json to carry epochs 5", on_timeout=operator.log_tail)
+        [configmap] = owned(crds, "configmaps", namespace, uid)
+        [rayjob] = owned(crds, "rayjobs.ray.io", namespace, uid)
+        digest = hashlib.sha256(configmap["data"]["job.json"].encode()).hexdigest()
+        assert rayjob["spec"]["entrypoint"].endswith(f"--config-sha256 {digest}")
+
+
+def test_kuberays_failure_to_create_pods_is_in_the_status_at_once(
+    crds: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """Before: the job waited silently for its start-up deadline while KubeRay could not
+    create a pod. A quota of zero pods makes every creation fail."""
+    setup_namespace(crds, namespace)
+    crds.kubectl("create", "quota", "no-pods", "-n", namespace, "--hard=pods=0")
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
+        crds.apply(finetunejob("quota", namespace))
+
+        def surfaced() -> str | None:
+            status = (ftj(crds, namespace, "quota") or {}).get("status") or {}
+            for condition in status.get("conditions", []):
+                if "FailedCreate" in condition.get("message", ""):
+                    return str(condition["message"])
+            return None
+
+        message = wait_for(
+            surfaced, 60, "KubeRay's failure in status", on_timeout=operator.log_tail
+        )
+        assert "exceeded quota" in message
+        assert phase(crds, namespace, "quota") == "Queued"
+
+
+def test_the_residency_watcher_sees_pods_and_flags_one_outside_the_regions(
+    crds: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """The watcher every tier runs with: it records the operator's pods with their pinned
+    regions, and flags a pod bound outside them (a probe label keeps the tier's own watcher,
+    which selects the operator's label, out of it)."""
+    setup_namespace(crds, namespace)
+    nodes = get_json(crds, "nodes")["items"]
+    outside = next(
+        n["metadata"]["name"]
+        for n in nodes
+        if n["metadata"]["labels"].get("topology.kubernetes.io/region") == "us-east-1"
+    )
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
+        with ResidencyWatch(crds.kubeconfig) as operators_pods:
+            crds.apply(finetunejob("watched", namespace))
+            wait_phase(crds, namespace, "watched", "Queued", log=operator.log_tail)
+            wait_for(lambda: len(operators_pods.pods) >= 2, 60, "the head and worker pods bound")
+        assert not operators_pods.violations()
+        assert all(
+            p.pinned == ("eu-central-fra", "eu-west-par") for p in operators_pods.pods.values()
+        )
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": namespace, "labels": {"sovai-test": "probe"}},
+        "spec": {"nodeName": outside, "containers": [{"name": "c", "image": "x"}]},
+    }
+    with ResidencyWatch(crds.kubeconfig, selector="sovai-test=probe") as probes:
+        crds.apply(probe)
+        wait_for(lambda: probes.pods, 30, "the probe pod recorded")
+        assert probes.violations() == [
+            f"pod {namespace}/probe on node {outside} (region us-east-1) has no required node "
+            "affinity on topology.kubernetes.io/region"
+        ]

@@ -1,0 +1,88 @@
+"""The operator <-> trainer contract end to end: the job.json the operator's builder writes is
+what the trainer parses, and the trainer starts only on the job.json its entrypoint names."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
+from sovereign_operator.builders.context import BuildConfig, Owner, Residency
+from sovereign_operator.builders.jobconfig import CONFIG_KEY, build_job_configmap, config_digest
+from sovereign_operator.builders.rayjob import build_rayjob
+from sovereign_training.cli import build_parser
+from sovereign_training.config import ConfigError, load_config
+
+pytestmark = pytest.mark.training
+
+OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")
+RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par",))
+CFG = BuildConfig(runtime_image="registry.eu/sovai/runtime:1", mlflow_tracking_uri=None)
+
+
+def job_json(epochs: int) -> str:
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "hf://acme/tiny-llama"},
+            "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
+            "method": {"type": "lora"},
+        }
+    )
+    hyperparameters = ResolvedHyperparameters(
+        epochs=epochs,
+        batch_size=8,
+        micro_batch_size=4,
+        learning_rate=2e-4,
+        max_seq_length=2048,
+        warmup_ratio=0.03,
+        seed=42,
+    )
+    configmap = build_job_configmap(spec, OWNER, hyperparameters, RESIDENCY)
+    text: str = configmap["data"][CONFIG_KEY]
+    return text
+
+
+def test_the_trainer_parses_what_the_operator_writes_and_its_entrypoint(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(job_json(3))
+    spec = FineTuneJobSpec.model_validate(
+        {"baseModel": {"uri": "hf://acme/tiny"}, "dataset": {"trainingUri": "s3://eu-data/t.jsonl"}}
+    )
+    digest = config_digest({"data": {CONFIG_KEY: path.read_text()}})
+    entrypoint = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=digest)["spec"][
+        "entrypoint"
+    ]
+    argv = shlex.split(entrypoint)
+    assert argv[:3] == ["python", "-m", "sovereign_training"]
+    args = build_parser().parse_args([*argv[3:]])
+    assert args.config_sha256 == digest
+    cfg = load_config(path, args.config_sha256, 1)
+    assert cfg.method.hyperparameters.epochs == 3
+    assert cfg.method.type == "lora"
+
+
+def test_the_trainer_waits_for_the_job_json_it_was_started_for(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(job_json(3))  # the kubelet has not synced the new ConfigMap yet
+    new = job_json(5)
+    digest = config_digest({"data": {CONFIG_KEY: new}})
+    writer = threading.Timer(0.5, path.write_text, args=(new,))
+    writer.start()
+    started = time.monotonic()
+    cfg = load_config(path, digest, wait_seconds=30)
+    writer.join()
+    assert 0.4 < time.monotonic() - started < 10
+    assert cfg.method.hyperparameters.epochs == 5
+
+
+def test_a_job_json_that_never_comes_fails_naming_both_digests(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(job_json(3))
+    wanted = config_digest({"data": {CONFIG_KEY: job_json(5)}})
+    with pytest.raises(ConfigError, match=f"started for {wanted}") as err:
+        load_config(path, wanted, wait_seconds=0.2)
+    assert "did not reach this pod within 0 s" in str(err.value)
