@@ -238,12 +238,25 @@ def test_unsucceeded_finetunejob_blocks_serving_then_ready_on_eu_nodes_driving_f
         "operator": "In",
         "values": sorted(EU_REGIONS),
     }
-    [fetch] = pod["initContainers"]
-    assert fetch["image"] == TEST_IMAGE
+    # The job is LoRA with an unmerged adapter (the default): its base is fetched beside it,
+    # and vLLM serves the base with the adapter as a LoRA module named like the deployment.
+    [fetch_base, fetch] = pod["initContainers"]
+    assert [fetch_base["name"], fetch["name"]] == ["fetch-base-model", "fetch-model"]
+    assert {fetch_base["image"], fetch["image"]} == {TEST_IMAGE}
+    base_uri = "hf://sovereign-ai-test/tiny-llama"
+    assert {"name": "SOVAI_MODEL_URI", "value": base_uri} in fetch_base["env"]
     assert {"name": "SOVAI_MODEL_URI", "value": MODEL_URI} in fetch["env"]
+    assert status["baseModelUri"] == base_uri
     [server] = pod["containers"]
     assert server["image"] == VLLM_IMAGE
-    assert server["args"][:3] == ["/models", "--served-model-name", "chat"]
+    assert server["args"][:6] == [
+        "/models/base",
+        "--served-model-name",
+        "chat-base",
+        "--enable-lora",
+        "--lora-modules",
+        "chat=/models/model",
+    ]
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert server["securityContext"]["runAsNonRoot"] is True
     service = child(crds, "service", namespace, "chat")

@@ -74,7 +74,7 @@ def _positive_quantity(value: int | str) -> int | str:
 
 # The same rule at admission, in the CRD (CEL's Kubernetes quantity library).
 POSITIVE_QUANTITY_RULE: Final = {
-    "rule": "type(self) == string ? quantity(self).sign() == 1 : self > 0",
+    "rule": "type(self) == string ? quantity(self).isGreaterThan(quantity('0')) : self > 0",
     "message": "must be greater than zero, such as 500m, 4 or 32Gi",
 }
 
