@@ -10,7 +10,7 @@ RUNTIME_LOCK := images/runtime/requirements.lock
 OPERATOR_LOCK := images/operator/requirements.lock
 
 .PHONY: demo setup test test-unit test-integration test-training lint control-plane dev-cluster crds \
-	images lock test-images
+	images lock test-images test-reliability
 
 # Install the project, with its training and dev extras, into .venv (again when pyproject or the
 # lock changes). The images' lock constrains it, so tests run the versions the images carry.
@@ -58,6 +58,13 @@ test-integration: setup control-plane
 
 test-training: setup
 	$(PY) -m pytest tests -q -m training --timeout=900
+
+# The reliability suite: the failures adversarial tests found, and hostile specs drawn by
+# hypothesis against the real API server (SOVAI_FUZZ_SPECS, default 2000); `make test` runs it
+# too. Figures in docs/reliability.md.
+test-reliability: setup control-plane
+	$(PY) -m pytest tests/integration/test_reliability.py tests/integration/test_fuzz.py -q \
+		--timeout=1800
 
 test-images: images control-plane
 	$(PY) -m pytest tests/images -q --timeout=900

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from residency_watch import ResidencyWatch
+from secrets_audit import OPERATOR_LOGS, leaks
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.images.build import build_images
 from sovereign_operator.images.references import NODE_IMAGES
@@ -35,5 +36,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         ResidencyWatch(cluster.kubeconfig) as residency,
     ):
         yield cluster
+        leaked = leaks(cluster, OPERATOR_LOGS)
+        assert not leaked, "credentials leaked:\n" + "\n".join(leaked)
         violations = residency.violations()
         assert not violations, "pods ran outside their allowed regions:\n" + "\n".join(violations)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from residency_watch import ResidencyWatch
+from secrets_audit import OPERATOR_LOGS, leaks
 from sovereign_operator.devcluster import LocalCluster
 
 from .operator_process import get_json, wait_for
@@ -77,6 +78,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     ):
         yield local
         # Every pod the operator's children made in this tier, wherever it was bound.
+        leaked = leaks(local, OPERATOR_LOGS)
+        assert not leaked, "credentials leaked:\n" + "\n".join(leaked)
         violations = residency.violations()
         assert not violations, "pods ran outside their allowed regions:\n" + "\n".join(violations)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from secrets_audit import OPERATOR_LOGS
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.processes import free_port, tail
 
@@ -79,6 +80,7 @@ class OperatorProcess:
     ) -> None:
         self.cluster = cluster
         self.log_path = workdir / f"{name}.log"
+        OPERATOR_LOGS.append(self.log_path)  # the tier's secrets audit reads every one
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.env = {

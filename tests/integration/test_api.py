@@ -193,7 +193,13 @@ def test_get_shows_printer_columns(api: LocalCluster, namespace: str) -> None:
     status = {
         "phase": "Running",
         "startTime": "2026-11-27T08:00:00Z",
-        "progress": {"step": 42, "totalSteps": 100, "percentage": 42},
+        "progress": {
+            "step": 42,
+            "totalSteps": 100,
+            "percentage": 42,
+            "trainLoss": 1.25,
+            "estimatedRemainingSeconds": 310,
+        },
         "placement": [{"pod": "p", "node": "kwok-eu-west-par-gpu-0", "region": "eu-west-par"}],
     }
     api.kubectl(
@@ -201,19 +207,11 @@ def test_get_shows_printer_columns(api: LocalCluster, namespace: str) -> None:
         "-p", json.dumps({"status": status}),
     )  # fmt: skip
     lines = api.kubectl("get", "-n", namespace, "ftj").stdout.splitlines()
-    assert lines[0].split() == [
-        "NAME",
-        "PHASE",
-        "BASE",
-        "MODEL",
-        "METHOD",
-        "PROGRESS",
-        "REGION",
-        "AGE",
-    ]
-    assert lines[1].split()[:6] == [
-        "columns", "Running", "hf://mistralai/Mistral-7B-v0.3", "lora", "42", "eu-west-par",
-    ]  # fmt: skip
+    # What the README promises in plain `kubectl get ftj`: phase, progress, loss and ETA.
+    assert lines[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "ETA", "REGION", "AGE"]
+    assert lines[1].split()[:6] == ["columns", "Running", "42", "1.25", "310", "eu-west-par"]
+    wide = api.kubectl("get", "-n", namespace, "ftj", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-4:] == ["METHOD", "BASE", "MODEL", "MODEL"]
 
     create(
         api, document("ModelDeployment", "columns", {"model": {"uri": "models:/faq/1"}}), namespace

@@ -105,7 +105,14 @@ def test_deleting_a_namespace_finishes_in_both_watch_modes(
             f"namespace {doomed} to be deleted ({watch} watch, restart: {restart})",
             on_timeout=operator.log_tail,
         )
-        assert "being terminated" not in operator.log_text()
+        # A pass that meets the namespace's deletion halfway may be refused once; it must not
+        # fail and retry (the 403 loop of before).
+        refusals = [
+            line
+            for line in operator.log_text().splitlines()
+            if "being terminated" in line and "failed" in line
+        ]
+        assert not refusals, "\n".join(refusals[:5])
 
 
 def test_names_that_differ_only_by_dot_and_dash_keep_their_own_children(
@@ -181,7 +188,10 @@ def test_a_spec_change_that_only_touches_job_json_reaches_the_configmap(
     setup_namespace(crds, namespace)
     kube = Kube(kubeconfig_credentials([crds.kubeconfig]), pool_size=2)
     backend = KubeRayBackend(kube)
-    owner = Owner(name="retune", namespace=namespace, uid=str(uuid.uuid4()))
+    # A real owner (no operator runs here): children of a missing owner are garbage-collected.
+    crds.apply(finetunejob("retune", namespace))
+    uid = str((ftj(crds, namespace, "retune") or {})["metadata"]["uid"])
+    owner = Owner(name="retune", namespace=namespace, uid=uid)
     residency = Residency("pol", "topology.kubernetes.io/region", ("eu-west-par",))
     spec = FineTuneJobSpec.model_validate(finetunejob("retune", namespace)["spec"])
     policy = SovereigntyPolicySpec.model_validate(policy_for(namespace)["spec"])

@@ -472,6 +472,25 @@ def test_a_change_only_to_job_json_changes_the_rayjob_too() -> None:
         ({"suspend": True}, {}, True),
         ({"l": [{"x": 1}]}, {"l": [{"x": 1, "protocol": "TCP"}]}, False),
         ({"l": [1, 2]}, {"l": [1]}, True),
+        # The API server's canonical quantities are the same amounts (found by the fuzzer:
+        # a Deployment asking for "1.5Gi" was patched every second against "1536Mi").
+        (
+            {"limits": {"memory": "1.5Gi", "cpu": ".5"}},
+            {"limits": {"memory": "1536Mi", "cpu": "500m"}},
+            False,
+        ),
+        (
+            {"requests": {"cpu": "+1", "memory": "1e3"}},
+            {"requests": {"cpu": "1", "memory": "1k"}},
+            False,
+        ),
+        ({"limits": {"memory": "2Gi"}}, {"limits": {"memory": "1Gi"}}, True),
+        ({"limits": {"cpu": "1"}}, {"limits": {}}, True),
+        (
+            {"env": [{"name": "X", "value": "1.5Gi"}]},
+            {"env": [{"name": "X", "value": "1536Mi"}]},
+            True,
+        ),
     ],
 )
 def test_drift_ignores_server_defaults_and_omitted_zero_values(

@@ -140,13 +140,14 @@ def column_names(kind: str) -> list[str]:
 def test_printer_columns() -> None:
     assert column_names("FineTuneJob") == [
         "Phase",
-        "Base Model",
-        "Method",
         "Progress",
-        "Region",
-        "Model",
+        "Loss",
         "ETA",
+        "Region",
         "Age",
+        "Method",
+        "Base Model",
+        "Model",
     ]
     assert column_names("ModelDeployment") == [
         "Phase",

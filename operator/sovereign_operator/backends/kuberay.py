@@ -137,6 +137,15 @@ class KubeRayBackend:
                 return BackendObservation(
                     BackendState.ABSENT, name=rayjob_name(ctx.owner.name), blockers=(str(conflict),)
                 )
+            except ApiError as error:
+                if not error.namespace_terminating:
+                    raise
+                # Its namespace is being deleted: nothing more is made; the cleanup follows.
+                return BackendObservation(
+                    BackendState.ABSENT,
+                    name=rayjob_name(ctx.owner.name),
+                    blockers=("the namespace is being deleted",),
+                )
         observation = observe_rayjob(live, ctx.pods)
         if observation.state in (BackendState.RUNNING, BackendState.SUCCEEDED):
             progress, result = self._read_logs(ctx)

@@ -29,7 +29,7 @@ from ..backends.pods import PodFacts
 from ..backends.raycluster import RayClusterBackend
 from ..backends.types import BackendObservation, BackendState
 from ..builders.context import Owner, Residency
-from ..k8s.client import FINETUNEJOB
+from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
 from .finetunejob_status import TERMINAL, Observed, compute_status
 from .finetunejob_validate import validate
@@ -234,9 +234,15 @@ def reconcile(
             if kopf_patch is not None:
                 kopf_patch.setdefault("status", {}).update(patch)
             else:
-                rt.kube.merge_patch(
-                    FINETUNEJOB, namespace, name, {"status": patch}, subresource="status"
-                )
+                try:
+                    rt.kube.merge_patch(
+                        FINETUNEJOB, namespace, name, {"status": patch}, subresource="status"
+                    )
+                except ApiError as error:
+                    if error.status != 404:
+                        raise
+                    rt.forget(uid)  # deleted while this pass ran: nothing left to record
+                    return
         rt.metrics.phases.set(uid, new.phase.value)
         version = observation.version or _resource_version(live)
         if new.phase in TERMINAL:

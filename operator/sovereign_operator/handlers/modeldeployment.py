@@ -54,6 +54,7 @@ from ..k8s.client import (
     PDB,
     POD,
     SERVICE,
+    ApiError,
     Kind,
 )
 from ..k8s.ensure import delete_owned, ensure
@@ -158,10 +159,15 @@ def write_status(
 ) -> None:
     """The whole status in one merge patch, only when it changed."""
     patch = status_patch(current, new)
-    if patch is not None:
+    if patch is None:
+        return
+    try:
         rt.kube.merge_patch(
             MODELDEPLOYMENT, namespace, name, {"status": patch}, subresource="status"
         )
+    except ApiError as error:
+        if error.status != 404:  # 404: deleted while the pass ran, nothing left to record
+            raise
 
 
 def _announce(
@@ -250,7 +256,14 @@ def reconcile(
                     validation.policy_name, policy.region_label, validation.regions
                 )
                 model = ServedModel(resolution.uri, resolution.base, resolution.adapter_rank)
-                live = _ensure_children(rt, spec, owner, residency, policy, model)
+                try:
+                    live = _ensure_children(rt, spec, owner, residency, policy, model)
+                except ApiError as error:
+                    if not error.namespace_terminating:
+                        raise
+                    # The namespace's deletion began after this pass did: the cleanup is due.
+                    log.info("%s/%s: its namespace is being deleted", namespace, name)
+                    return
                 pods = rt.kube.list(POD, namespace, f"{DEPLOYMENT_UID_LABEL}={uid}")
                 base_uri = model.base.uri if model.base else None
                 observed = replace(

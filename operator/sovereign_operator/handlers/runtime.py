@@ -118,6 +118,8 @@ class Runtime:
             if error.status == 409 and key is not None:
                 log.debug("the %s Event for %s was posted already", reason, key)
                 return
+            if error.namespace_terminating:  # nothing can be posted there any more
+                return
             log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)
         except (OSError, urllib3.exceptions.HTTPError):
             log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)

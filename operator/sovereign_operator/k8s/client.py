@@ -29,6 +29,11 @@ class ApiError(Exception):
             message = body
         super().__init__(f"{status} {reason}: {str(message)[:1000]}")
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """The API server refused to create something in a namespace being deleted."""
+        return self.status == 403 and "being terminated" in str(self)
+
 
 @dataclass(frozen=True)
 class Kind:

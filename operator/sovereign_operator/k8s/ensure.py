@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.v1alpha1.common import quantity_value
 from .client import ApiError, Kind, Kube, kind_of
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,24 @@ class Ensured:
     action: str  # "created" | "patched" | "unchanged"
 
 
-def drift(desired: Any, actual: Any) -> bool:
+# Maps whose values are resource quantities, which the API server stores in its canonical
+# form ("1.5Gi" comes back as "1536Mi", "+1" as "1"): compared by amount, not by spelling.
+QUANTITY_MAPS = frozenset({"requests", "limits"})
+
+
+def _same_quantity(desired: Any, actual: Any) -> bool:
+    try:
+        return quantity_value(desired) == quantity_value(actual)
+    except (ValueError, TypeError, ArithmeticError):
+        return False
+
+
+def drift(desired: Any, actual: Any, key: str = "") -> bool:
     """True when ``desired`` is not contained in ``actual``.
 
     Dicts compare key by key (extra keys in ``actual`` are server defaults, not drift); lists
     compare element-wise with the same rule; scalars compare equal, and a zero value equals
-    an absent key.
+    an absent key; resource quantities compare by amount.
     """
     if actual is None and not desired:
         # Go controllers drop omitempty zero values ({}, [], false, 0, "") when they write.
@@ -60,7 +73,12 @@ def drift(desired: Any, actual: Any) -> bool:
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
             return True
-        return any(drift(value, actual.get(key)) for key, value in desired.items())
+        if key in QUANTITY_MAPS:
+            return any(
+                value != actual.get(name) and not _same_quantity(value, actual.get(name))
+                for name, value in desired.items()
+            )
+        return any(drift(value, actual.get(name), name) for name, value in desired.items())
     if isinstance(desired, list):
         if not isinstance(actual, list) or len(desired) != len(actual):
             return True

@@ -32,6 +32,8 @@ QUANTITY_PATTERN = (
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
 # Bounds on list sizes and string lengths keep the CEL rules' estimated cost within budget.
 MAX_REGIONS = 32
+# The largest value a Kubernetes int32 field holds (what the children's APIs declare).
+INT32_MAX: Final = 2**31 - 1
 MAX_LIST = 64
 RegionName = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)]
 
@@ -66,16 +68,26 @@ def quantity_value(value: int | str) -> Decimal:
     return Decimal(match.group(1)) * Decimal(_SUFFIXES[match.group(2)])
 
 
+# Kubernetes keeps a quantity exactly only below 2^63 units (8Ei): a larger one is stored
+# rounded, which a child's spec would then never match.
+QUANTITY_LIMIT: Final = 2**63
+
+
 def _positive_quantity(value: int | str) -> int | str:
-    if quantity_value(value) <= 0:
-        raise ValueError(f"must be greater than zero, such as 500m, 4 or 32Gi (got {value!r})")
+    if not 0 < quantity_value(value) < QUANTITY_LIMIT:
+        raise ValueError(
+            f"must be greater than zero and less than 8Ei, such as 500m, 4 or 32Gi (got {value!r})"
+        )
     return value
 
 
 # The same rule at admission, in the CRD (CEL's Kubernetes quantity library).
 POSITIVE_QUANTITY_RULE: Final = {
-    "rule": "type(self) == string ? quantity(self).isGreaterThan(quantity('0')) : self > 0",
-    "message": "must be greater than zero, such as 500m, 4 or 32Gi",
+    "rule": (
+        "type(self) == string ? quantity(self).isGreaterThan(quantity('0')) && "
+        "quantity(self).isLessThan(quantity('8Ei')) : self > 0"
+    ),
+    "message": "must be greater than zero and less than 8Ei, such as 500m, 4 or 32Gi",
 }
 
 # A CPU or memory amount: an integer or a Kubernetes quantity string such as "500m" or "32Gi",

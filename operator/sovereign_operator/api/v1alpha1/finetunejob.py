@@ -13,6 +13,7 @@ from pydantic.config import JsonDict
 from .common import (
     API_VERSION,
     DNS_LABEL,
+    INT32_MAX,
     MAX_LIST,
     MAX_REGIONS,
     ApiModel,
@@ -388,6 +389,7 @@ class Execution(ApiModel):
     active_deadline_seconds: int | None = Field(
         default=None,
         ge=60,
+        le=INT32_MAX,  # KubeRay's RayJob field is an int32
         description="Fail the job (code DeadlineExceeded) after this long from start; unset: none.",
     )
     backoff_limit: int = Field(
@@ -396,6 +398,7 @@ class Execution(ApiModel):
     ttl_seconds_after_finished: int = Field(
         default=3600,
         ge=0,
+        le=INT32_MAX,  # KubeRay's RayJob field is an int32
         description="Seconds after finishing before the cleanup actions apply.",
     )
     cleanup: Cleanup = Field(
@@ -439,7 +442,9 @@ class Output(ApiModel):
 class Checkpointing(ApiModel):
     """Checkpoints reported to Ray Train; a restarted worker resumes from the latest."""
 
-    every_steps: int = Field(default=200, ge=1, description="Save a checkpoint every N steps.")
+    every_steps: int = Field(
+        default=200, ge=1, le=INT32_MAX, description="Save a checkpoint every N steps."
+    )
     keep: int = Field(default=2, ge=1, le=100, description="Number of checkpoints to keep.")
     max_failures: int = Field(
         default=2,
