@@ -59,3 +59,12 @@ def test_containerd_root_is_the_store_when_given(tmp_path: Path) -> None:
     config = containerd_config(layout, "pause", store)
     assert config["root"] == str(store)
     assert config["state"] == str(tmp_path / "containerd" / "state")
+
+
+def test_a_machine_that_runs_once_keeps_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOVAI_NODE_IMAGE_CACHE", "0")
+    store = ImageStore(tmp_path / "node" / "root")
+    assert not store.shared
+    assert store.path == tmp_path / "node" / "root"

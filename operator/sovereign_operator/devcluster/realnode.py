@@ -58,6 +58,8 @@ HOST_PATHS = (
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The file beside each image archive that records its manifest digest (images/build.py).
 IMAGE_METADATA = "image.json"
+# "0" keeps the node's image store out of the cache (removed at stop, as it was before).
+IMAGE_CACHE_VARIABLE = "SOVAI_NODE_IMAGE_CACHE"
 IPTABLES = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle")
 
@@ -220,6 +222,8 @@ class ImageStore:
         self.path = fallback
         self.shared = False
         self._lock: int | None = None
+        if os.environ.get(IMAGE_CACHE_VARIABLE, "1") == "0":
+            return  # asked for a store of the node's own (a machine that runs once, like CI)
         cache = image_store_root()
         with contextlib.suppress(OSError):
             cache.mkdir(parents=True, exist_ok=True)
@@ -355,13 +359,13 @@ class RealNode:
         wanted = {archive: manifest_digest(archive) for archive in self.images}
         for archive, digest in wanted.items():
             if digest is not None and digest in stored:
-                log.info("%s is in the node's image store already", archive.name)
+                log.info("%s is in the node's image store already", archive.parent.name)
                 continue
             started = time.monotonic()
             result = self.ctr("images", "import", "--no-unpack=false", str(archive))
             if result.returncode != 0:
                 raise RealNodeError(f"ctr images import {archive} failed: {result.stderr.strip()}")
-            log.info("imported %s in %.0f s", archive.name, time.monotonic() - started)
+            log.info("imported %s in %.0f s", archive.parent.name, time.monotonic() - started)
         digests = set(wanted.values())
         if self._store is not None and self._store.shared and None not in digests:
             # One version of each image: containerd's garbage collector then frees the content
