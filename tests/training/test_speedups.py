@@ -16,7 +16,12 @@ from sovereign_training.data import IGNORE_INDEX, build_blocks, encode_rows, rea
 from sovereign_training.float8 import Float8Linear, _Float8Matmul, convert_to_float8
 from sovereign_training.lora_linear import FusedLoraLinear, use_fused_lora
 from sovereign_training.modeling import add_lora, load_tokenizer
-from sovereign_training.speedups import CausalLMLoss, Speedups, compile_blocks
+from sovereign_training.speedups import (
+    CausalLMLoss,
+    Speedups,
+    attention_implementation,
+    compile_blocks,
+)
 from sovereign_training.tiny import sample_dataset_path
 
 pytestmark = pytest.mark.training
@@ -24,7 +29,7 @@ pytestmark = pytest.mark.training
 LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"])
 
 
-def tiny_llama(layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(layers: int = 2, seed: int = 0, attention: str = "sdpa") -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=256,
         hidden_size=64,
@@ -35,7 +40,7 @@ def tiny_llama(layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
         tie_word_embeddings=True,
         use_cache=False,
     )
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attention
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
@@ -200,7 +205,7 @@ def test_regional_compilation_makes_one_graph_for_every_block() -> None:
 
 @pytest.mark.parametrize("lever", Speedups.names())
 def test_each_lever_can_be_left_out(lever: str) -> None:
-    levers = Speedups(compile=True, float8=True, cudnn_attention=True, fused_lora=True)
+    levers = Speedups(compile=True, float8=True, flex_attention=True, fused_lora=True)
     assert getattr(levers.without(lever), lever) is False
     assert lever not in levers.without(lever).describe().split(",")
     with pytest.raises(ValueError, match="unknown speedup"):
@@ -209,5 +214,28 @@ def test_each_lever_can_be_left_out(lever: str) -> None:
 
 def test_cpu_defaults_leave_out_what_needs_a_gpu() -> None:
     levers = Speedups.for_device(torch.device("cpu"))
-    assert (levers.compile, levers.float8, levers.cudnn_attention) == (False, False, False)
+    assert (levers.compile, levers.float8, levers.flex_attention) == (False, False, False)
     assert levers.fused_lora
+
+
+def test_flex_attention_only_where_blocks_hold_packed_documents() -> None:
+    levers = Speedups(flex_attention=True)
+    assert attention_implementation(levers, 1.0) == "sdpa"  # one document: SDPA's causal kernel
+    assert attention_implementation(levers, 14.6) == "flex_attention"
+    assert attention_implementation(levers.without("flex_attention"), 14.6) == "sdpa"
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
+def test_packed_documents_do_not_see_each_other(attention: str) -> None:
+    """Two documents in one block (positions restart at the second) give the logits each
+    gives alone: the attention the training path loads keeps packed documents apart."""
+    first = torch.randint(0, 256, (1, 11), generator=torch.Generator().manual_seed(7))
+    second = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(8))
+    packed = torch.cat([first, second], dim=1)
+    positions = torch.cat([torch.arange(11), torch.arange(21)]).unsqueeze(0)
+    model = tiny_llama(attention=attention).eval()
+    alone = tiny_llama().eval()
+    with torch.no_grad():
+        together = model(input_ids=packed, position_ids=positions).logits
+        want = torch.cat([alone(input_ids=first).logits, alone(input_ids=second).logits], dim=1)
+    torch.testing.assert_close(together, want, rtol=1e-4, atol=1e-4)

@@ -139,7 +139,7 @@ def _shape(args: argparse.Namespace) -> dict[str, int]:
     return shape
 
 
-def llama_config(shape: dict[str, int]) -> Any:
+def llama_config(shape: dict[str, int], attention: str = "sdpa") -> Any:
     from transformers import LlamaConfig
 
     config = LlamaConfig(
@@ -153,7 +153,7 @@ def llama_config(shape: dict[str, int]) -> Any:
         tie_word_embeddings=True,
         use_cache=False,
     )
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attention
     return config
 
 
@@ -172,14 +172,14 @@ def _lora_settings(rank: int) -> Any:
     return LoraSettings(rank=rank, alpha=2 * rank, dropout=0.0, target_modules=LORA_TARGETS)
 
 
-def new_model(shape: dict[str, int], device: Any, dtype: Any) -> Any:
+def new_model(shape: dict[str, int], device: Any, dtype: Any, attention: str = "sdpa") -> Any:
     """The random-init model, made on the device (fast) from the same seed for every row."""
     import torch
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
     with torch.device(device):
-        model: Any = LlamaForCausalLM(llama_config(shape))
+        model: Any = LlamaForCausalLM(llama_config(shape, attention))
     return model.to(dtype=dtype)
 
 
@@ -227,13 +227,19 @@ def build_plain(variant: str, shape: dict[str, int], device: Any, lora_rank: int
 
 
 def build_project(
-    variant: str, shape: dict[str, int], device: Any, lora_rank: int, speedups: Any
+    variant: str,
+    shape: dict[str, int],
+    device: Any,
+    lora_rank: int,
+    speedups: Any,
+    documents_per_block: float = 1.0,
 ) -> Any:
-    """(loss_fn, optimizer, micro-batch) of the training loop's own path (loop.py)."""
+    """(loss_fn, optimizer, micro-batch) of the training loop's own path (loop.py), for
+    blocks that hold `documents_per_block` sequences on average."""
     from .modeling import adapter_precision, add_lora, make_optimizer, param_dtype
     from .speedups import (
         CausalLMLoss,
-        attention_kernels,
+        attention_implementation,
         compile_blocks,
         prepare_lora,
         prepare_model,
@@ -241,7 +247,8 @@ def build_project(
 
     dtype = param_dtype(device)
     lora = variant.startswith("project-lora")
-    model = new_model(shape, device, dtype)
+    attention = attention_implementation(speedups, documents_per_block)
+    model = new_model(shape, device, dtype, attention)
     prepare_model(model, speedups)
     if lora:
         model = add_lora(model, _lora_settings(lora_rank), gradient_checkpointing=False)
@@ -254,10 +261,7 @@ def build_project(
     autocast_lora = lora and not speedups.fused_lora
 
     def loss_fn(ids: Any, labels: Any, positions: Any, mask: Any, labelled: Any) -> Any:
-        with (
-            adapter_precision(device, dtype, lora=autocast_lora),
-            attention_kernels(speedups, device),
-        ):
+        with adapter_precision(device, dtype, lora=autocast_lora):
             return module(
                 input_ids=ids,
                 labels=labels,
@@ -339,16 +343,20 @@ def parse_variant(variant: str) -> tuple[str, str | None]:
 
 
 def lever_variants(speedups: Any) -> list[str]:
-    """project-X/no-LEVER for each lever the project rows use (fused_lora only for LoRA).
-    compile has no row: without it the other levers' unfused casts dominate, which says
-    nothing about them (the last run with and without compile is in docs/benchmarks.md)."""
+    """project-X/no-LEVER for each lever the project rows use: fused_lora only for LoRA, and
+    flex_attention only for packed blocks (random rows are one document each, where the
+    training path loads SDPA). compile has no row: without it the other levers' unfused casts
+    dominate, which says nothing about them (the last run with and without compile is in
+    docs/benchmarks.md)."""
     rows = []
     for base in ("project-full", "project-lora"):
         for name in speedups.names():
-            if name == "compile":
+            if name in ("compile", "flex_attention"):
                 continue
             if getattr(speedups, name) and (name != "fused_lora" or base == "project-lora"):
                 rows.append(f"{base}{LEVER_SEPARATOR}{name}")
+    if speedups.flex_attention:
+        rows.append(f"project-packed{LEVER_SEPARATOR}flex_attention")
     return rows
 
 
@@ -368,6 +376,8 @@ def measure(
     levers = speedups.without(lever) if lever else speedups
     if base == "project-full":
         levers = levers.without("fused_lora")  # nothing to fuse without adapters
+    # Random rows are one document each: the training path attends with SDPA there.
+    levers = levers.without("flex_attention")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if base.startswith("plain"):
@@ -490,12 +500,17 @@ def environment(device: Any) -> str:
 
 
 def default_variants(args: argparse.Namespace, device: Any, speedups: Any) -> list[str]:
+    """The goals' rows first (a run cut short keeps them), then one row per lever."""
     variants = list(MAIN_VARIANTS)
-    levers = device.type == "cuda" if args.levers is None else args.levers
-    if levers:
-        variants += lever_variants(speedups)
     if args.packing:
         variants += list(PACKING_VARIANTS)
+    levers = device.type == "cuda" if args.levers is None else args.levers
+    if levers:
+        variants += [
+            v
+            for v in lever_variants(speedups)
+            if args.packing or parse_variant(v)[0] != "project-packed"
+        ]
     return variants
 
 
@@ -529,7 +544,7 @@ def run_throughput(args: argparse.Namespace) -> list[Row]:
     for variant in variants:
         started = time.perf_counter()
         try:
-            if variant in PACKING_VARIANTS:
+            if parse_variant(variant)[0] in PACKING_VARIANTS:
                 from .bench_packing import measure_packing
 
                 row = measure_packing(variant, shape, device, args, speedups)

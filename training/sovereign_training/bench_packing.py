@@ -21,7 +21,15 @@ import argparse
 import random
 from typing import Any
 
-from .bench import Row, build_plain, build_project, make_step, peak_memory_gib, time_steps
+from .bench import (
+    Row,
+    build_plain,
+    build_project,
+    make_step,
+    parse_variant,
+    peak_memory_gib,
+    time_steps,
+)
 
 SEED = 7
 
@@ -83,9 +91,15 @@ def measure_packing(
 
     seq, global_batch = shape["seq"], shape["global_batch"]
     warmup, total_steps = shape["warmup"], shape["warmup"] + shape["steps"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     tokenizer, rows = sample_rows()
-    # Rows average well under seq / 8 tokens: this is more than the blocks of every step need.
-    encoded, _ = encode_rows(tokenizer, _repeat(rows, total_steps * global_batch * 8), seq)
+    # Encoded once, then repeated in fresh orders until the rows fill every step's blocks with a
+    # fifth to spare (packing leaves some of each block empty).
+    once, _ = encode_rows(tokenizer, rows, seq)
+    mean_tokens = sum(len(e.input_ids) for e in once) / max(1, len(once))
+    needed = int(total_steps * global_batch * seq * 1.2 / max(1.0, mean_tokens)) + 1
+    encoded = _repeat(once, needed)
     blocks = pack_encoded(encoded, seq, tokenizer.pad_token_id or 0)
     if len(blocks) < total_steps * global_batch:
         raise RuntimeError(f"only {len(blocks)} blocks for {total_steps} steps")
@@ -112,9 +126,13 @@ def measure_packing(
                     useful += sum(len(e.input_ids) for e in step_rows[m : m + micro])
             steps.append(make_step(loss_fn, optimizer, batches))
         used = ""
-    elif variant == "project-packed":
+    elif parse_variant(variant)[0] == "project-packed":
+        lever = parse_variant(variant)[1]
+        levers = speedups.without("fused_lora")
+        if lever:
+            levers = levers.without(lever)
         loss_fn, optimizer, micro = build_project(
-            "project-full", shape, device, args.lora_rank, speedups.without("fused_lora")
+            "project-full", shape, device, args.lora_rank, levers, blocks.documents_per_block()
         )
         for s in range(total_steps):
             batches = []
@@ -131,7 +149,7 @@ def measure_packing(
                     computed += micro * seq
                     useful += int(blocks.real_tokens[pick].sum())
             steps.append(make_step(loss_fn, optimizer, batches))
-        used = speedups.without("fused_lora").describe()
+        used = levers.describe()
     else:
         raise ValueError(f"not a packing variant: {variant}")
     elapsed, losses = time_steps(steps, warmup, shape["steps"], device)

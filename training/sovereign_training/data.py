@@ -72,6 +72,12 @@ class Blocks:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def documents_per_block(self) -> float:
+        """How many sequences a block holds on average (1.0 when not known)."""
+        if not self.members or len(self) == 0:
+            return 1.0
+        return sum(len(m) for m in self.members) / len(self)
+
 
 def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Give the tokenizer the fallback template when it has none; True when it did.

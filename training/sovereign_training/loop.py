@@ -45,7 +45,7 @@ from .sources import checked_dataset, model_dir, parse_uri, upload_folder_s3
 from .speedups import (
     CausalLMLoss,
     Speedups,
-    attention_kernels,
+    attention_implementation,
     compile_blocks,
     prepare_lora,
     prepare_model,
@@ -65,10 +65,10 @@ class JobContext:
     experiment_id: str | None = None
     compile: bool = False
     gradient_checkpointing: bool = False
-    # Levers not yet measured on a GPU are opt-in (SOVAI_FLOAT8, SOVAI_CUDNN_ATTENTION): used
-    # only where asked for and where the GPU has them (speedups.py).
-    float8: bool = False
-    cudnn_attention: bool = False
+    # Levers a job may turn off (SOVAI_FLOAT8=0, SOVAI_FLEX_ATTENTION=0); each is used only
+    # where the device has it (speedups.py).
+    float8: bool = True
+    flex_attention: bool = True
     # Test hook: exit the worker process of `crash_rank` after step `crash_at_step`, once (the
     # marker file records that it happened), to exercise recovery from a lost worker.
     crash_at_step: int | None = None
@@ -85,8 +85,8 @@ class JobContext:
         levers = Speedups.for_device(device, use_compile=self.compile)
         if not self.float8:
             levers = levers.without("float8")
-        if not self.cudnn_attention:
-            levers = levers.without("cudnn_attention")
+        if not self.flex_attention:
+            levers = levers.without("flex_attention")
         return levers
 
 
@@ -383,7 +383,14 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
 
     dtype = param_dtype(device)
     speedups = ctx.speedups(device)
-    model = load_model(base_path, dtype, device, gradient_checkpointing=ctx.gradient_checkpointing)
+    attention = attention_implementation(speedups, train.documents_per_block())
+    model = load_model(
+        base_path,
+        dtype,
+        device,
+        gradient_checkpointing=ctx.gradient_checkpointing,
+        attention=attention,
+    )
     prepare_model(model, speedups)
     is_lora = cfg.method.type == "lora"
     if is_lora:
@@ -441,6 +448,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                     "paramDtype": str(dtype).removeprefix("torch."),
                     "torchCompile": ctx.compile,
                     "speedups": speedups.describe(),
+                    "attention": attention,
                     "gradientCheckpointing": ctx.gradient_checkpointing,
                     "chatTemplateFallback": fallback_template,
                     "trainableParams": sum(p.numel() for p in params),
@@ -490,10 +498,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             last = i == len(plan.micro_batches) - 1
             sync = contextlib.nullcontext() if last or world == 1 else train_model.no_sync()
             with sync:
-                with (
-                    adapter_precision(device, dtype, lora=autocast_lora),
-                    attention_kernels(speedups, device),
-                ):
+                with adapter_precision(device, dtype, lora=autocast_lora):
                     loss = train_model(**_batch(train, micro, device), num_items_in_batch=divisor)
                 loss.backward()
             loss_sum += loss.detach().double() * divisor

@@ -53,14 +53,22 @@ def load_tokenizer(path: Path) -> tuple[PreTrainedTokenizerBase, bool]:
 
 
 def load_model(
-    path: Path, dtype: torch.dtype, device: torch.device, *, gradient_checkpointing: bool
+    path: Path,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    gradient_checkpointing: bool,
+    attention: str = "sdpa",
 ) -> PreTrainedModel:
-    """The causal LM in `dtype` on `device`, with SDPA attention (FlashAttention kernels on
-    GPUs) and the KV cache off for training."""
+    """The causal LM in `dtype` on `device`, with `attention` ("sdpa": FlashAttention kernels
+    on GPUs; "flex_attention" for packed blocks, speedups.attention_implementation) and the KV
+    cache off for training."""
     from transformers import AutoModelForCausalLM
 
     # transformers' own annotations are partial (untyped methods, a decorated `to`).
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, attn_implementation=attention
+    )
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

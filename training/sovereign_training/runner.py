@@ -116,9 +116,9 @@ def run_job(
         experiment_id=experiment_id,
         compile=compile_model,
         gradient_checkpointing=gradient_checkpointing,
-        # Opt-in until a GPU run has measured them (docs/benchmarks.md); only where supported.
-        float8=_env_flag("SOVAI_FLOAT8", default=False),
-        cudnn_attention=_env_flag("SOVAI_CUDNN_ATTENTION", default=False),
+        # On by default, as measured on an H200 (docs/benchmarks.md); only where supported.
+        float8=_env_flag("SOVAI_FLOAT8", default=True),
+        flex_attention=_env_flag("SOVAI_FLEX_ATTENTION", default=True),
         crash_at_step=int(crash_at) if crash_at else None,
         crash_rank=int(os.environ.get("SOVAI_TEST_CRASH_RANK", "0")),
         crash_marker=os.environ.get("SOVAI_TEST_CRASH_MARKER"),

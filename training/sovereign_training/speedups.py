@@ -6,8 +6,13 @@ Each lever is a field of `Speedups`, measured on its own bench row (docs/benchma
   instead of the whole model), which fuses the norms, rotary embedding, SwiGLU and the
   cross-entropy into a few kernels;
 - `float8`: FP8 matmuls in the decoder's linear layers (float8.py), on GPUs that have them;
-- `cudnn_attention`: cuDNN's fused attention ahead of FlashAttention-2 (Hopper's own kernels);
+- `flex_attention`: packed blocks attend through FlexAttention, whose block mask skips the tiles
+  where one document would see another; SDPA computes them all under a dense document mask
+  (CUDA only: FlexAttention has no backward on the CPU);
 - `fused_lora`: the LoRA forward of lora_linear.py instead of PEFT's, without autocast.
+
+Each stays only while its bench row shows it earns its place: cuDNN attention ahead of
+FlashAttention was measured at 1.00x on an H200 (docs/benchmarks.md) and was removed.
 
 The loss is computed by `CausalLMLoss`, the model and its loss as one module (DDP sees one
 forward): the decoder's hidden states, then the head's logits and a summed token cross-entropy,
@@ -16,7 +21,6 @@ compiled together, for the model families whose head is a plain linear layer.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, fields, replace
 from typing import Any, cast
 
@@ -28,6 +32,10 @@ from .data import IGNORE_INDEX
 # Model families whose logits are the head's plain linear output (no soft-capping or scaling),
 # so that the compiled loss head computes exactly what transformers would.
 PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# FlexAttention pays for building its block mask and loses to SDPA's causal kernel when a block
+# holds one document (83.5k against 79.1k tokens/s on an H200); from two documents a block on,
+# the tiles it skips win (71.4k against 87.1k useful tokens/s on chat rows of about 134 tokens).
+FLEX_MIN_DOCUMENTS_PER_BLOCK = 2.0
 # Dynamo compiles a block once per distinct guard set; this leaves room for the train and eval
 # graphs of every block without falling back to eager code.
 RECOMPILE_LIMIT = 64
@@ -39,7 +47,7 @@ class Speedups:
 
     compile: bool = False
     float8: bool = False
-    cudnn_attention: bool = False
+    flex_attention: bool = False
     fused_lora: bool = False
 
     @classmethod
@@ -50,7 +58,7 @@ class Speedups:
         return cls(
             compile=cuda if use_compile is None else use_compile,
             float8=_float8_supported(device),
-            cudnn_attention=cuda,
+            flex_attention=cuda,
             fused_lora=True,
         )
 
@@ -67,6 +75,14 @@ class Speedups:
     def describe(self) -> str:
         on = [f.name for f in fields(self) if getattr(self, f.name)]
         return ",".join(on) or "none"
+
+
+def attention_implementation(speedups: Speedups, documents_per_block: float) -> str:
+    """The transformers attention the model is loaded with, for blocks that hold this many
+    documents on average."""
+    if speedups.flex_attention and documents_per_block >= FLEX_MIN_DOCUMENTS_PER_BLOCK:
+        return "flex_attention"
+    return "sdpa"
 
 
 def _float8_supported(device: torch.device) -> bool:
@@ -188,24 +204,3 @@ class CausalLMLoss(torch.nn.Module):
         ).last_hidden_state
         head = base.get_output_embeddings()
         return cast(torch.Tensor, self._loss(hidden, head.weight, head.bias, labels, divisor))
-
-
-def attention_kernels(
-    speedups: Speedups, device: torch.device
-) -> contextlib.AbstractContextManager[Any]:
-    """The context a forward pass runs in: cuDNN attention first where asked for; the others
-    stay allowed for what cuDNN does not cover (such as arbitrary masks)."""
-    if not (speedups.cudnn_attention and device.type == "cuda"):
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    order = [
-        SDPBackend.CUDNN_ATTENTION,
-        SDPBackend.FLASH_ATTENTION,
-        SDPBackend.EFFICIENT_ATTENTION,
-        SDPBackend.MATH,
-    ]
-    try:
-        return sdpa_kernel(order, set_priority=True)
-    except TypeError:  # a torch without priorities: cuDNN only where the default order has it
-        return sdpa_kernel(order)
