@@ -59,11 +59,14 @@ test-integration: setup control-plane
 test-training: setup
 	$(PY) -m pytest tests -q -m training --timeout=900
 
-# The reliability suite: the failures adversarial tests found, and hostile specs drawn by
-# hypothesis against the real API server (SOVAI_FUZZ_SPECS, default 2000); `make test` runs it
-# too. Figures in docs/reliability.md.
+# The reliability suite: the failures adversarial tests found, hostile specs drawn by
+# hypothesis against the real API server (SOVAI_FUZZ_SPECS, default 2000), and chaos (the
+# operator killed every few seconds, kube-apiserver and etcd restarted; SOVAI_CHAOS_WAVES,
+# default 10 waves of 10 jobs and 2 deployments); `make test` runs it too. Figures in
+# docs/reliability.md.
 test-reliability: setup control-plane
-	$(PY) -m pytest tests/integration/test_reliability.py tests/integration/test_fuzz.py -q \
+	$(PY) -m pytest tests/integration/test_reliability.py tests/integration/test_fuzz.py \
+		tests/integration/test_chaos.py -q \
 		--timeout=1800
 
 test-images: images control-plane

@@ -218,6 +218,26 @@ def finetunejob(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+# Model sources for ModelDeployments: their models come from the MLflow registry.
+MODEL_SOURCES = [{"scheme": "models", "host": "*"}, {"scheme": "hf", "host": "sovereign-ai-test"}]
+
+
+def modeldeployment(name: str, namespace: str) -> dict[str, Any]:
+    """A small valid ModelDeployment bound to the namespace's test policy (which must allow
+    MODEL_SOURCES)."""
+    return {
+        "apiVersion": "sovereign-ai.eu/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"uri": "models:/faq/1"},
+            "runtime": "transformers",
+            "resources": {"gpusPerReplica": 0, "cpu": "1", "memory": "2Gi"},
+            "placement": {"policyRef": f"pol-{namespace}"},
+        },
+    }
+
+
 def ftj(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any] | None:
     found: dict[str, Any] | None = get_json(cluster, "finetunejob", name, "-n", namespace)
     return found

@@ -23,10 +23,12 @@ from sovereign_operator.k8s.client import CONFIGMAP, RAYJOB, Kube
 from sovereign_operator.k8s.credentials import kubeconfig_credentials
 
 from .operator_process import (
+    MODEL_SOURCES,
     OperatorProcess,
     finetunejob,
     ftj,
     get_json,
+    modeldeployment,
     owned,
     policy_for,
     setup_namespace,
@@ -36,29 +38,13 @@ from .operator_process import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MODELS = [{"scheme": "models", "host": "*"}, {"scheme": "hf", "host": "sovereign-ai-test"}]
-
-
-def serving(name: str, namespace: str) -> dict[str, object]:
-    return {
-        "apiVersion": "sovereign-ai.eu/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "model": {"uri": "models:/faq/1"},
-            "runtime": "transformers",
-            "resources": {"gpusPerReplica": 0, "cpu": "1", "memory": "2Gi"},
-            "placement": {"policyRef": f"pol-{namespace}"},
-        },
-    }
-
 
 @pytest.fixture
 def doomed(crds: LocalCluster) -> Iterator[str]:
     """A namespace the test deletes itself (and waits for)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     crds.kubectl("create", "namespace", name)
-    setup_namespace(crds, name, allowedModelSources=MODELS)
+    setup_namespace(crds, name, allowedModelSources=MODEL_SOURCES)
     yield name
     crds.kubectl("delete", "sovereigntypolicy", f"pol-{name}", "--wait=false", check=False)
     crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -87,7 +73,7 @@ def test_deleting_a_namespace_finishes_in_both_watch_modes(
     namespaces = [doomed] if watch == "namespaced" else []
     with OperatorProcess(crds, tmp_path, namespaces=namespaces) as operator:
         crds.apply(finetunejob("doomed-job", doomed))
-        crds.apply(serving("doomed-serving", doomed))
+        crds.apply(modeldeployment("doomed-serving", doomed))
         wait_phase(crds, doomed, "doomed-job", "Queued", log=operator.log_tail)
         wait_for(
             lambda: has_finalizer(crds, "modeldeployment", doomed, "doomed-serving"),

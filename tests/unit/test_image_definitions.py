@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -111,6 +112,25 @@ def test_every_lock_line_has_a_hash() -> None:
             assert blocks
             for block in blocks:
                 assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def test_runtime_dependency_layers_split_the_lock_exactly() -> None:
+    """The runtime installs its lock in three layers, each the entries an awk program selects
+    (images/runtime/Containerfile): together they must hold every entry, and each only once."""
+    text = (REPO_ROOT / BY_NAME["runtime"].containerfile).read_text()
+    programs = re.findall(r"awk '([^']+)'", text)
+    assert len(programs) == 3
+    lock = REPO_ROOT / BY_NAME["runtime"].lock
+    parts = []
+    for program in programs:
+        out = subprocess.run(
+            ["awk", program, str(lock)], capture_output=True, text=True, check=True
+        ).stdout
+        parts.append([canonicalize_name(name) for name, _ in PIN.findall(out)])
+    assert all(parts)
+    every = [name for part in parts for name in part]
+    assert sorted(every) == sorted(RUNTIME_PINS)
+    assert {"torch", "triton"} == set(parts[1])
 
 
 def test_definitions_are_in_build_order_and_parents_exist() -> None:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -233,6 +233,25 @@ class LocalCluster:
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def restart(self, name: str) -> float:
+        """Stop one component and start it again with the same flags, ports and data (a
+        crash and a supervisor's restart, for chaos tests); returns the seconds until it was
+        healthy again. etcd and kube-apiserver are waited for; the others only started."""
+        process = next((p for p in self._processes if p.name == name), None)
+        if process is None:
+            known = ", ".join(p.name for p in self._processes)
+            raise ValueError(f"no component {name!r} in this cluster; running: {known}")
+        began = time.monotonic()
+        process.stop()
+        process.start()
+        checks: dict[str, Callable[[], bool]] = {
+            "etcd": self._etcd_healthy,
+            "kube-apiserver": self._readyz,
+        }
+        if name in checks:
+            process.wait_until(checks[name], self.start_timeout, "healthy again")
+        return time.monotonic() - began
+
     # -- steps -----------------------------------------------------------------------------
 
     def _spawn(
@@ -320,12 +339,11 @@ class LocalCluster:
                 "--log-level=warn",
             ],
         )
-        etcd.wait_until(
-            lambda: (
-                requests.get(f"{self.etcd_url}/health", timeout=2).json().get("health") == "true"
-            ),
-            self.start_timeout,
-            "healthy",
+        etcd.wait_until(self._etcd_healthy, self.start_timeout, "healthy")
+
+    def _etcd_healthy(self) -> bool:
+        return bool(
+            requests.get(f"{self.etcd_url}/health", timeout=2).json().get("health") == "true"
         )
 
     def _start_apiserver(self) -> None:

@@ -79,7 +79,7 @@ DEFINITIONS: tuple[ImageDefinition, ...] = (
         wheel=True,
         parent="base",
         published=True,
-        disk_gib=20,
+        disk_gib=16,
     ),
     ImageDefinition("pause", PAUSE_IMAGE, "images/pause/Containerfile", go_program="hack/go/pause"),
 )
