@@ -2,7 +2,9 @@
 Secret value in the cluster (at least 12 characters, decoded) is looked for in the operator
 logs of the tier, in Events, in the statuses of FineTuneJobs and ModelDeployments, and in the
 children the operator and KubeRay made (ConfigMaps, RayJobs, RayClusters, Jobs, Deployments,
-Services, pods). Secrets may be referenced there (secretKeyRef, envFrom), never copied.
+Services, pods), and in the MLflow runs and model versions the tier's jobs recorded (their
+tags and params, as tests read them from MLflow's REST API). Secrets may be referenced there
+(secretKeyRef, envFrom), never copied.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ PLACES = (
 )
 # Operator log files of the tier (OperatorProcess registers each one it writes).
 OPERATOR_LOGS: list[Path] = []
+# (where, text) of what the tier read from elsewhere: MLflow runs and model versions.
+RECORDED: list[tuple[str, str]] = []
+
+
+def record(where: str, document: object) -> None:
+    """Add what a test read (an MLflow run, say) to the texts the tier's audit searches."""
+    RECORDED.append((where, json.dumps(document)))
 
 
 def _get(cluster: LocalCluster, resource: str) -> list[dict[str, Any]]:
@@ -64,6 +73,7 @@ def leaks(cluster: LocalCluster, logs: Iterable[Path] = ()) -> list[str]:
     found = []
     texts = [(resource, json.dumps(_get(cluster, resource))) for resource in PLACES]
     texts += [(str(path), path.read_text(errors="replace")) for path in logs if path.exists()]
+    texts += RECORDED
     for where, text in texts:
         for value, origin in values.items():
             if value in text:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from secrets_audit import record as audit_record
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
     MLFLOW_PORT,
@@ -41,7 +42,10 @@ from .kube_helpers import (
     wait,
 )
 
-pytestmark = pytest.mark.e2e
+# The first test's set-up holds the tier's cluster start (importing the images into the node's
+# containerd, minutes on a cold store) and the whole training run: its own waits (900 s each)
+# should fail first, with the job's state, rather than the per-test timeout of `make test`.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 REGION = "eu-west-par"
 CLAIM = "shared"
@@ -240,6 +244,10 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
         f"/api/2.0/mlflow/model-versions/get?name=tiny-kuberay&version={mlflow['modelVersion']}",
     )
     assert version["model_version"]["run_id"] == mlflow["runId"]
+    # Their tags and params go through the tier's secrets audit.
+    audit_record(f"MLflow run {mlflow['runId']}", run)
+    audit_record(f"MLflow model version tiny-kuberay/{mlflow['modelVersion']}", version)
+    assert run["run"]["data"]["tags"], "the run has no tags to audit"
     # Two workers trained: the placement evidence names every pod, all in the region.
     placement = final["placement"]
     assert {p["region"] for p in placement} == {REGION}

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from secrets_audit import record as audit_record
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.services import LocalMlflow, LocalRayHead
 
@@ -166,6 +167,9 @@ def test_raycluster_backend_runs_a_real_job_to_success(
         timeout=10,
     ).json()["model_version"]
     assert registered["run_id"] == status["mlflow"]["runId"]
+    # Their tags and params go through the tier's secrets audit.
+    audit_record(f"MLflow run {run['info']['run_id']}", run)
+    audit_record(f"MLflow model version {MODEL_NAME}/{version}", registered)
     # Exactly one submission, and the token never reached the log.
     listing = requests.get(
         f"{ray_head.address}/api/jobs/",
