@@ -78,7 +78,7 @@ class Settings(BaseSettings):
             "to come back (docs/benchmarks.md)."
         ),
     )
-    head_cpu: str = Field(default="2", description="CPU the Ray head pod requests (no limit).")
+    head_cpu: str = Field(default="2", description="CPU of the Ray head pod.")
     head_memory: str = Field(default="8Gi", description="Memory of the Ray head pod.")
     ray_version: str = Field(default="2.60.0", description="Ray version in the runtime image.")
     training_command: str = Field(

@@ -8,7 +8,7 @@ kind and, for a job, the phase its RayJob implies; then they are deleted and mus
 their children. Counted: duplicate children (two of a kind for one owner), orphaned children
 (an owner that no longer exists), jobs whose phase never came to agree with their RayJob,
 duplicate transition Events, and the time each wave took to settle. SOVAI_CHAOS_WAVES sets the
-number of waves (20 jobs and 4 deployments each; default 5). Figures: docs/reliability.md.
+number of waves (10 jobs and 2 deployments each; default 10). Figures: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -38,12 +38,10 @@ from .operator_process import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-WAVES = int(os.environ.get("SOVAI_CHAOS_WAVES", "5"))
-JOBS_PER_WAVE = 20
-DEPLOYMENTS_PER_WAVE = 4
-# Each poll lists the namespace twice through kubectl: more often would take the CPU the
-# operator needs to catch up on a two-core machine.
-POLL_SECONDS = 2.0
+WAVES = int(os.environ.get("SOVAI_CHAOS_WAVES", "10"))
+JOBS_PER_WAVE = 10
+DEPLOYMENTS_PER_WAVE = 2
+POLL_SECONDS = 1.0
 OWNER_KINDS = ("FineTuneJob", "ModelDeployment")
 CHILD_KINDS = "rayjobs.ray.io,configmaps,deployments,services,poddisruptionbudgets,networkpolicies"
 SETTLE_TIMEOUT = 240.0

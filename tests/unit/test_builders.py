@@ -180,7 +180,7 @@ def test_rayjob_is_exactly_as_expected() -> None:
                                 "image": "registry.eu/sovai/training:1",
                                 "resources": {
                                     "requests": {"cpu": "2", "memory": "8Gi"},
-                                    "limits": {"memory": "8Gi"},
+                                    "limits": {"cpu": "2", "memory": "8Gi"},
                                 },
                                 "env": ENV,
                                 "volumeMounts": MOUNTS,

@@ -61,16 +61,6 @@ def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def head_resources(cpu: str, memory: str) -> dict[str, Any]:
-    """The Ray head's: CPU requested but not limited, memory limited. The head runs the GCS,
-    the dashboard and its agents, the job's driver and Ray Train's controller actors, and
-    starts most of them at once: under a CPU quota they were throttled for most of each period
-    (88% of periods at 500m on the local node), Ray's node start-up timed out and the head
-    restarted. Ray's CPU count on the head is set explicitly (num-cpus: 0), so it does not
-    read the limit."""
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
-
-
 def _secret_env(ref: SecretKeyRef | None, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A keyed reference becomes one variable named after the key; others become envFrom."""
     if ref is None:

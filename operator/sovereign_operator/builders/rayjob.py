@@ -16,7 +16,6 @@ from .podtemplate import (
     config_mount,
     config_volume,
     environment,
-    head_resources,
     node_affinity,
     resources,
     tolerations,
@@ -107,9 +106,7 @@ def build_rayjob(
         owner,
         residency,
         "ray-head",
-        ray_container(
-            "ray-head", head_resources(cfg.head_cpu, cfg.head_memory), [6379, 8265, 10001]
-        ),
+        ray_container("ray-head", resources(cfg.head_cpu, cfg.head_memory), [6379, 8265, 10001]),
         volumes,
     )
     workers = _pod_template(
