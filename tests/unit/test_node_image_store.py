@@ -15,6 +15,8 @@ from sovereign_operator.devcluster.realnode import ImageStore, image_store_root,
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # .ci/run turns the shared store off for the whole run; these tests set it themselves.
+    monkeypatch.delenv("SOVAI_NODE_IMAGE_CACHE", raising=False)
     return tmp_path / "cache"
 
 
