@@ -89,6 +89,7 @@ def measure_packing(
 
     from .data import encode_rows, pack_encoded
 
+    base, lever = parse_variant(variant)
     seq, global_batch = shape["seq"], shape["global_batch"]
     warmup, total_steps = shape["warmup"], shape["warmup"] + shape["steps"]
     if device.type == "cuda":
@@ -107,7 +108,7 @@ def measure_packing(
     random.Random(SEED).shuffle(order)  # as the loop's epoch order mixes long and short blocks
     steps = []
     useful = computed = 0
-    if variant == "plain-padded":
+    if base == "plain-padded":
         loss_fn, optimizer, _ = build_plain(variant, shape, device, args.lora_rank)
         micro = padded_rows_per_micro_batch(shape)
         for s in range(total_steps):
@@ -126,8 +127,7 @@ def measure_packing(
                     useful += sum(len(e.input_ids) for e in step_rows[m : m + micro])
             steps.append(make_step(loss_fn, optimizer, batches))
         used = ""
-    elif parse_variant(variant)[0] == "project-packed":
-        lever = parse_variant(variant)[1]
+    elif base == "project-packed":
         levers = speedups.without("fused_lora")
         if lever:
             levers = levers.without(lever)
