@@ -35,9 +35,9 @@ from .k8s.client import Kube
 from .k8s.credentials import Credentials, CredentialsError, load_credentials
 from .k8s.events import COMPONENT as EVENT_COMPONENT
 from .kopf_tuning import (
+    DigestDiffBase,
     ProgressAnnotations,
     QuietTimerSuccesses,
-    StatusDiffBase,
     login_with_bounded_pool,
 )
 from .metrics import Metrics
@@ -62,10 +62,12 @@ def build_config(settings: Settings) -> BuildConfig:
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Kopf's own settings: progress in annotations, our finalizer, peering, events."""
-    kopf_settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
-    # In the status, so that Kopf writes it in the same request as the handler's status.
-    kopf_settings.persistence.diffbase_storage = StatusDiffBase(
-        field=f"status.{LAST_HANDLED_FIELD}"
+    progress = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.progress_storage = progress
+    # In the status, so that Kopf writes it in the same request as the handler's status; as
+    # digests, so that it neither doubles the object nor clutters `kubectl describe`.
+    kopf_settings.persistence.diffbase_storage = DigestDiffBase(
+        field=f"status.{LAST_HANDLED_FIELD}", progress=progress
     )
     kopf_settings.persistence.finalizer = FINALIZER
     kopf_settings.peering.standalone = settings.replicas <= 1

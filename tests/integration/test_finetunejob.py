@@ -194,6 +194,12 @@ def test_failure_path_driving_rayjob_status_through_status_subresource(
 def test_suspend_and_resume(crds: LocalCluster, namespace: str, operator: OperatorProcess) -> None:
     crds.apply(finetunejob("pausable", namespace))
     wait_phase(crds, namespace, "pausable", "Queued", log=operator.log_tail)
+    # Kopf's record of what it handled is one short line, not a JSON copy of the spec.
+    described = crds.kubectl("describe", "finetunejob", "pausable", "-n", namespace).stdout
+    handled = [line for line in described.splitlines() if "Last Handled Configuration" in line]
+    assert len(handled) == 1
+    assert handled[0].split()[-1].startswith("sha256:")
+    assert '{"' not in described
     crds.kubectl(
         "patch",
         "finetunejob",

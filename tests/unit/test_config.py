@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from sovereign_operator.builders.context import JOB_UID_LABEL
 from sovereign_operator.config import Settings, describe_errors
-from sovereign_operator.kopf_tuning import connection_limit
+from sovereign_operator.kopf_tuning import DigestDiffBase, connection_limit
 from sovereign_operator.main import FINALIZER, build_config, configure_kopf
 
 
@@ -71,7 +71,7 @@ def test_kopf_settings(replicas: int, standalone: bool) -> None:
     assert kopf_settings.posting.enabled is False
     assert kopf_settings.watching.label_selectors["", "v1", "pods"] == JOB_UID_LABEL
     diffbase = kopf_settings.persistence.diffbase_storage
-    assert isinstance(diffbase, kopf.StatusDiffBaseStorage)
+    assert isinstance(diffbase, DigestDiffBase)
     assert diffbase.field == ("status", "lastHandledConfiguration")
     assert kopf_settings.queueing.idle_timeout < 1
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, cast
 
 import kopf
 import pytest
+from kopf._cogs.structs import diffs  # what Kopf compares the stored and built essences with
 
 from sovereign_operator.kopf_tuning import (
+    DigestDiffBase,
     ProgressAnnotations,
     QuietTimerSuccesses,
     StatusDiffBase,
@@ -82,6 +85,96 @@ def test_diffbase_with_watched_fields_equals_kopfs(fields: list[Any]) -> None:
 def test_diffbase_with_a_watched_status_field_keeps_it() -> None:
     ours = StatusDiffBase(field=FIELD).build(body=body(), extra_fields=[("status", "phase")])
     assert cast(dict[str, Any], ours)["status"] == {"phase": "Queued"}
+
+
+def digest_storage() -> DigestDiffBase:
+    return DigestDiffBase(field=FIELD, progress=ProgressAnnotations(prefix="sovereign-ai.eu"))
+
+
+def handled(storage: DigestDiffBase, obj: kopf.Body) -> kopf.Body:
+    """The object as it is after Kopf handled it: the built essence stored in its status."""
+    patch = kopf.Patch()
+    storage.store(body=obj, patch=patch, essence=storage.build(body=obj, extra_fields=[("spec",)]))
+    raw = cast(dict[str, Any], dict(obj))
+    raw["status"] = {**raw["status"], **patch["status"]}
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def kopf_diff(storage: DigestDiffBase, obj: kopf.Body) -> kopf.Diff:
+    """The diff Kopf computes on a watch event (kopf/_core/reactor/processing.py)."""
+    old = storage.fetch(body=obj)
+    assert old is not None
+    new = storage.build(body=obj, extra_fields=[("spec",)])
+    clear = storage._progress.clear
+    return diffs.diff(clear(essence=old), clear(essence=new))
+
+
+def changed(obj: kopf.Body, path: tuple[str, ...], value: Any) -> kopf.Body:
+    raw = cast(dict[str, Any], json.loads(json.dumps(dict(obj))))
+    target = raw
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def test_digest_diffbase_is_two_short_digests_not_the_spec() -> None:
+    stored = handled(digest_storage(), body())["status"]["lastHandledConfiguration"]
+    assert stored.startswith("sha256:")
+    assert len(stored) == len("sha256:") + 16 + 1 + 16
+    assert "baseModel" not in stored
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "spec_changed", "anything_changed"),
+    [
+        (("status", "phase"), "Running", False, False),
+        (("metadata", "resourceVersion"), "43", False, False),
+        (
+            ("metadata", "annotations", "sovereign-ai.eu/ftj-reconcile"),
+            '{"retries":1}',
+            False,
+            False,
+        ),
+        (("metadata", "labels", "team"), "b", False, True),
+        (("metadata", "annotations", "team.example/owner"), "joe", False, True),
+        (("spec", "resources", "workers"), 3, True, True),
+        (("spec", "suspend"), True, True, True),
+    ],
+    ids=["status", "resource-version", "kopf-progress", "label", "annotation", "spec", "new-field"],
+)
+def test_digest_diffbase_gives_kopf_the_causes_its_json_gave(
+    path: tuple[str, ...], value: Any, spec_changed: bool, anything_changed: bool
+) -> None:
+    storage = digest_storage()
+    after = changed(handled(storage, body()), path, value)
+    diff = kopf_diff(storage, after)
+    assert bool(diff) is anything_changed
+    # Handlers registered with field="spec" (the operator's update handlers) see only this.
+    assert bool(diffs.reduce(diff, ("spec",))) is spec_changed
+    # The same change, judged by Kopf's own JSON storage:
+    kopfs = kopf.StatusDiffBaseStorage(field=FIELD)
+    patch = kopf.Patch()
+    kopfs.store(body=body(), patch=patch, essence=kopfs.build(body=body()))
+    legacy = changed(changed(body(), path, value), ("status", "lastHandledConfiguration"),
+                     patch["status"]["lastHandledConfiguration"])  # fmt: skip
+    legacy_diff = kopf_diff(storage, legacy)
+    assert bool(diffs.reduce(legacy_diff, ("spec",))) is spec_changed
+
+
+def test_digest_diffbase_replayed_after_handling_has_no_diff() -> None:
+    storage = digest_storage()
+    assert not kopf_diff(storage, handled(storage, body()))
+
+
+def test_digest_diffbase_nothing_stored_means_created() -> None:
+    assert digest_storage().fetch(body=body(status={})) is None
+
+
+def test_digest_diffbase_reads_kopfs_json_written_by_earlier_versions() -> None:
+    essence = {"spec": {"a": 1}, "metadata": {"labels": {"x": "y"}}}
+    obj = body(status={"lastHandledConfiguration": json.dumps(essence)})
+    assert digest_storage().fetch(body=obj) == essence
 
 
 def record(success: bool) -> Any:

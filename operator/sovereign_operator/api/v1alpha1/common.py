@@ -127,8 +127,9 @@ class OperatorStatus(ApiModel):
     last_handled_configuration: str | None = Field(
         default=None,
         description=(
-            "Internal: the spec, labels and annotations the operator last handled, as JSON; "
-            "compared with the object to tell a change from a creation."
+            "Internal: digests of the spec and of the labels and annotations the operator "
+            "last handled (sha256:<spec>.<rest>); compared with the object to tell a change "
+            "from a creation or a replay."
         ),
     )
 
