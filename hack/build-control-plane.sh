@@ -130,9 +130,30 @@ build_kwok() {
     "$stages"/pod/general/pod-*.yaml "$dest/stages/"
   chmod u+w "$dest"/stages/*.yaml
 }
+# helm as its release is built (the ldflags of helm's Makefile): the version, and the Kubernetes
+# version helm assumes when no cluster is asked (`helm template`, `helm lint`: the chart's
+# kubeVersion check and .Capabilities.KubeVersion). Helm's Makefile derives that one from the
+# k8s.io/client-go its go.mod requires (v0.N.x -> 1.N); without it helm assumes v1.20 and refuses
+# a chart that needs more. gitCommit and gitTreeState stay empty: a module zip has no git.
+helm_ldflags() {
+  local gomod client_go
+  gomod="$(module_dir "helm.sh/helm/v3@${HELM_VERSION}")/go.mod"
+  client_go=$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?k8s\.io/client-go[[:space:]]+(v[^[:space:]]+).*#\2#p' "$gomod")
+  if [[ ! $client_go =~ ^v([0-9]+)\.([0-9]+)\. ]]; then
+    log "ERROR: no k8s.io/client-go version in $gomod (found '${client_go}')"
+    return 1
+  fi
+  local major=$((BASH_REMATCH[1] + 1)) minor=${BASH_REMATCH[2]} pkg
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=${major} -X $pkg.k8sVersionMinor=${minor}"
+  done
+  echo "$ldflags"
+}
 build_helm() {
-  GOBIN="$dest" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
-    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  local ldflags
+  ldflags=$(helm_ldflags)
+  GOBIN="$dest" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 }
 build_kuberay() {
   GOBIN="$dest" go install -ldflags "-s -w" "github.com/ray-project/kuberay/ray-operator@${KUBERAY_VERSION}"
@@ -161,6 +182,22 @@ build_containerd() {
 build_coredns() {
   (cd "$here/go/coredns" && go build -ldflags "-s -w" -o "$dest/coredns" .)
 }
+# kube-score, the manifest linter of the unit tests (tests/unit/test_manifest_lint.py). Its go.mod
+# has no replace lines; the version goes in as its release (goreleaser) puts it, without the "v".
+build_kube_score() {
+  GOBIN="$dest" go install -ldflags "-s -w -X main.version=${KUBE_SCORE_VERSION#v}" \
+    "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}"
+}
+# The Argo CD health-script runner (hack/go/argocd-health): this repository's own source, so its
+# cache key is the gopher-lua version plus a digest of the wrapper's files (an edit rebuilds it).
+# sovereign_operator/devcluster/binaries.py computes the same digest to find it.
+argocd_health_key() {
+  (cd "$here/go/argocd-health" && find . -maxdepth 1 -type f -printf '%f\n' | LC_ALL=C sort \
+    | xargs cat | sha256sum | cut -c1-12)
+}
+build_argocd_health() {
+  (cd "$here/go/argocd-health" && go build -ldflags "-s -w" -o "$dest/argocd-health" .)
+}
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
@@ -171,10 +208,13 @@ build_component syft "$SYFT_VERSION" syft -- build_syft
 build_component etcd "$ETCD_VERSION" etcd -- build_etcd
 build_component kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kube
 build_component kwok "$KWOK_VERSION" kwok stages/pod-ready.yaml -- build_kwok
-build_component helm "$HELM_VERSION" helm -- build_helm
+# The recipe revision is part of the cache folder, so a change to build_helm rebuilds a cached helm.
+build_component helm "${HELM_VERSION}-r${HELM_RECIPE}" helm -- build_helm
 build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.yaml -- build_kuberay
 build_component kubernetes-node "$KUBERNETES_VERSION" kubelet kube-proxy -- build_kube_node
 build_component containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd
 build_component coredns-cluster "$COREDNS_VERSION" coredns -- build_coredns
+build_component argocd-health "${GOPHER_LUA_VERSION}-$(argocd_health_key)" argocd-health -- build_argocd_health
+build_component kube-score "$KUBE_SCORE_VERSION" kube-score -- build_kube_score
 log "${only[*]:-all binaries} ready under $cache"
 echo "$cache"

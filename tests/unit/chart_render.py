@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from sovereign_operator.devcluster import find_binaries
+from sovereign_operator.devcluster.binaries import find_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
@@ -21,6 +22,17 @@ def helm() -> Path:
     binaries, missing = find_binaries()
     assert "helm" not in missing, "helm not found: run `make control-plane` (hack/versions.env)"
     return binaries["helm"]
+
+
+def required_tool(name: str) -> Path:
+    """A tool that hack/build-control-plane.sh builds (kube-score, argocd-health, ...); a
+    missing one fails the test (no skip), with how to get it."""
+    found = find_tool(name)
+    assert found is not None, (
+        f"{name} not found: run `make control-plane` or `hack/build-control-plane.sh {name}` "
+        "(needs Go; versions in hack/versions.env), or put it in KUBEBUILDER_ASSETS"
+    )
+    return found
 
 
 def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -131,6 +131,21 @@ VOLUMES = [
     }
 ]
 MOUNTS = [{"name": "sovereign-ai-config", "mountPath": "/etc/sovereign-ai", "readOnly": True}]
+# Restricted, but with a writable root (Ray's session files, the Hugging Face cache) and no
+# fsGroup (no re-owning of pvc:// claims).
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": False,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def test_rayjob_is_exactly_as_expected() -> None:
@@ -150,14 +165,20 @@ def test_rayjob_is_exactly_as_expected() -> None:
             "spec": {
                 "affinity": REGION_AFFINITY,
                 "tolerations": SPEC_TOLERATIONS,
+                "securityContext": POD_SECURITY,
                 "containers": [
                     {
                         "name": "ray-job-submitter",
                         "image": "registry.eu/sovai/training:1",
                         "resources": {
-                            "requests": {"cpu": "200m", "memory": "256Mi"},
-                            "limits": {"cpu": "1", "memory": "1Gi"},
+                            "requests": {
+                                "cpu": "200m",
+                                "memory": "256Mi",
+                                "ephemeral-storage": "64Mi",
+                            },
+                            "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"},
                         },
+                        "securityContext": CONTAINER_SECURITY,
                     }
                 ],
                 "restartPolicy": "Never",
@@ -174,6 +195,7 @@ def test_rayjob_is_exactly_as_expected() -> None:
                     "spec": {
                         "affinity": REGION_AFFINITY,
                         "tolerations": SPEC_TOLERATIONS,
+                        "securityContext": POD_SECURITY,
                         "containers": [
                             {
                                 "name": "ray-head",
@@ -189,6 +211,7 @@ def test_rayjob_is_exactly_as_expected() -> None:
                                     {"name": "dashboard", "containerPort": 8265},
                                     {"name": "client", "containerPort": 10001},
                                 ],
+                                "securityContext": CONTAINER_SECURITY,
                             }
                         ],
                         "volumes": VOLUMES,
@@ -207,6 +230,7 @@ def test_rayjob_is_exactly_as_expected() -> None:
                         "spec": {
                             "affinity": AFFINITY,
                             "tolerations": TOLERATIONS,
+                            "securityContext": POD_SECURITY,
                             "containers": [
                                 {
                                     "name": "ray-worker",
@@ -225,6 +249,7 @@ def test_rayjob_is_exactly_as_expected() -> None:
                                     },
                                     "env": ENV,
                                     "volumeMounts": MOUNTS,
+                                    "securityContext": CONTAINER_SECURITY,
                                 }
                             ],
                             "volumes": VOLUMES,

@@ -8,18 +8,12 @@ import time
 from typing import Any
 
 import pytest
+from offline_runtime import offline_runtime
 
-from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.backends.pods import PodFacts
-from sovereign_operator.backends.raycluster import RayClusterBackend
-from sovereign_operator.config import Settings
 from sovereign_operator.handlers import finetunejob_follow
 from sovereign_operator.handlers.finetunejob import needs_pass
 from sovereign_operator.handlers.runtime import JobRef, Runtime
-from sovereign_operator.k8s.client import Kube
-from sovereign_operator.k8s.credentials import Credentials
-from sovereign_operator.main import build_config
-from sovereign_operator.metrics import Metrics
 
 
 def rayjob(version: str) -> dict[str, Any]:
@@ -28,17 +22,7 @@ def rayjob(version: str) -> dict[str, Any]:
 
 @pytest.fixture
 def rt() -> Runtime:
-    settings = Settings()
-    # Never called: selection does no I/O.
-    kube = Kube(Credentials(server="https://127.0.0.1:9"), pool_size=1)
-    runtime = Runtime(
-        settings=settings,
-        kube=kube,
-        metrics=Metrics(),
-        build=build_config(settings),
-        kuberay=KubeRayBackend(kube),
-        raycluster=RayClusterBackend(kube, "python -m x", None, True),
-    )
+    runtime = offline_runtime()  # selection does no I/O
     runtime.indexes = {"sovai_rayjobs": {"u1": [rayjob("5")]}, "sovai_pods": {}}
     return runtime
 

@@ -15,6 +15,7 @@ WRAPPERS = [
     ("kube", "k8s.io/kubernetes", "KUBERNETES_VERSION"),
     ("etcd", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
     ("coredns", "github.com/coredns/coredns", "COREDNS_VERSION"),
+    ("argocd-health", "github.com/yuin/gopher-lua", "GOPHER_LUA_VERSION"),
 ]
 
 

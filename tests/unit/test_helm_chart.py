@@ -109,6 +109,9 @@ def _documented_keys(lines: list[str]) -> list[str]:
         "securityContext",
         "resources",
         "sovereigntyPolicy.spec",
+        "networkPolicy.metricsFrom",
+        "networkPolicy.dnsTo",
+        "networkPolicy.rayDashboards",
     }
     missing: list[str] = []
     stack: list[tuple[int, str]] = []

@@ -127,7 +127,19 @@ def test_vllm_deployment_on_gpus_is_pinned_to_allowed_regions_and_gpu_type() -> 
                                     }
                                 ]
                             }
-                        }
+                        },
+                        # Replicas spread over nodes, where the pool has room for that.
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "topologyKey": "kubernetes.io/hostname",
+                                        "labelSelector": {"matchLabels": SELECTOR},
+                                    },
+                                }
+                            ]
+                        },
                     },
                     "tolerations": [
                         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

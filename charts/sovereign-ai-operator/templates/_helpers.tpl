@@ -70,6 +70,21 @@ them).
 {{- if gt (int .Values.config.replicas) 1 }}true{{- end }}
 {{- end }}
 
+{{/*
+The pod's affinity: .Values.affinity and, with more than one replica, a preferred pod
+anti-affinity between the operator's own pods on kubernetes.io/hostname, so that the standby
+replicas of Kopf peering do not share the active one's node (and its loss). An
+affinity.podAntiAffinity of the values replaces it ({} for none).
+*/}}
+{{- define "sovai.affinity" -}}
+{{- $affinity := deepCopy (default dict .Values.affinity) }}
+{{- if and (include "sovai.peering" .) (not (hasKey $affinity "podAntiAffinity")) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "sovai.selectorLabels" . | fromYaml)) }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- end }}
+{{- toYaml $affinity }}
+{{- end }}
+
 {{/* Annotations that make Argo CD apply CRDs and policies before custom resources. */}}
 {{- define "sovai.syncWave" -}}
 argocd.argoproj.io/sync-wave: {{ . | quote }}

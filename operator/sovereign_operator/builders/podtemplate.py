@@ -18,6 +18,9 @@ CONFIG_VOLUME = "sovereign-ai-config"
 # of the node are copied onto the pod at binding (PodTopologyLabelsAdmission), which the
 # downward API can then read.
 REGION_POD_LABEL = "topology.kubernetes.io/region"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+# The user of the project's images (images/base/Containerfile).
+IMAGE_UID = 1000
 MLFLOW_SECRET_KEYS = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
@@ -39,6 +42,51 @@ def node_affinity(residency: Residency, gpus: int, gpu_type: str | None) -> dict
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [{"matchExpressions": expressions}]
             }
+        }
+    }
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    """The "restricted" Pod Security Standard for a container, and a read-only root file system
+    where the image writes only to mounted volumes."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security(fs_group: bool = True) -> dict[str, Any]:
+    """The pod's security context: the images' own user (uid and gid 1000, images/base), and
+    with ``fs_group`` the same group on the pod's volumes."""
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_UID,
+    }
+    if fs_group:
+        context["fsGroup"] = IMAGE_UID
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
+    return context
+
+
+def spread_over_nodes(selector: dict[str, str]) -> dict[str, Any]:
+    """A *preferred* pod anti-affinity on the node (kubernetes.io/hostname) between the pods
+    that ``selector`` selects, so that one node's loss takes one replica, not all of them.
+    Preferred, not required: on a full GPU pool a second replica beside the first beats none."""
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": HOSTNAME_LABEL,
+                        "labelSelector": {"matchLabels": dict(selector)},
+                    },
+                }
+            ]
         }
     }
 

@@ -15,8 +15,10 @@ from .podtemplate import (
     claims_of,
     config_mount,
     config_volume,
+    container_security,
     environment,
     node_affinity,
+    pod_security,
     resources,
     tolerations,
 )
@@ -26,6 +28,8 @@ SUBMITTER_COMPONENT = "ray-submitter"
 SUBMITTER_CONTAINER = "ray-job-submitter"
 SUBMITTER_CPU = ("200m", "1")  # `ray job submit` only follows the log
 SUBMITTER_MEMORY = ("256Mi", "1Gi")
+# Its log (which the kubelet rotates) and the few files of `ray job submit`.
+SUBMITTER_EPHEMERAL_STORAGE = ("64Mi", "1Gi")
 METADATA_UID_KEY = "sovereign-ai.eu/job-uid"
 
 
@@ -49,7 +53,12 @@ def _pod_template(
     pod_spec: dict[str, Any] = {
         "affinity": node_affinity(residency, gpus, spec.resources.gpu_type if gpus else None),
         "tolerations": tolerations(gpus, spec.placement.tolerations),
-        "containers": [container],
+        # The restricted Pod Security Standard, but a writable root: Ray keeps its session files
+        # under /tmp/ray and Hugging Face its cache under $HOME, in the image (images/runtime).
+        # No fsGroup: it would re-own every file of a pvc:// claim (datasets, checkpoints) at
+        # each mount.
+        "securityContext": pod_security(fs_group=False),
+        "containers": [{**container, "securityContext": container_security(read_only_root=False)}],
     }
     if volumes:
         pod_spec["volumes"] = volumes
@@ -128,8 +137,16 @@ def build_rayjob(
             "name": SUBMITTER_CONTAINER,
             "image": image,
             "resources": {
-                "requests": {"cpu": SUBMITTER_CPU[0], "memory": SUBMITTER_MEMORY[0]},
-                "limits": {"cpu": SUBMITTER_CPU[1], "memory": SUBMITTER_MEMORY[1]},
+                "requests": {
+                    "cpu": SUBMITTER_CPU[0],
+                    "memory": SUBMITTER_MEMORY[0],
+                    "ephemeral-storage": SUBMITTER_EPHEMERAL_STORAGE[0],
+                },
+                "limits": {
+                    "cpu": SUBMITTER_CPU[1],
+                    "memory": SUBMITTER_MEMORY[1],
+                    "ephemeral-storage": SUBMITTER_EPHEMERAL_STORAGE[1],
+                },
             },
         },
         [],

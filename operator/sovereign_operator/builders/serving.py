@@ -30,9 +30,12 @@ from .names import fit_name, short_hash
 from .podtemplate import (
     claim_volumes,
     claims_of,
+    container_security,
     environment,
     node_affinity,
+    pod_security,
     resources,
+    spread_over_nodes,
     tolerations,
 )
 
@@ -58,7 +61,6 @@ FETCH_SCRIPT = (
     '${SOVAI_MODEL_REVISION:+--revision "$SOVAI_MODEL_REVISION"} '
     '&& cp "$SOVAI_MODEL_DIR/.sovai-digest" /dev/termination-log'
 )
-UID = 1000
 # vLLM accepts only these --max-lora-rank values (LoRAConfig; 1 only since after 0.11, so it is
 # left out); the smallest that holds the adapter is used. tests/vllm checks them with vLLM.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -154,17 +156,6 @@ def vllm_lora_rank(rank: int | None) -> int | None:
     return next((r for r in VLLM_LORA_RANKS if r >= rank), VLLM_LORA_RANKS[-1])
 
 
-def _security_context() -> dict[str, Any]:
-    # The "restricted" Pod Security Standard, plus a read-only root file system.
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
@@ -257,7 +248,7 @@ def _fetch_container(
         "command": ["/bin/sh", "-c", FETCH_SCRIPT],
         "env": env,
         "resources": resources(str(spec.resources.cpu), str(spec.resources.memory)),
-        "securityContext": _security_context(),
+        "securityContext": container_security(),
         "volumeMounts": [*_MOUNTS, *claim_mounts],
     }
     if env_from:
@@ -331,7 +322,7 @@ def build_deployment(
         "env": _server_env(spec),
         "ports": [{"name": "http", "containerPort": spec.serving.port, "protocol": "TCP"}],
         "resources": resources(cpu, memory, gpus),
-        "securityContext": _security_context(),
+        "securityContext": container_security(),
         "volumeMounts": server_mounts,
         # Loading weights can take long; liveness only counts once the startup probe passed.
         "startupProbe": _probe("/health", "http", 10, 180),
@@ -340,17 +331,14 @@ def build_deployment(
     }
     labels = child_labels(spec, owner)
     pod_spec: dict[str, Any] = {
-        "affinity": node_affinity(residency, gpus, spec.resources.gpu_type),
+        "affinity": {
+            **node_affinity(residency, gpus, spec.resources.gpu_type),
+            **spread_over_nodes(selector_labels(owner)),
+        },
         "tolerations": tolerations(gpus, spec.placement.tolerations),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": fetches,
         "containers": [server],
         "volumes": [*_volumes(spec, cfg), *claim_vols],

@@ -3,7 +3,10 @@
 Lookup order for each binary:
 1. ``$KUBEBUILDER_ASSETS/<name>`` when that folder holds it (nothing is built);
 2. the per-version cache written by ``hack/build-control-plane.sh``:
-   ``${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/<name>``.
+   ``${XDG_CACHE_HOME:-~/.cache}/sovereign-ai/bin/<component>-<version>/<name>``, or
+   ``<component>-<version>-r<recipe>`` when versions.env sets a recipe revision for that version
+   (``HELM_RECIPE`` beside ``HELM_VERSION``); a component built from this repository's own Go
+   source (``OWN_SOURCE``) also carries ``-<digest of that source>``.
 
 Versions come from ``hack/versions.env``, the same file the build script reads, so the two can
 never disagree.
@@ -11,6 +14,7 @@ never disagree.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -38,7 +42,16 @@ NODE_COMPONENTS: dict[str, tuple[str, str]] = {
     "coredns": ("coredns-cluster", "COREDNS_VERSION"),
 }
 # Built by the same script, used by `make images` only: not needed to start a cluster.
-TOOLS: dict[str, tuple[str, str]] = {"syft": ("syft", "SYFT_VERSION")}
+TOOLS: dict[str, tuple[str, str]] = {
+    "syft": ("syft", "SYFT_VERSION"),
+    # The manifest linter of the unit tests.
+    "kube-score": ("kube-score", "KUBE_SCORE_VERSION"),
+    # Runs the chart's Argo CD health scripts as Argo CD does (tests/unit/test_helm_argocd.py).
+    "argocd-health": ("argocd-health", "GOPHER_LUA_VERSION"),
+}
+# Components built from this repository's own Go source (hack/go/<folder>): their cache folder
+# also carries a digest of that source, so that an edit is rebuilt instead of found cached.
+OWN_SOURCE: dict[str, str] = {"argocd-health": "argocd-health"}
 
 
 class BinariesUnavailableError(RuntimeError):
@@ -85,8 +98,32 @@ def _candidates(name: str, versions: dict[str, str]) -> list[Path]:
         found.append(Path(assets) / name)
     component, key = {**COMPONENTS, **NODE_COMPONENTS, **TOOLS}[name]
     if key in versions:
-        found.append(cache_dir() / f"{component}-{versions[key]}" / name)
+        found.append(cache_dir() / cache_folder(component, key, versions) / name)
     return found
+
+
+def cache_folder(component: str, key: str, versions: dict[str, str]) -> str:
+    """The cache folder's name, as hack/build-control-plane.sh writes it.
+
+    A ``<NAME>_RECIPE`` beside ``<NAME>_VERSION`` is the revision of that component's build
+    recipe: it is part of the folder, so that a changed recipe is rebuilt, not found cached.
+    """
+    folder = f"{component}-{versions[key]}"
+    root = repo_root()
+    if component in OWN_SOURCE and root is not None:
+        folder += "-" + source_digest(root / "hack" / "go" / OWN_SOURCE[component])
+    recipe = versions.get(key.removesuffix("_VERSION") + "_RECIPE")
+    return f"{folder}-r{recipe}" if recipe else folder
+
+
+def source_digest(folder: Path) -> str:
+    """The first 12 hex digits of the sha256 of the folder's files (not its subfolders) in
+    name order, as ``argocd_health_key`` in hack/build-control-plane.sh computes it."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir(), key=lambda p: p.name.encode()):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def find_binaries(node: bool = False) -> tuple[Binaries, list[str]]:

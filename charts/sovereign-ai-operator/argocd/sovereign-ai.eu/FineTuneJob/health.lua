@@ -1,6 +1,8 @@
--- Argo CD health check for sovereign-ai.eu/FineTuneJob (Lua 5.1, as Argo CD runs it).
--- Paste into argocd-cm as resource.customizations.health.sovereign-ai.eu_FineTuneJob
--- (argocd-cm.yaml next to this file holds exactly this text).
+-- Argo CD health check for sovereign-ai.eu/FineTuneJob, read from argocd-cm under
+-- resource.customizations.health.sovereign-ai.eu_FineTuneJob (argocd/argocd-cm.yaml holds
+-- exactly this text). Argo CD runs it on gopher-lua (Lua 5.1) with only the base, table and
+-- package libraries: no string, math or io functions, no string methods such as s:find().
+-- Its cases are health_test.yaml and testdata/ beside this file, in Argo CD's own layout.
 -- A finished job is Healthy only when it succeeded; Failed and Cancelled are Degraded, so a
 -- sync that created the job does not report success for work that never produced a model.
 local hs = {}

@@ -1,6 +1,8 @@
--- Argo CD health check for sovereign-ai.eu/ModelDeployment (Lua 5.1, as Argo CD runs it).
--- Paste into argocd-cm as resource.customizations.health.sovereign-ai.eu_ModelDeployment
--- (argocd-cm.yaml next to this file holds exactly this text).
+-- Argo CD health check for sovereign-ai.eu/ModelDeployment, read from argocd-cm under
+-- resource.customizations.health.sovereign-ai.eu_ModelDeployment (argocd/argocd-cm.yaml holds
+-- exactly this text). Argo CD runs it on gopher-lua (Lua 5.1) with only the base, table and
+-- package libraries: no string, math or io functions, no string methods such as s:find().
+-- Its cases are health_test.yaml and testdata/ beside this file, in Argo CD's own layout.
 local hs = {}
 
 local function condition_message(status, wanted)
