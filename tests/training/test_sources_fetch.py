@@ -35,6 +35,11 @@ def test_digest_is_deterministic_and_covers_names_and_contents(tmp_path: Path) -
     assert len(model_digest(a)) == 71
     (b / RECORD_NAME).write_text("{}")
     assert model_digest(a) == model_digest(b)  # the fetch record is not part of the model
+    (b / "registered_model_meta").write_text("model_name: m\n")
+    assert model_digest(a) == model_digest(b)  # nor MLflow's note of what it downloaded
+    (b / "sub" / "registered_model_meta").write_text("a model file of that name")
+    assert model_digest(a) != model_digest(b)  # only at the root is it MLflow's
+    (b / "sub" / "registered_model_meta").unlink()
     (b / "x.json").write_bytes(b"changed")
     assert model_digest(a) != model_digest(b)
     (b / "x.json").rename(b / "z.json")

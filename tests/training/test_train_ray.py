@@ -152,6 +152,14 @@ def test_registered_version_has_lineage_and_model_card(
     assert model_digest(Path(job["output"]["uri"])) == tags["sovai.model_digest"]
     model = AutoModelForCausalLM.from_pretrained(local)
     _generate(model, AutoTokenizer.from_pretrained(local))
+    # The card and the tags say the same of the base's revision (a local folder has none).
+    assert tags["sovai.base_model.revision"] == ""
+    assert "(no revision: a folder)" in card
+    # MLflow users load the version with MLflow's own API; the MLmodel carries the lineage.
+    loaded = mlflow.pyfunc.load_model(result["modelUri"])
+    assert loaded.metadata.metadata["sovai.job.uid"] == job["job"]["uid"]
+    [reply] = loaded.predict(["What is the GDPR?"], params={"max_tokens": 4})
+    assert isinstance(reply, str)
 
 
 def test_single_process_matches_ray_and_prints_progress(

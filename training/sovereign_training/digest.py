@@ -3,7 +3,9 @@
 The digest covers every file's relative path (POSIX form) and contents, in sorted path order, so
 it does not depend on the file system, modification times or the order files were written. The
 marker file that `fetch` leaves behind (and any other `.sovai-*` file) is excluded, so writing
-the marker does not change the digest it records.
+the marker does not change the digest it records. So is the `registered_model_meta` file that
+MLflow's client writes into a folder it downloads from `models:/NAME/VERSION` (the name and
+version it was asked for): it is the download's bookkeeping, not part of the model.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import hashlib
 from pathlib import Path
 
 MARKER_PREFIX = ".sovai-"
+# Written by mlflow.artifacts.download_artifacts at the root of a registered model's folder.
+MLFLOW_DOWNLOAD_META = "registered_model_meta"
 _CHUNK = 1 << 20
 
 
@@ -30,7 +34,9 @@ def model_files(root: str | Path) -> list[Path]:
     files = [
         p
         for p in base.rglob("*")
-        if p.is_file() and not any(part.startswith(MARKER_PREFIX) for part in p.parts)
+        if p.is_file()
+        and not any(part.startswith(MARKER_PREFIX) for part in p.parts)
+        and p.relative_to(base).as_posix() != MLFLOW_DOWNLOAD_META
     ]
     return sorted(files, key=lambda p: p.relative_to(base).as_posix())
 

@@ -41,7 +41,14 @@ from .modeling import (
     unwrap,
 )
 from .progress import emit, progress_line
-from .sources import checked_dataset, model_dir, parse_uri, upload_folder_s3
+from .serve.mlflow_pyfunc import add_pyfunc_flavor
+from .sources import (
+    checked_dataset,
+    model_dir,
+    parse_uri,
+    resolved_revision,
+    upload_folder_s3,
+)
 from .speedups import (
     CausalLMLoss,
     Speedups,
@@ -257,14 +264,16 @@ def lineage_tags(
     nodes: list[dict[str, str]],
     tokens: int,
     gpu_hours: float,
-    digest: str,
     artifact_kind: str,
+    *,
+    base_revision: str,
 ) -> dict[str, str]:
-    """The tags every registered version carries (no secrets: URIs are redacted)."""
+    """The tags every registered version carries (no secrets: URIs are redacted), but its
+    digest, which covers the MLmodel file these tags also go into."""
     hp = cfg.method.hyperparameters
     tags = {
         "sovai.base_model.uri": redact_uri(cfg.base_model.uri),
-        "sovai.base_model.revision": cfg.base_model.revision or "",
+        "sovai.base_model.revision": base_revision,
         "sovai.dataset.training_uri": redact_uri(cfg.dataset.training_uri),
         "sovai.dataset.training_sha256": dataset_sha256["training"],
         "sovai.dataset.validation_uri": redact_uri(cfg.dataset.validation_uri),
@@ -282,7 +291,6 @@ def lineage_tags(
         "sovai.merged": str(cfg.method.type == "lora" and cfg.method.merge_adapter).lower(),
         "sovai.artifact_kind": artifact_kind,
         "sovai.hyperparameters": hp.model_dump_json(by_alias=True),
-        "sovai.model_digest": digest,
     }
     if cfg.method.lora:
         tags["sovai.lora"] = cfg.method.lora.model_dump_json(by_alias=True)
@@ -369,6 +377,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     torch.manual_seed(hp.seed)
 
     base_path = model_dir(cfg.base_model.uri, cfg.base_model.revision)
+    base_revision = resolved_revision(cfg.base_model.uri, cfg.base_model.revision, base_path)
     tokenizer, fallback_template = load_tokenizer(base_path)
     train, val = _load_blocks(cfg, ctx, tokenizer)
     steps_per_epoch = len(train) // hp.batch_size
@@ -574,6 +583,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
         folder, adapter, kind = _save_final(cfg, model, tokenizer, out)
         card = render_card(
             cfg,
+            base_revision=base_revision,
             dataset_sha256=ctx.dataset_sha256,
             nodes=nodes,
             metrics=summary,
@@ -581,6 +591,12 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             artifact_kind=kind,
         )
         (folder / "README.md").write_text(card, encoding="utf-8")
+        tags = lineage_tags(
+            cfg, ctx.dataset_sha256, nodes, tokens, gpu_hours, kind, base_revision=base_revision
+        )
+        # MLflow's pyfunc flavor (mlflow.pyfunc.load_model on models:/NAME/VERSION), written
+        # before the digest so that the digest covers every file of the registered folder.
+        add_pyfunc_flavor(folder, tags)
         digest = model_digest(folder)
         if cfg.output.uri:
             _copy_output(folder, cfg.output.uri)
@@ -590,9 +606,11 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             logger.artifacts(folder, "model")
             if adapter is not None and adapter != folder:
                 logger.artifacts(adapter, "adapter")
-            tags = lineage_tags(cfg, ctx.dataset_sha256, nodes, tokens, gpu_hours, digest, kind)
             version = logger.register(
-                name, "model", tags, f"{kind} from FineTuneJob {cfg.job.namespace}/{cfg.job.name}"
+                name,
+                "model",
+                {**tags, "sovai.model_digest": digest},
+                f"{kind} from FineTuneJob {cfg.job.namespace}/{cfg.job.name}",
             )
             logger.tags({"sovai.model_version": version, "sovai.model_digest": digest})
         result = {

@@ -11,6 +11,7 @@ from .tracking import redact_uri
 def render_card(
     cfg: TrainingConfig,
     *,
+    base_revision: str,
     dataset_sha256: dict[str, str],
     nodes: list[dict[str, str]],
     metrics: dict[str, Any],
@@ -29,7 +30,7 @@ def render_card(
         "",
         "## Lineage",
         f"- Base model: `{redact_uri(cfg.base_model.uri)}`"
-        f" (revision `{cfg.base_model.revision or 'default'}`)",
+        + (f" (revision `{base_revision}`)" if base_revision else " (no revision: a folder)"),
         f"- Training data: `{redact_uri(cfg.dataset.training_uri)}`, format "
         f"`{cfg.dataset.format.value}`, sha256 `{dataset_sha256.get('training', '')}`",
     ]

@@ -194,6 +194,15 @@ def mlflow_download(uri: Uri, dest: Path) -> None:
     mlflow.artifacts.download_artifacts(artifact_uri=uri.raw, dst_path=str(dest))
 
 
+def resolved_revision(raw: str, requested: str | None, folder: Path) -> str:
+    """The revision a model folder really holds, as the model card and MLflow tags both
+    record it: for a hub model, the commit its snapshot folder is named after (a branch or tag
+    moves; the commit does not); otherwise the revision asked for, or "" when none was."""
+    if parse_uri(raw, "baseModel.uri").scheme == "hf" and folder.parent.name == "snapshots":
+        return folder.name
+    return requested or ""
+
+
 def model_dir(raw: str, revision: str | None = None, field: str = "baseModel.uri") -> Path:
     """A local folder holding the model (and usually its tokenizer) named by `raw`.
 
