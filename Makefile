@@ -78,9 +78,11 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # The whole product on this machine, end to end (see README). Re-runnable; cleans up on exit.
+# DEMO_ARGS=--keep keeps the cluster up afterwards, until Ctrl-C.
+DEMO_ARGS ?=
 demo: setup
 	$(MAKE) --no-print-directory -j2 control-plane images
-	$(VENV)/bin/sovai demo --workdir .demo
+	$(VENV)/bin/sovai demo --workdir .demo $(DEMO_ARGS)
 
 # Start the local cluster, print its kubeconfig, stop on Ctrl-C.
 dev-cluster: setup control-plane

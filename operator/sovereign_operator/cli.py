@@ -52,7 +52,7 @@ def _operator(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo  # the demo pulls in nothing the operator image needs
 
-    return run_demo(Path(args.repo).resolve(), Path(args.workdir).resolve())
+    return run_demo(Path(args.repo).resolve(), Path(args.workdir).resolve(), keep=args.keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole product on this machine, end to end")
     demo.add_argument("--workdir", default=".demo", help="logs, cluster, models (default .demo)")
     demo.add_argument("--repo", default=".", help="the source checkout (charts, examples)")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the cluster up after the demo, until Ctrl-C, to look around (kubectl, MLflow)",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,12 @@ def run_job(
         compile_model = _env_flag("SOVAI_TORCH_COMPILE", default=gpus > 0)
     if gradient_checkpointing is None:
         gradient_checkpointing = _env_flag("SOVAI_GRADIENT_CHECKPOINTING", default=False)
-    work = work_dir or os.environ.get("SOVAI_WORK_DIR") or tempfile.mkdtemp(prefix="sovai-train-")
+    work = work_dir or os.environ.get("SOVAI_WORK_DIR") or ""
+    # A folder made here is removed at the end: on a shared Ray cluster each job would
+    # otherwise leave its model copy in the node's temp folder. A folder named by the caller
+    # is the caller's.
+    owned = not work
+    work = work or tempfile.mkdtemp(prefix="sovai-train-")
     Path(work).mkdir(parents=True, exist_ok=True)
 
     tracking_uri = run_id = experiment_id = None
@@ -136,6 +142,10 @@ def run_job(
     finally:
         if tracking_uri and run_id:
             finish_run(tracking_uri, run_id, ok)
+        if owned:
+            shutil.rmtree(work, ignore_errors=True)
+    if owned:
+        result.pop("localModelDir", None)  # removed with the folder
     if print_result:
         emit(result_line(result))
     return result

@@ -46,10 +46,14 @@ def build_entrypoint(training_command: str, uid: str) -> str:
     An existing Ray cluster has no ConfigMap mount; the document travels in the runtime
     environment (it holds no secret) and lands in a file as the contract expects.
     """
+    # The file goes when the shell does (not exec'd, so that its EXIT trap runs; a signal from
+    # Ray's job stop ends the shell through the same trap): a shared cluster's temp folder
+    # would otherwise keep one per job.
     script = (
         f'config="${{TMPDIR:-/tmp}}/sovai-{uid}.json"; '
+        "trap 'rm -f \"$config\"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; "
         'printf "%s" "$SOVAI_JOB_CONFIG" > "$config" && '
-        f'exec {training_command} --config "$config"'
+        f'{training_command} --config "$config"'
     )
     return f"sh -c {shlex.quote(script)}"
 

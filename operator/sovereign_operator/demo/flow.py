@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from contextlib import ExitStack
@@ -62,9 +63,10 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 class Demo:
-    def __init__(self, repo: Path, workdir: Path) -> None:
+    def __init__(self, repo: Path, workdir: Path, keep: bool = False) -> None:
         self.repo = repo
         self.workdir = workdir
+        self.keep = keep
         self.steps = Steps(total=8, log_dir=workdir / "logs")
         self.stack = ExitStack()
 
@@ -125,7 +127,7 @@ class Demo:
     # -- the story -------------------------------------------------------------------------
 
     def run(self) -> None:
-        with self.stack:
+        try:
             self.start_cluster()
             self.install_chart()
             self.prepare_data()
@@ -134,12 +136,44 @@ class Demo:
             self.query_model()
             self.show_admission_and_gpu_placement()
             self.summary()
-            self.steps.say("\nStopping everything started here (the real node drains first) ...")
-            stopping = time.monotonic()
+            if self.keep:
+                self.stay_up()
+        finally:
+            self.stop_everything()
+
+    def stop_everything(self) -> None:
+        """Stop what the demo started, saying what while it happens. A second Ctrl-C must not
+        cut the teardown short (that is what left processes and mounts behind): until it is
+        done, Ctrl-C only says that it is still stopping."""
+
+        def still_stopping(signum: int, frame: object) -> None:
+            self.steps.say("    still stopping; the last line will say when everything is")
+
+        previous = signal.signal(signal.SIGINT, still_stopping)
+        began = time.monotonic()
+        try:
+            self.steps.say("\nStopping everything started here:")
+            self.stack.close()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        cluster: LocalCluster | None = getattr(self, "cluster", None)
+        left = cluster.leftovers() if cluster is not None else []
+        if left:
+            raise RuntimeError("the teardown left these behind: " + "; ".join(left))
         self.steps.say(
-            f"Everything started here is stopped ({time.monotonic() - stopping:.0f} s); "
-            "the cluster folder is kept."
+            f"Everything started here is stopped ({time.monotonic() - began:.0f} s): no "
+            f"process, mount, network interface or firewall rule of it is left. Logs and the "
+            f"evidence stay in {self.workdir}."
         )
+
+    def stay_up(self) -> None:
+        """--keep: the cluster stays up for the commands the summary printed, until Ctrl-C."""
+        self.steps.say("\n--keep: the cluster stays up until Ctrl-C.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 
     def start_cluster(self) -> None:
         with self.steps.step(
@@ -159,6 +193,7 @@ class Demo:
                     real_node=True,
                     node_images=[Path(images[name].archive) for name in NODE_IMAGES],
                     keep_workdir=True,
+                    report_stop=self.steps.show,
                 )
             )
             self.steps.show(
@@ -391,35 +426,36 @@ class Demo:
         self.steps.say(f"\nThe demo ran end to end in {total:.0f} s. Where to look:")
         self.steps.show(f"evidence:  {evidence_path}  (placement, residency, MLflow lineage)")
         self.steps.show(f"logs:      {self.steps.log_dir}")
-        self.steps.show(
-            f"MLflow:    {self.service_url(SYSTEM_NAMESPACE, 'mlflow')} (Host: "
-            f"mlflow.{SYSTEM_NAMESPACE}.svc.cluster.local:{MLFLOW_PORT}), while it runs"
+        kubectl = self.cluster.binaries["kubectl"]
+        kubeconfig = f"export KUBECONFIG={self.cluster.kubeconfig} PATH={kubectl.parent}:$PATH"
+        mlflow = (
+            f"kubectl port-forward -n {SYSTEM_NAMESPACE} svc/mlflow {MLFLOW_PORT}:{MLFLOW_PORT}, "
+            f"then http://127.0.0.1:{MLFLOW_PORT} (runs, the registered model "
+            f"{MODEL_NAME}, its model card: the version's README.md artifact)"
         )
-        self.steps.show(
-            "re-run with SOVAI_DEMO_KEEP=1 to keep the cluster up: "
-            f"export KUBECONFIG={self.cluster.kubeconfig}"
-        )
-        if os.environ.get("SOVAI_DEMO_KEEP") == "1":
-            self.steps.say("SOVAI_DEMO_KEEP=1: the cluster stays up until Ctrl-C.")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+        if self.keep:
+            self.steps.show(f"kubectl:   {kubeconfig}; kubectl get ftj,mdep -n {NAMESPACE}")
+            self.steps.show(f"MLflow:    {mlflow}")
+        else:
+            self.steps.show(
+                "cluster:   stopped now; `sovai demo --keep` (make demo DEMO_ARGS=--keep) keeps "
+                "it up after the demo for kubectl and the MLflow UI"
+            )
 
 
-def run_demo(repo: Path, workdir: Path) -> int:
-    """Run the demo in ``workdir`` (emptied first, so it can be re-run). Returns an exit code."""
+def run_demo(repo: Path, workdir: Path, keep: bool = False) -> int:
+    """Run the demo in ``workdir`` (emptied first, so it can be re-run). Returns an exit code.
+    With ``keep``, the cluster stays up after the last step until Ctrl-C."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     # The openai client logs every request at INFO; the demo prints what matters itself.
     for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    demo = Demo(repo, workdir)
+    demo = Demo(repo, workdir, keep=keep)
     try:
         demo.run()
     except KeyboardInterrupt:
-        demo.steps.say("\ninterrupted: everything started has been stopped")
+        demo.steps.say("interrupted")
         return 130
     except Exception as error:  # the step runner already named the step and its log
         demo.steps.say(f"\nFAILED: {error}")

@@ -69,6 +69,7 @@ class LocalCluster:
     ``apiserver_flags``: extra kube-apiserver flags, after (so overriding) the defaults.
     ``real_node``: also run a real node (kubelet, containerd, runc; needs root) that runs
     containers, with ``node_images`` (OCI archives from ``make images``) imported into it.
+    ``report_stop``: hears what is being stopped, step by step, while it happens.
     """
 
     def __init__(
@@ -83,8 +84,10 @@ class LocalCluster:
         apiserver_flags: Sequence[str] = (),
         real_node: bool = False,
         node_images: Sequence[Path] = (),
+        report_stop: Callable[[str], None] | None = None,
     ) -> None:
         self._own_workdir = workdir is None
+        self.report_stop = report_stop
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sovai-cluster-"))
         self.keep_workdir = keep_workdir
         self.with_kuberay = kuberay
@@ -106,6 +109,7 @@ class LocalCluster:
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.api_port = 0
         self._processes: list[ManagedProcess] = []
+        self._stopped: list[ManagedProcess] = []
         self._ca: CertificateAuthority | None = None
 
     # -- public API ------------------------------------------------------------------------
@@ -225,13 +229,29 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop components in reverse order of start, then remove a temporary workdir."""
+        say = self.report_stop or (lambda _: None)
         if self.real_node is not None:
-            self.real_node.stop(drain=self._drain_real_node)
+            self.real_node.stop(drain=self._drain_real_node, report=say)
         for process in reversed(self._processes):
+            if process.running():
+                say(process.name)
             process.stop()
+        self._stopped.extend(self._processes)
         self._processes.clear()
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        """What ``stop`` left behind (processes, and the real node's mounts, interfaces and
+        firewall rules); empty when the teardown was complete."""
+        found = [
+            f"{process.name} (pids {members})"
+            for process in (*self._stopped, *self._processes)
+            if (members := process.group_members())
+        ]
+        if self.real_node is not None:
+            found += self.real_node.leftovers()
+        return found
 
     def restart(self, name: str) -> float:
         """Stop one component and start it again with the same flags, ports and data (a

@@ -37,13 +37,14 @@ def mlflow_server(
     emptyDir: it lasts as long as the pod, which is as long as a test or a demo."""
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "sovereign-ai-dev"}
     # MLflow refuses Host headers it does not know (DNS rebinding protection): the Service's
-    # names, with and without the port.
+    # names, with and without the port, and loopback on any port, for the UI through
+    # `kubectl port-forward` (what the demo's --keep prints).
     hosts = [
         f"{host}{port}"
         for host in (name, f"{name}.{namespace}", f"{name}.{namespace}.svc",
                      f"{name}.{namespace}.svc.cluster.local")
         for port in ("", f":{MLFLOW_PORT}")
-    ]  # fmt: skip
+    ] + ["localhost:*", "127.0.0.1:*"]  # fmt: skip
     command = [
         "mlflow", "server", "--host", "0.0.0.0", "--port", str(MLFLOW_PORT), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{MLFLOW_DATA}/mlflow.db",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -86,15 +87,43 @@ class ManagedProcess:
         raise self.failure(f"was not {what} within {timeout:.0f} s")
 
     def stop(self, grace: float = 10.0) -> None:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self._proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self._proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if self._proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self._proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self._proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # The leader is gone; a child of its group that ignored SIGTERM (or that the leader
+        # left behind) would outlive the cluster, so what is left of the group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def group_members(self) -> list[int]:
+        """PIDs of this component's process group still alive (zombies aside): none once it is
+        stopped. Used to check a teardown before saying that it is complete."""
+        if self._proc is None:
+            return []
+        return processes_in_group(self._proc.pid)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(proc.name))
+    return members

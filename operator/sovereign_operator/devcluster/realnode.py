@@ -459,23 +459,31 @@ class RealNode:
 
     # -- stop ------------------------------------------------------------------------------
 
-    def stop(self, drain: Callable[[], None] | None = None) -> None:
+    def stop(
+        self, drain: Callable[[], None] | None = None, report: Callable[[str], None] | None = None
+    ) -> None:
         """Stop pods, kubelet and containerd, and remove what they made: containers and their
-        shims, mounts, network namespaces, iptables chains, cgroups, the bridge."""
+        shims, mounts, network namespaces, iptables chains, cgroups, the bridge. ``report``
+        hears each step as it starts."""
+        say = report or (lambda _: None)
         kubelet = self._processes.get("kubelet")
         if drain is not None and kubelet is not None and kubelet.running():
+            say("the real node's pods (kubelet removes them through CRI and CNI)")
             try:
                 drain()  # kubelet tears its pods down through CRI and CNI (IPs, netns)
             except Exception as error:  # a failing drain must not keep the rest running
                 log.warning("draining the real node failed: %s", error)
         for name in ("coredns", "kube-proxy", "kubelet"):
             if name in self._processes:
+                say(name)
                 self._processes[name].stop()
         containerd = self._processes.get("containerd")
         if containerd is not None and containerd.running():
+            say("containerd, its containers and shims")
             self._remove_containers()
             containerd.stop()
         self._kill_shims()
+        say("the node's mounts, network namespaces, bridge, firewall rules and cgroups")
         self._unmount()
         # The image store (the runtime image alone is 11 GB unpacked) stays in the cache for the
         # next start when it is the shared one, and goes otherwise. The logs stay.
@@ -493,6 +501,27 @@ class RealNode:
         if self._owns_host_state:
             _remove_kube_chains()
             _remove_cgroups("kubepods")
+
+    def leftovers(self) -> list[str]:
+        """What this node left behind after ``stop``: processes, shims, mounts, its bridge, its
+        firewall rules. Empty when the teardown was complete."""
+        found = [
+            f"{name} (pids {members})"
+            for name, process in self._processes.items()
+            if (members := process.group_members())
+        ]
+        if self._shim_pids():
+            found.append(f"containerd shims (pids {self._shim_pids()})")
+        found += [f"mount {target}" for target in self._mounts()]
+        if Path("/sys/class/net", self.layout.bridge).exists():
+            found.append(f"network interface {self.layout.bridge}")
+        rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True,
+                               check=False).stdout  # fmt: skip
+        if f"sovai: {self.layout.bridge} " in rules:
+            found.append(f"iptables FORWARD rules for {self.layout.bridge}")
+        if self._owns_host_state and _kube_chains():
+            found.append("kubelet's and kube-proxy's KUBE-* iptables chains")
+        return found
 
     def _remove_host_leftovers(self) -> None:
         logs = Path("/var/log/containers")  # kubelet's links to the pods' logs (in our folder)
@@ -516,9 +545,10 @@ class RealNode:
         if containers:
             self.ctr("containers", "delete", *containers, timeout=60)
 
-    def _kill_shims(self) -> None:
+    def _shim_pids(self) -> list[int]:
         """Shims outlive containerd by design; ours name our socket on their command line."""
-        socket = str(self.layout.containerd_socket)
+        socket = str(self.layout.containerd_socket).encode()
+        pids = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -526,21 +556,30 @@ class RealNode:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(socket.encode() in arg for arg in argv):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
+            if any(socket in arg for arg in argv):
+                pids.append(int(proc.name))
+        return pids
+
+    def _kill_shims(self) -> None:
+        for pid in self._shim_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _mounts(self) -> list[str]:
+        """Mount points below the node's folder and its image store."""
+        roots = [str(self.layout.root)]
+        if self._store is not None:
+            roots.append(str(self._store.path))
+        return [
+            target
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if any((target := line.split()[4]).startswith(root + "/") or target == root
+                   for root in roots)
+        ]  # fmt: skip
 
     def _unmount(self) -> None:
         """Every mount below the node's folder (overlay snapshots, volumes, the pods' network
         namespaces, which containerd pins in its state folder), deepest first."""
-        roots = [str(self.layout.root)]
-        if self._store is not None:
-            roots.append(str(self._store.path))
-        mounts = []
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            target = line.split()[4]
-            if any(target.startswith(root + "/") or target == root for root in roots):
-                mounts.append(target)
-        for target in sorted(set(mounts), key=len, reverse=True):
+        for target in sorted(set(self._mounts()), key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
         shutil.rmtree(self.layout.root / "containerd" / "state", ignore_errors=True)
