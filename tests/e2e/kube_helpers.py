@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,24 @@ def install_operator(cluster: LocalCluster, config: dict[str, Any] | None = None
 
 def uninstall_operator(cluster: LocalCluster) -> None:
     helm(cluster, "uninstall", RELEASE, "-n", SYSTEM_NAMESPACE, "--wait")
+
+
+@contextlib.contextmanager
+def port_forward(cluster: LocalCluster, namespace: str, target: str, port: int) -> Iterator[int]:
+    """`kubectl port-forward` to `target` (such as svc/NAME) on loopback, as a user would run
+    it (through the API server and the kubelet); yields the local port kubectl chose."""
+    argv = [str(cluster.binaries["kubectl"]), f"--kubeconfig={cluster.kubeconfig}",
+            "port-forward", "--address=127.0.0.1", "-n", namespace, target, f":{port}"]  # fmt: skip
+    forward = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert forward.stdout is not None
+        first = forward.stdout.readline()  # "Forwarding from 127.0.0.1:40123 -> 8265"
+        found = re.search(r"127\.0\.0\.1:(\d+) ->", first)
+        if found is None:
+            forward.kill()
+            _, stderr = forward.communicate(timeout=10)
+            raise AssertionError(f"kubectl port-forward {target}: {first!r} {stderr}")
+        yield int(found.group(1))
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)

@@ -11,9 +11,12 @@ tests only apply the custom resources and read what the components did.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -38,6 +41,7 @@ from .kube_helpers import (
     SYSTEM_NAMESPACE,
     get,
     install_operator,
+    port_forward,
     uninstall_operator,
     wait,
 )
@@ -141,6 +145,32 @@ def required_node_terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return terms
 
 
+def ray_cli(cluster: LocalCluster, namespace: str, cluster_name: str) -> dict[str, Any]:
+    """Ray's own CLI against the job's cluster, as docs/operator.md ("Ray's CLI") tells a
+    user to run it: the token from KubeRay's Secret, the dashboard through port-forward."""
+    ftj_status = get(cluster, "finetunejob", JOB, "-n", namespace)["status"]
+    rayjob = get(cluster, "rayjob", ftj_status["rayJobName"], "-n", namespace)
+    assert rayjob["status"]["rayClusterName"] == cluster_name
+    secret = get(cluster, "secret", cluster_name, "-n", namespace)
+    token = base64.b64decode(secret["data"]["auth_token"]).decode()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    ray = str(Path(sys.executable).parent / "ray")
+    with port_forward(cluster, namespace, f"svc/{cluster_name}-head-svc", 8265) as port:
+        address = f"http://127.0.0.1:{port}"
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            argv = [ray, "job", *args, "--address", address]
+            return subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+
+        return {
+            "job_id": rayjob["status"]["jobId"],
+            "list": run("list"),
+            "logs": run("logs", rayjob["status"]["jobId"]),
+        }
+
+
 @pytest.fixture(scope="module")
 def training_run(
     node_cluster: LocalCluster, training_operator: str, shared_claim: tuple[str, Path]
@@ -184,6 +214,7 @@ def training_run(
     seen["unauthenticated"] = node_cluster.kubectl(
         "get", "--raw", f"{proxy}/api/jobs/", check=False
     )
+    seen["ray_cli"] = ray_cli(node_cluster, namespace, cluster_name)
 
     def finished() -> bool:
         return status().get("phase") in ("Succeeded", "Failed")
@@ -223,6 +254,12 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     # kubectl words any 401 this way; its own client certificate works for every other call
     # here, so the 401 is the dashboard's.
     assert "You must be logged in to the server" in refused.stderr, refused.stderr
+    # With the token from KubeRay's Secret, Ray's CLI lists the job and prints its log.
+    cli = seen["ray_cli"]
+    assert cli["list"].returncode == 0, cli["list"].stderr
+    assert cli["job_id"] in cli["list"].stdout
+    assert cli["logs"].returncode == 0, cli["logs"].stderr
+    assert "SOVAI_PROGRESS" in cli["logs"].stdout
 
     final = seen["final"]
     assert final["phase"] == "Succeeded", json.dumps(final, indent=2)

@@ -244,6 +244,17 @@ def test_short_names_and_category_list_every_kind(api: LocalCluster, namespace: 
     assert "finetunejob.sovereign-ai.eu/listed" in names
     assert "modeldeployment.sovereign-ai.eu/listed" in names
     assert "sovereigntypolicy.sovereign-ai.eu/eu-only" in names
+    # Without -A (as docs/api.md says): this namespace's jobs and deployments, and every
+    # policy (cluster-scoped), each kind in a table of its own with its own columns.
+    tables = api.kubectl("get", "sovereign-ai", "-n", namespace).stdout
+    headers = [line.split() for line in tables.splitlines() if line.startswith("NAME")]
+    assert headers[0][:5] == ["NAME", "PHASE", "PROGRESS", "LOSS", "ETA"]
+    assert headers[1][:3] == ["NAME", "PHASE", "MODEL"]
+    assert headers[2][:2] == ["NAME", "REGIONS"]
+    assert "eu-only" in tables
+    other = api.kubectl("get", "sovereign-ai", "-n", "default", "-o", "name").stdout.split()
+    assert "finetunejob.sovereign-ai.eu/listed" not in other
+    assert "sovereigntypolicy.sovereign-ai.eu/eu-only" in other
 
 
 def patch_spec(
