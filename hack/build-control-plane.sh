@@ -198,6 +198,12 @@ argocd_health_key() {
 build_argocd_health() {
   (cd "$here/go/argocd-health" && go build -ldflags "-s -w" -o "$dest/argocd-health" .)
 }
+# SeaweedFS's weed (master, volume, filer and S3 gateway in one binary), from a wrapper module:
+# its go.mod has a replace line.
+build_seaweedfs() {
+  (cd "$here/go/seaweedfs" && go build -ldflags "-s -w" -o "$dest/weed" \
+    github.com/seaweedfs/seaweedfs/weed)
+}
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
@@ -214,6 +220,7 @@ build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.
 build_component kubernetes-node "$KUBERNETES_VERSION" kubelet kube-proxy -- build_kube_node
 build_component containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd
 build_component coredns-cluster "$COREDNS_VERSION" coredns -- build_coredns
+build_component seaweedfs "$SEAWEEDFS_VERSION" weed -- build_seaweedfs
 build_component argocd-health "${GOPHER_LUA_VERSION}-$(argocd_health_key)" argocd-health -- build_argocd_health
 build_component kube-score "$KUBE_SCORE_VERSION" kube-score -- build_kube_score
 log "${only[*]:-all binaries} ready under $cache"

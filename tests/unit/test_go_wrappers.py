@@ -16,6 +16,7 @@ WRAPPERS = [
     ("etcd", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
     ("coredns", "github.com/coredns/coredns", "COREDNS_VERSION"),
     ("argocd-health", "github.com/yuin/gopher-lua", "GOPHER_LUA_VERSION"),
+    ("seaweedfs", "github.com/seaweedfs/seaweedfs", "SEAWEEDFS_VERSION"),
 ]
 
 

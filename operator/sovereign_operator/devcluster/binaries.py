@@ -31,6 +31,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "kwok": ("kwok", "KWOK_VERSION"),
     "helm": ("helm", "HELM_VERSION"),
     "kuberay-operator": ("kuberay", "KUBERAY_VERSION"),
+    # The cluster's S3-compatible store (SeaweedFS), started by LocalCluster(s3=True).
+    "weed": ("seaweedfs", "SEAWEEDFS_VERSION"),
 }
 # The real node's binaries: needed only by a cluster that starts one.
 NODE_COMPONENTS: dict[str, tuple[str, str]] = {

@@ -24,11 +24,13 @@ import requests
 import yaml
 
 from ..images.references import PAUSE_IMAGE
+from . import s3store
 from .binaries import Binaries, ensure_binaries
 from .nodes import DEFAULT_NODES, FakeNode, build_node
 from .pki import CertificateAuthority, CertPair, service_account_keys
 from .processes import ClusterStartError, ManagedProcess, free_port, tail
 from .realnode import KUBELET_CLIENT_USER, NodeComponents, RealNode, real_node_rbac
+from .s3store import S3Credentials, S3StoreLayout, new_credentials, new_layout, weed_argv
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class LocalCluster:
     ``real_node``: also run a real node (kubelet, containerd, runc; needs root) that runs
     containers, with ``node_images`` (OCI archives from ``make images``) imported into it.
     ``report_stop``: hears what is being stopped, step by step, while it happens.
+    ``s3``: also run an S3-compatible store (SeaweedFS) on the cluster's address, reachable
+    from this machine and from the real node's pods; ``s3_credentials`` says where and how.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class LocalCluster:
         real_node: bool = False,
         node_images: Sequence[Path] = (),
         report_stop: Callable[[str], None] | None = None,
+        s3: bool = False,
     ) -> None:
         self._own_workdir = workdir is None
         self.report_stop = report_stop
@@ -108,6 +113,9 @@ class LocalCluster:
         self.log_dir = self.workdir / "logs"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.api_port = 0
+        self.with_s3 = s3
+        self.s3_credentials: S3Credentials | None = None
+        self._s3_layout: S3StoreLayout | None = None
         self._processes: list[ManagedProcess] = []
         self._stopped: list[ManagedProcess] = []
         self._ca: CertificateAuthority | None = None
@@ -219,6 +227,8 @@ class LocalCluster:
             self._start_scheduler()
             self._start_kwok()
             self._create_nodes()
+            if self.with_s3:
+                self._start_s3()
             if self.real_node is not None:
                 self._start_real_node(self.real_node)
             if self.with_kuberay:
@@ -238,6 +248,8 @@ class LocalCluster:
             process.stop()
         self._stopped.extend(self._processes)
         self._processes.clear()
+        for socket in self._s3_layout.grpc_sockets() if self._s3_layout else ():
+            socket.unlink(missing_ok=True)
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -249,6 +261,8 @@ class LocalCluster:
             for process in (*self._stopped, *self._processes)
             if (members := process.group_members())
         ]
+        if self._s3_layout is not None:
+            found += [f"file {path}" for path in self._s3_layout.grpc_sockets() if path.exists()]
         if self.real_node is not None:
             found += self.real_node.leftovers()
         return found
@@ -508,6 +522,16 @@ class LocalCluster:
             )
         }
         return ready >= (names if names is not None else {node.name for node in self.nodes})
+
+    def _start_s3(self) -> None:
+        layout = new_layout(self.workdir / "s3", self.api_host)
+        self._s3_layout = layout
+        credentials = new_credentials(layout.endpoint)
+        config = s3store.prepare(layout.root, credentials)
+        weed = self._spawn("seaweedfs", weed_argv(self.binaries["weed"], layout, config))
+        weed.wait_until(lambda: s3store.answers(layout.endpoint), self.start_timeout,
+                        "answering S3 requests")  # fmt: skip
+        self.s3_credentials = credentials
 
     def _start_kuberay(self) -> None:
         crds = _find_kuberay_crds(self.binaries["kuberay-operator"])
