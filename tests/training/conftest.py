@@ -91,15 +91,21 @@ def write_job(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One local Ray for the whole tier (2 CPUs). Workers inherit the node identity that the
-    operator sets through the downward API in a cluster."""
+    operator sets through the downward API in a cluster. Its session folder is the test's
+    (Ray's default, /tmp/ray, outlives every run)."""
     os.environ["SOVAI_NODE_NAME"] = NODE_NAME
     os.environ["SOVAI_NODE_REGION"] = NODE_REGION
     os.environ["RAY_DISABLE_WORKER_LOG_PREFIX"] = "1"
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=True,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+    )
     try:
         yield
     finally:

@@ -438,8 +438,8 @@ class Demo:
             self.steps.show(f"MLflow:    {mlflow}")
         else:
             self.steps.show(
-                "cluster:   stopped now; `sovai demo --keep` (make demo DEMO_ARGS=--keep) keeps "
-                "it up after the demo for kubectl and the MLflow UI"
+                "cluster:   stopped as the demo ends; `sovai demo --keep` (make demo "
+                "DEMO_ARGS=--keep) keeps it up afterwards for kubectl and the MLflow UI"
             )
 
 

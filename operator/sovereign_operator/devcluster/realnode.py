@@ -93,6 +93,19 @@ def _remove_kube_chains() -> None:
                                capture_output=True)  # fmt: skip
 
 
+def other_kubelets() -> list[int]:
+    """PIDs of kubelets running on this machine (after a node's own kubelet has stopped: those
+    of other nodes, whose chains and cgroups must stay)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() == "kubelet":
+                pids.append(int(proc.name))
+    return pids
+
+
 def _remove_cgroups(name: str) -> None:
     """kubelet's cgroup tree (``kubepods`` in every v1 hierarchy), deepest first; only empty
     cgroups can be removed, so a cgroup still in use stays."""
@@ -268,9 +281,6 @@ class RealNode:
         self._store: ImageStore | None = None
         self._ip_forward_before = IP_FORWARD.read_text()
         self._host_paths_before = {path for path in HOST_PATHS if path.exists()}
-        # Another real node on this machine already made kubelet's chains and cgroups: leave
-        # them to the one that made them.
-        self._owns_host_state = not _kube_chains() and not any(CGROUP_ROOT.glob("*/kubepods"))
 
     @property
     def name(self) -> str:
@@ -498,7 +508,10 @@ class RealNode:
                 _iptables("-D", *rule, check=False)
             IP_FORWARD.write_text(self._ip_forward_before)
         self._remove_host_leftovers()
-        if self._owns_host_state:
+        # kubelet's chains and cgroups are the machine's, shared by every real node on it: they
+        # go when no other node's kubelet runs, whoever made them (a run killed before its
+        # stop leaves them, and would otherwise keep every later run from removing them).
+        if not other_kubelets():
             _remove_kube_chains()
             _remove_cgroups("kubepods")
 
@@ -519,8 +532,10 @@ class RealNode:
                                check=False).stdout  # fmt: skip
         if f"sovai: {self.layout.bridge} " in rules:
             found.append(f"iptables FORWARD rules for {self.layout.bridge}")
-        if self._owns_host_state and _kube_chains():
-            found.append("kubelet's and kube-proxy's KUBE-* iptables chains")
+        if not other_kubelets():
+            if _kube_chains():
+                found.append("kubelet's and kube-proxy's KUBE-* iptables chains")
+            found += [f"cgroup {path}" for path in CGROUP_ROOT.glob("*/kubepods")]
         return found
 
     def _remove_host_leftovers(self) -> None:
