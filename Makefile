@@ -14,12 +14,15 @@ OPERATOR_LOCK := images/operator/requirements.lock
 
 # Install the project, with its training and dev extras, into .venv (again when pyproject or the
 # lock changes). The images' lock constrains it, so tests run the versions the images carry.
+# uv installs it (the dev extra pins the same uv, which `make lock` uses): it downloads in
+# parallel and links from its cache, 18 s where pip took 2 min 17 s on the 2-core VM.
+UV_VERSION := 0.13.8
 setup: $(STAMP)
 $(STAMP): pyproject.toml $(RUNTIME_LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 	sed -n 's/^\([A-Za-z0-9][^ ]*==[^ ]*\).*/\1/p' $(RUNTIME_LOCK) > $(VENV)/constraints.txt
-	$(PY) -m pip install --quiet -c $(VENV)/constraints.txt -e '.[training,dev]'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -c $(VENV)/constraints.txt -e '.[training,dev]'
 	touch $@
 
 # Pin the images' Python dependencies (versions and hashes) for Debian bookworm's Python 3.11 on
