@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from secrets_audit import record as audit_record
+from sovereign_operator.builders.podtemplate import IMAGE_UID  # must write the claim's folder
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
     MLFLOW_PORT,
@@ -53,8 +54,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 REGION = "eu-west-par"
 CLAIM = "shared"
-# The runtime image's user: the claim's folder must be writable by it.
-IMAGE_UID = 1000
 TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
 
 

@@ -77,6 +77,7 @@ def test_a_stopped_store_leaves_nothing_behind(tmp_path: Path) -> None:
     """Its own cluster (the tier's one stops last): no process, no socket, after stop."""
     with LocalCluster(tmp_path / "cluster", kuberay=False, nodes=(), s3=True) as own:
         assert own.s3_credentials is not None
-        sockets = [p for p in Path("/tmp").glob("seaweedfs-*-grpc-*.sock") if p.exists()]
+        assert own.s3_layout is not None
+        sockets = [path for path in own.s3_layout.grpc_sockets() if path.exists()]
         assert sockets, "weed made no gRPC socket: the cleanup below would prove nothing"
     assert own.leftovers() == []

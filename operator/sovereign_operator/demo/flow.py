@@ -24,6 +24,7 @@ from typing import Any
 import requests
 import yaml
 
+from ..builders.podtemplate import IMAGE_UID  # who must be able to write the claim's folder
 from ..builders.serving import DEPLOYMENT_NAME_LABEL
 from ..devcluster import LocalCluster, ensure_binaries
 from ..devcluster.incluster import MLFLOW_PORT, host_path_claim, mlflow_server, mlflow_tracking_uri
@@ -39,8 +40,6 @@ OPERATOR_DEPLOYMENT = f"{RELEASE}-sovereign-ai-operator"
 NAMESPACE = "ml-team"
 REGION = "eu-west-par"
 CLAIM = "shared"
-# The runtime image's user, who must be able to write the claim's folder.
-IMAGE_UID = 1000
 JOB = "eu-dp-assistant"
 MODEL_NAME = "eu-dp-assistant"
 REGION_LABEL = "topology.kubernetes.io/region"

@@ -115,7 +115,7 @@ class LocalCluster:
         self.api_port = 0
         self.with_s3 = s3
         self.s3_credentials: S3Credentials | None = None
-        self._s3_layout: S3StoreLayout | None = None
+        self.s3_layout: S3StoreLayout | None = None
         self._processes: list[ManagedProcess] = []
         self._stopped: list[ManagedProcess] = []
         self._ca: CertificateAuthority | None = None
@@ -248,7 +248,7 @@ class LocalCluster:
             process.stop()
         self._stopped.extend(self._processes)
         self._processes.clear()
-        for socket in self._s3_layout.grpc_sockets() if self._s3_layout else ():
+        for socket in self.s3_layout.grpc_sockets() if self.s3_layout else ():
             socket.unlink(missing_ok=True)
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -261,8 +261,8 @@ class LocalCluster:
             for process in (*self._stopped, *self._processes)
             if (members := process.group_members())
         ]
-        if self._s3_layout is not None:
-            found += [f"file {path}" for path in self._s3_layout.grpc_sockets() if path.exists()]
+        if self.s3_layout is not None:
+            found += [f"file {path}" for path in self.s3_layout.grpc_sockets() if path.exists()]
         if self.real_node is not None:
             found += self.real_node.leftovers()
         return found
@@ -525,7 +525,7 @@ class LocalCluster:
 
     def _start_s3(self) -> None:
         layout = new_layout(self.workdir / "s3", self.api_host)
-        self._s3_layout = layout
+        self.s3_layout = layout
         credentials = new_credentials(layout.endpoint)
         config = s3store.prepare(layout.root, credentials)
         weed = self._spawn("seaweedfs", weed_argv(self.binaries["weed"], layout, config))

@@ -113,17 +113,24 @@ class ManagedProcess:
         return processes_in_group(self._proc.pid)
 
 
-def processes_in_group(pgid: int) -> list[int]:
-    members = []
+def pids_where(test: Callable[[Path], bool]) -> list[int]:
+    """PIDs of this machine's processes whose /proc folder passes ``test`` (a process that
+    exits while it is read is left out)."""
+    pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
+        with contextlib.suppress(OSError):
+            if test(proc):
+                pids.append(int(proc.name))
+    return pids
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    def member(proc: Path) -> bool:
+        stat = (proc / "stat").read_text()
         # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
         state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            members.append(int(proc.name))
-    return members
+        return int(pgrp) == pgid and state != "Z"
+
+    return pids_where(member)

@@ -39,7 +39,7 @@ from .node_config import (
     to_toml,
 )
 from .pki import CertificateAuthority, CertPair
-from .processes import ClusterStartError, ManagedProcess, free_port
+from .processes import ClusterStartError, ManagedProcess, free_port, pids_where
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,7 @@ def _remove_kube_chains() -> None:
 def other_kubelets() -> list[int]:
     """PIDs of kubelets running on this machine (after a node's own kubelet has stopped: those
     of other nodes, whose chains and cgroups must stay)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (proc / "comm").read_text().strip() == "kubelet":
-                pids.append(int(proc.name))
-    return pids
+    return pids_where(lambda proc: (proc / "comm").read_text().strip() == "kubelet")
 
 
 def _remove_cgroups(name: str) -> None:
@@ -523,8 +516,8 @@ class RealNode:
             for name, process in self._processes.items()
             if (members := process.group_members())
         ]
-        if self._shim_pids():
-            found.append(f"containerd shims (pids {self._shim_pids()})")
+        if shims := self._shim_pids():
+            found.append(f"containerd shims (pids {shims})")
         found += [f"mount {target}" for target in self._mounts()]
         if Path("/sys/class/net", self.layout.bridge).exists():
             found.append(f"network interface {self.layout.bridge}")
@@ -563,17 +556,7 @@ class RealNode:
     def _shim_pids(self) -> list[int]:
         """Shims outlive containerd by design; ours name our socket on their command line."""
         socket = str(self.layout.containerd_socket).encode()
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(socket in arg for arg in argv):
-                pids.append(int(proc.name))
-        return pids
+        return pids_where(lambda proc: socket in (proc / "cmdline").read_bytes())
 
     def _kill_shims(self) -> None:
         for pid in self._shim_pids():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -28,11 +28,8 @@ class S3Credentials:
 
     endpoint: str
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     region: str = "eu-west-par"
-
-    def __repr__(self) -> str:  # dataclass' repr would print the secret
-        return f"S3Credentials(endpoint={self.endpoint!r}, access_key={self.access_key!r})"
 
 
 @dataclass(frozen=True)
