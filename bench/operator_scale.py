@@ -130,7 +130,10 @@ def policy(namespace: str) -> dict[str, Any]:
         "metadata": {"name": f"bench-{namespace}"},
         "spec": {
             "allowedRegions": ["eu-west-par", "eu-central-fra"],
-            "allowedStorage": [{"scheme": "s3", "host": "eu-*"}],
+            "storageEndpoints": [
+                {"name": "scw-par", "url": "https://s3.fr-par.scw.cloud", "region": "eu-west-par"}
+            ],
+            "allowedStorage": [{"scheme": "s3", "host": "eu-*", "endpoint": "scw-par"}],
             "allowedModelSources": [{"scheme": "hf", "host": "sovereign-ai-test"}],
             "allowedRegistries": ["registry.eu-west-par.example.eu"],
             "namespaceSelector": {"matchLabels": {"sovereign-ai.eu/bench": namespace}},

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -29,10 +28,17 @@ from secrets_audit import record as audit_record
 from sovereign_operator.builders.podtemplate import IMAGE_UID  # must write the claim's folder
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
+    LOCAL_S3,
     MLFLOW_PORT,
+    S3_SECRET,
     host_path_claim,
+    local_places,
+    make_bucket,
     mlflow_server,
     mlflow_tracking_uri,
+    objects,
+    s3_secret,
+    upload,
 )
 from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
 from sovereign_operator.images.references import RUNTIME_IMAGE
@@ -54,6 +60,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 REGION = "eu-west-par"
 CLAIM = "shared"
+BUCKET = "eu-e2e-data"
+ARTIFACTS_BUCKET = "eu-e2e-mlflow"
 TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
 
 
@@ -61,8 +69,14 @@ TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
 def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
     """MLflow in the cluster and the operator as a pod, set up to use it; yields the tracking
     URI. Small head and submitter requests: the node has two cores for everything."""
+    store = node_cluster.s3_credentials
+    assert store is not None, "the e2e cluster runs its S3 store"
     node_cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
-    for manifest in mlflow_server(SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION]):
+    make_bucket(store, ARTIFACTS_BUCKET)
+    node_cluster.apply(s3_secret(SYSTEM_NAMESPACE, store))
+    for manifest in mlflow_server(
+        SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION], artifacts=(store, ARTIFACTS_BUCKET)
+    ):
         node_cluster.apply(manifest)
     tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
     install_operator(
@@ -74,6 +88,7 @@ def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
             "reconcileIntervalSeconds": 2,
             "startupDeadlineSeconds": 900,
         },
+        policy=local_places(store, SYSTEM_NAMESPACE, REGION),
     )
 
     def mlflow_ready() -> bool:
@@ -98,13 +113,14 @@ def shared_claim(
     tmp_path = tmp_path_factory.mktemp("shared-claim")
     folder = tmp_path / "claim"
     create_tiny_model(folder / "models" / "tiny")
-    (folder / "data").mkdir()
-    shutil.copy(REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl",
-                folder / "data" / "train.jsonl")  # fmt: skip
+    assert node_cluster.s3_credentials is not None
+    upload(node_cluster.s3_credentials, BUCKET, "data/train.jsonl",
+           REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl")  # fmt: skip
     for path in (folder, *folder.rglob("*")):
         os.chown(path, IMAGE_UID, IMAGE_UID)
     os.chmod(tmp_path, 0o755)
     node_cluster.kubectl("create", "namespace", namespace)
+    node_cluster.apply(s3_secret(namespace, node_cluster.s3_credentials))
     assert node_cluster.real_node is not None
     for manifest in host_path_claim(CLAIM, namespace, str(folder), node_cluster.real_node.name):
         node_cluster.apply(manifest)
@@ -181,6 +197,8 @@ def training_run(
             JOB,
             namespace,
             claim=CLAIM,
+            bucket=BUCKET,
+            secret=S3_SECRET,
             region=REGION,
             registered_model_name="tiny-kuberay",
             experiment_name="e2e-kuberay",
@@ -229,7 +247,6 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     shared_claim: tuple[str, Path],
     training_run: dict[str, Any],
 ) -> None:
-    _, folder = shared_claim
     name = JOB
     seen = training_run
     progress = seen["status"]["progress"]
@@ -264,10 +281,22 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     assert final["phase"] == "Succeeded", json.dumps(final, indent=2)
     mlflow = final["mlflow"]
     assert final["fineTunedModel"] == f"models:/tiny-kuberay/{mlflow['modelVersion']}"
-    assert final["outputUri"] == f"pvc://{CLAIM}/output/{name}"
-    # The adapter, written by rank 0 on the claim that every pod mounts.
-    output = folder / "output" / name
-    assert (output / "adapter_config.json").is_file(), sorted(p.name for p in folder.rglob("*"))
+    assert final["outputUri"] == f"s3://{BUCKET}/output/{name}"
+    # The dataset came from the cluster's S3 store, and the adapter went back to it: each URI
+    # resolved to the policy's endpoint, and the pods were given exactly that one.
+    store = node_cluster.s3_credentials
+    assert store is not None
+    places = {p["field"]: p for p in final["storage"]}
+    for field in ("spec.dataset.trainingUri", "spec.output.uri"):
+        assert (places[field]["endpoint"], places[field]["url"]) == (LOCAL_S3, store.endpoint)
+        assert places[field]["region"] == REGION
+    assert places["SOVAI_MLFLOW_TRACKING_URI"]["endpoint"] == "mlflow"
+    written = objects(store, BUCKET, f"output/{name}/")
+    assert f"output/{name}/adapter_config.json" in written, written
+    # MLflow keeps the registered model's files in the store too (its artifact destination).
+    assert any(
+        key.endswith("adapter_config.json") for key in objects(store, ARTIFACTS_BUCKET, "")
+    ), objects(store, ARTIFACTS_BUCKET, "")
 
     # MLflow, asked directly: the run finished, and the version is registered from it.
     run = mlflow_get(
@@ -324,6 +353,11 @@ def test_the_jobs_adapter_serves_from_a_pod_on_the_real_node(
     assert final["modelDigest"].startswith("sha256:"), final
     assert final["baseModelDigest"].startswith("sha256:"), final
     assert final["modelDigest"] != final["baseModelDigest"]
+    # fetch-model checked the adapter's provenance: its MLflow version names the job, and the
+    # files hash to the digest the trainer recorded in the job's status.
+    assert final["modelDigest"] == training_run["final"]["mlflow"]["modelDigest"]
+    verified = next(c for c in final["conditions"] if c["type"] == "ModelVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "Verified"), verified
     [placed] = final["placement"]
     assert node_cluster.real_node is not None
     assert (placed["node"], placed["region"]) == (node_cluster.real_node.name, REGION)

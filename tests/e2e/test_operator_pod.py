@@ -6,13 +6,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import yaml
 
 from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.samples import cpu_lora_job
 
 from .kube_helpers import (
     FULLNAME,
-    REPO_ROOT,
     SYSTEM_NAMESPACE,
     get,
     install_operator,
@@ -30,12 +29,24 @@ def test_chart_runs_the_operator_as_a_pod(node_cluster: LocalCluster) -> None:
     assert pod["spec"]["nodeName"] == node_cluster.real_node.name
     assert pod["spec"]["serviceAccountName"] == FULLNAME
 
-    # The operator in the pod reconciles a job: validated against the chart's default policy,
-    # its RayJob created suspended (so no trainer pod is started here).
+    # The operator in the pod reconciles a job: validated against the chart's default policy
+    # (which allows claims, not object stores it cannot know: the job's data is moved to a
+    # claim here), its NetworkPolicy and RayJob created, the RayJob suspended (so no trainer
+    # pod is started here).
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     node_cluster.kubectl("create", "namespace", namespace)
-    job = yaml.safe_load((REPO_ROOT / "examples" / "finetunejob-lora.yaml").read_text())
-    job["metadata"]["namespace"] = namespace
+    job = cpu_lora_job(
+        "lora",
+        namespace,
+        claim="data",
+        bucket="eu-unused",
+        secret="unused",
+        region="eu-west-par",
+        registered_model_name="lora",
+        experiment_name="e2e",
+    )
+    job["spec"]["dataset"] = {"trainingUri": "pvc://data/train.jsonl", "format": "chat"}
+    del job["spec"]["output"]
     job["spec"]["suspend"] = True
     node_cluster.apply(job)
     name = job["metadata"]["name"]
@@ -50,6 +61,7 @@ def test_chart_runs_the_operator_as_a_pod(node_cluster: LocalCluster) -> None:
     residency = {c["type"]: c for c in status["conditions"]}["ResidencyVerified"]
     assert residency["status"] == "True"
     assert "eu-only" in residency["message"]
+    assert get(node_cluster, "networkpolicy", f"{name}-egress", "-n", namespace)
     logs = node_cluster.kubectl("logs", f"deployment/{FULLNAME}", "-n", SYSTEM_NAMESPACE).stdout
     assert "Forbidden" not in logs
     node_cluster.kubectl("delete", "namespace", namespace, "--wait=false")

@@ -176,7 +176,13 @@ def policy_for(namespace: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "regionLabel": "topology.kubernetes.io/region",
         "allowedRegions": EU_REGIONS,
-        "allowedStorage": [{"scheme": "s3", "host": "eu-*"}, {"scheme": "file", "host": "*"}],
+        "storageEndpoints": [
+            {"name": "scw-par", "url": "https://s3.fr-par.scw.cloud", "region": "eu-west-par"}
+        ],
+        "allowedStorage": [
+            {"scheme": "s3", "host": "eu-*", "endpoint": "scw-par"},
+            {"scheme": "file", "host": "*"},
+        ],
         "allowedModelSources": [
             {"scheme": "hf", "host": "sovereign-ai-test"},
             {"scheme": "file", "host": "*"},

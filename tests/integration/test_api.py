@@ -342,6 +342,24 @@ def expr(key: str, operator: str, *values: str) -> dict[str, Any]:
     return {"matchExpressions": [requirement]}
 
 
+def only_in(spec: dict[str, Any], region: str) -> dict[str, Any]:
+    """The sample policy cut down to one region: its places, lists and Ray clusters elsewhere
+    go (the policy's CEL rules refuse an endpoint or cluster outside allowedRegions)."""
+    endpoints = [e for e in spec["storageEndpoints"] if e["region"] == region]
+    kept = {e["name"] for e in endpoints}
+
+    def patterns(key: str) -> list[dict[str, Any]]:
+        return [p for p in spec[key] if p.get("endpoint") in (None, *kept)]
+
+    return spec | {
+        "allowedRegions": [region],
+        "storageEndpoints": endpoints,
+        "allowedStorage": patterns("allowedStorage"),
+        "allowedModelSources": patterns("allowedModelSources"),
+        "rayClusters": [c for c in spec["rayClusters"] if c["region"] == region],
+    }
+
+
 @pytest.mark.parametrize(
     ("selector", "labels"),
     [
@@ -368,8 +386,7 @@ def test_namespace_selector_decides_which_policies_apply(
     selects_namespace says it does."""
     label_namespace(api, namespace, labels)
     name = f"fra-{uuid.uuid4().hex[:6]}"
-    spec = SAMPLE_SPEC | {"allowedRegions": ["eu-central-fra"], "namespaceSelector": selector}
-    spec.pop("rayClusters")  # its cluster is in Paris, which this policy does not allow
+    spec = only_in(SAMPLE_SPEC, "eu-central-fra") | {"namespaceSelector": selector}
     policy(name, spec)
     wait_for(lambda: policy_ref_probe_denied(api, namespace, name), f"admission to see {name}")
 
@@ -412,7 +429,10 @@ def test_host_patterns_match_like_the_operator(
     label_namespace(api, namespace, {"patterns": "on"})
     name = f"patterns-{uuid.uuid4().hex[:6]}"
     spec = SAMPLE_SPEC | {
-        "allowedStorage": [{"scheme": "s3", "host": "*-par"}, {"scheme": "s3", "host": "eu-exact"}],
+        "allowedStorage": [
+            {"scheme": "s3", "host": "*-par", "endpoint": "scw-par"},
+            {"scheme": "s3", "host": "eu-exact", "endpoint": "scw-par"},
+        ],
         "namespaceSelector": {"matchLabels": {"patterns": "on"}},
     }
     policy(name, spec)
@@ -445,11 +465,9 @@ def test_metadata_updates_are_not_rejudged(
     """A policy tightened after creation blocks spec changes, not finalizers or labels."""
     create(api, ftj("old", placement={"regions": ["eu-west-par"]}), namespace)
     label_namespace(api, namespace, {"tightened": "yes"})
-    spec = SAMPLE_SPEC | {
-        "allowedRegions": ["eu-central-fra"],
-        "namespaceSelector": {"matchLabels": {"tightened": "yes"}},
+    spec = only_in(SAMPLE_SPEC, "eu-central-fra") | {
+        "namespaceSelector": {"matchLabels": {"tightened": "yes"}}
     }
-    spec.pop("rayClusters")
     policy("tightened", spec)
     wait_for(lambda: policy_ref_probe_denied(api, namespace, "tightened"), "admission to see it")
 

@@ -87,6 +87,11 @@ def test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes(
         '"regions": [\n      "eu-central-fra",\n      "eu-west-par"\n    ]'
         in configmap["data"]["job.json"]
     )
+    # The pods' egress NetworkPolicy, made before the RayJob: no pod of the job runs without it.
+    netpol = get_json(crds, "networkpolicy", "pinned-egress", "-n", namespace)
+    assert netpol["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert netpol["spec"]["podSelector"] == {"matchLabels": {"sovereign-ai.eu/job-uid": uid}}
+    assert netpol["metadata"]["creationTimestamp"] <= rayjob["metadata"]["creationTimestamp"]
 
     # Head, 3 workers and then the submitter (created once the cluster is ready) all bind.
     def bound_pods() -> list[dict[str, Any]] | None:
@@ -280,6 +285,7 @@ def test_delete_cleans_up_children_and_removes_the_finalizer(
     )
     wait_for(lambda: not rayjobs(crds, namespace), 60, "the RayJob to be deleted")
     assert get_json(crds, "configmap", "gone-config", "-n", namespace) is None
+    assert get_json(crds, "networkpolicy", "gone-egress", "-n", namespace) is None
 
 
 def test_unschedulable_job_fails_after_its_startup_deadline(
@@ -341,6 +347,7 @@ def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
         uid = job["metadata"]["uid"]
         assert len(owned(crds, "rayjobs.ray.io", namespace, uid)) == 1
         assert len(owned(crds, "configmaps", namespace, uid)) == 1
+        assert len(owned(crds, "networkpolicies", namespace, uid)) == 1
     assert len(rayjobs(crds, namespace)) == 4
 
 

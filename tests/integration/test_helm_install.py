@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sovereign_operator.devcluster import LocalCluster
 
@@ -61,7 +62,11 @@ def test_install_apply_examples_upgrade_uninstall_keeps_crds(
     fresh: LocalCluster, tmp_path: Path
 ) -> None:
     # -- install ---------------------------------------------------------------------------
-    result = install(fresh, RELEASE, NAMESPACE, {}, upgrade=False)
+    # The chart's default policy declares no object store and no Ray cluster (it cannot know
+    # them): a platform engineer declares theirs in the values, here the sample policy's.
+    sample = yaml.safe_load((EXAMPLES / "sovereigntypolicy-eu.yaml").read_text())
+    places = {"sovereigntyPolicy": {"spec": sample["spec"]}}
+    result = install(fresh, RELEASE, NAMESPACE, places, upgrade=False)
     assert "kubectl get sovereigntypolicy eu-only" in result.stdout  # NOTES.txt
     crds = {c["metadata"]["name"]: c for c in get_json(fresh, "crd")["items"]}
     for name in KEPT_CRDS:
@@ -87,7 +92,8 @@ def test_install_apply_examples_upgrade_uninstall_keeps_crds(
     )
     process.env.pop("SOVAI_NAMESPACES")  # the chart's default: the whole cluster
     with process:
-        # A new user's next step: the examples, with no other step (the policy came with it).
+        # A new user's next step: the examples, with no other step (the policy came with the
+        # chart; the sample policy among the examples is the same one).
         applied = fresh.kubectl("apply", "-n", "demo", "-f", str(EXAMPLES))
         assert "finetunejob.sovereign-ai.eu/support-assistant-lora created" in applied.stdout
         wait_for(

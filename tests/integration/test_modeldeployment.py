@@ -208,6 +208,8 @@ def test_unsucceeded_finetunejob_blocks_serving_then_ready_on_eu_nodes_driving_f
     assert {k: c["status"] for k, c in cond.items()} == {
         "ModelResolved": "True",
         "ResidencyVerified": "True",
+        # No init container runs on kwok nodes: nothing was fetched, so nothing verified.
+        "ModelVerified": "Unknown",
         "Progressing": "False",
         "Ready": "True",
     }

@@ -25,6 +25,7 @@ from .operator_process import (
     conditions,
     events,
     finetunejob,
+    policy_for,
     setup_namespace,
     wait_phase,
 )
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl"
 MODEL_NAME = "tiny-llama-on-ray"
+REGION_LABEL = "topology.kubernetes.io/region"
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayHead]:
-    """A real Ray head with its dashboard, token authentication on, stopped by process group."""
-    with LocalRayHead(tmp_path_factory.mktemp("ray-head")) as head:
+    """A real Ray head with its dashboard, token authentication on, stopped by process group.
+    Its node says it is in eu-west-par (a Ray node label), as a provider's nodes would."""
+    with LocalRayHead(
+        tmp_path_factory.mktemp("ray-head"), labels={REGION_LABEL: "eu-west-par"}
+    ) as head:
         yield head
 
 
@@ -73,11 +78,19 @@ def operator(
         namespace,
         rayClusters=[
             {
-                "name": "local-eu",
+                "name": name,
                 "address": ray_head.address,
-                "region": "eu-west-par",
+                "region": region,
                 "authTokenSecretRef": {"namespace": namespace, "name": "ray-token", "key": "token"},
             }
+            # The same head declared a second time, in Frankfurt: the policy says so, the
+            # node says otherwise.
+            for name, region in (("local-eu", "eu-west-par"), ("said-fra", "eu-central-fra"))
+        ],
+        # The operator's tracking server is a place the policy must declare.
+        storageEndpoints=[
+            *policy_for(namespace)["spec"]["storageEndpoints"],
+            {"name": "mlflow", "url": mlflow.tracking_uri, "region": "eu-west-par"},
         ],
     )
     # The local Ray head runs jobs as this machine's processes, with this interpreter.
@@ -101,7 +114,9 @@ def ray_job(ray_head: LocalRayHead, submission_id: str) -> dict[str, object]:
     return info
 
 
-def cpu_job(name: str, namespace: str, model: Path, training_uri: str) -> dict[str, object]:
+def cpu_job(
+    name: str, namespace: str, model: Path, training_uri: str, cluster: str = "local-eu"
+) -> dict[str, object]:
     return finetunejob(
         name,
         namespace,
@@ -118,7 +133,7 @@ def cpu_job(name: str, namespace: str, model: Path, training_uri: str) -> dict[s
             },
         },
         resources={"workers": 1, "gpusPerWorker": 0, "cpu": "1", "memory": "1Gi"},
-        execution={"backend": "rayCluster", "rayClusterRef": "local-eu"},
+        execution={"backend": "rayCluster", "rayClusterRef": cluster},
         tracking={"experimentName": "raycluster-backend", "registeredModelName": MODEL_NAME},
     )
 
@@ -146,6 +161,7 @@ def test_raycluster_backend_runs_a_real_job_to_success(
     assert status["progress"]["percentage"] == 100
     assert status["progress"]["step"] == status["progress"]["totalSteps"] > 0
     assert status["progress"]["trainLoss"] > 0
+    # Where the node said it was (its Ray label), not what the operator told it.
     assert [p["region"] for p in status["placement"]] == ["eu-west-par"]
     assert conditions(obj)["Succeeded"]["status"] == "True"
     info = ray_job(ray_head, status["submissionId"])
@@ -198,3 +214,26 @@ def test_raycluster_backend_reports_a_failed_job(
     assert "dataset.trainingUri" in failed["message"], failed["message"]
     assert obj["status"]["error"]["code"] == "RayJobFailed"
     assert any(e["type"] == "Warning" for e in events(crds, namespace, "broken"))
+
+
+def test_a_node_outside_the_jobs_regions_trains_nothing(
+    crds: LocalCluster,
+    namespace: str,
+    operator: OperatorProcess,
+    ray_head: LocalRayHead,
+    tiny_model: Path,
+) -> None:
+    """The policy declares this cluster in Frankfurt; its node says Paris. Before, the operator
+    told the trainer the region from the policy, and the job succeeded with "eu-central-fra"
+    as its placement evidence."""
+    crds.apply(cpu_job("said-fra", namespace, tiny_model, SAMPLE_DATA.as_uri(), "said-fra"))
+    obj = wait_phase(crds, namespace, "said-fra", "Failed", timeout=300, log=operator.log_tail)
+    assert obj["status"]["regions"] == ["eu-central-fra"]
+    failed = conditions(obj)["Failed"]
+    assert failed["reason"] == "RayJobFailed"
+    refusal = (
+        "is in eu-west-par (its topology.kubernetes.io/region label), outside the allowed "
+        "regions [eu-central-fra]"
+    )
+    assert refusal in failed["message"], failed["message"]
+    assert "fineTunedModel" not in obj["status"]

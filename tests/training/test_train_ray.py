@@ -9,6 +9,7 @@ number of workers). A LoRA job loses a worker mid-run and must resume from its l
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ LINEAGE_TAGS = {
     "sovai.artifact_kind",
     "sovai.hyperparameters",
     "sovai.model_digest",
+    "sovai.compute.wall_seconds",
+    "sovai.compute.cpu_core_hours",
+    "sovai.compute.training_flops",
+    "sovai.compute.flops_method",
+    "sovai.compute.energy_method",
 }
 
 
@@ -134,6 +140,17 @@ def test_registered_version_has_lineage_and_model_card(
     assert tags["sovai.method"] == "full"
     assert int(tags["sovai.tokens_trained"]) == result["tokensTrained"] > 0
     assert float(tags["sovai.gpu_hours"]) == 0.0  # CPU workers
+    compute = result["compute"]
+    # Wall time covers more than the steps: data and model loading, evaluation, checkpoints.
+    assert compute["wallSeconds"] > result["trainSeconds"] > 0
+    assert float(tags["sovai.compute.wall_seconds"]) == compute["wallSeconds"]
+    # Ray gives each 1-CPU worker one compute thread.
+    assert compute["cpuCoreHours"] == pytest.approx(compute["wallSeconds"] * 2 / 3600, abs=1e-6)
+    assert compute["tokens"] == result["tokensTrained"]
+    assert compute["trainingFlops"] == compute["flopsPerToken"] * result["tokensTrained"] > 0
+    assert compute["energyKwh"] is None
+    assert "sovai.compute.energy_kwh" not in tags
+    assert compute["baseComputeRatio"] is None  # the tiny model declares no training compute
     assert result["nodes"] == [{"node": NODE_NAME, "region": NODE_REGION}]
 
     local = Path(
@@ -147,6 +164,9 @@ def test_registered_version_has_lineage_and_model_card(
     assert "team-a/eu-dp-chat" in card
     assert file_sha256(small_datasets["train"]) in card
     assert f"{NODE_NAME} ({NODE_REGION})" in card
+    assert "## Compute and energy" in card
+    assert f"- Wall time: {compute['wallSeconds']} s" in card
+    assert "- Energy: not estimated for CPU workers" in card
     assert model_digest(local) == tags["sovai.model_digest"]
     # output.uri holds the same model as the registry.
     assert model_digest(Path(job["output"]["uri"])) == tags["sovai.model_digest"]
@@ -201,11 +221,15 @@ def test_single_process_matches_ray_and_prints_progress(
         "modelName",
         "modelVersion",
         "modelUri",
+        "modelDigest",
         "outputUri",
         "tokensTrained",
         "gpuHours",
         "nodes",
+        "compute",
     }
+    # The operator records the digest the trainer computed; the serving fetch is held to it.
+    assert result["modelDigest"].startswith("sha256:")
     assert result["tokensTrained"] == full_run["result"]["tokensTrained"]
     ray_losses = _losses(MlflowClient(full_run["tracking"]), full_run["result"]["runId"])
     local_losses = _losses(MlflowClient(tracking), result["runId"])
@@ -246,10 +270,17 @@ def test_killed_worker_resumes_lora_from_checkpoint(
     marker = tmp_path / "crashed"
     monkeypatch.setenv("SOVAI_TEST_CRASH_MARKER", str(marker))
 
-    result = run_job(parse_config(job), use_ray=True, work_dir=str(tmp_path / "work"))
+    cfg = parse_config(job)
+    started = time.time()
+    result = run_job(cfg, use_ray=True, work_dir=str(tmp_path / "work"))
+    elapsed = time.time() - started
 
     assert marker.exists(), "the worker was never killed"
     assert result["resumedFromStep"] == 2
+    # The wall time counts the lost worker group's time once: from the driver's start, not
+    # from the checkpoint resumed from, and not twice.
+    wall = result["compute"]["wallSeconds"]
+    assert marker.stat().st_mtime - started - 0.5 <= wall <= elapsed
     client = MlflowClient(tracking, registry_uri=tracking)
     run = client.get_run(result["runId"])
     assert run.data.tags["sovai.resumed_from_step"] == "2"

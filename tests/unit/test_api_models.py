@@ -89,6 +89,7 @@ def test_minimal_policy_gets_every_default() -> None:
         "allowedRegions": ["eu-west-par"],
         "allowedStorage": [],
         "allowedModelSources": [],
+        "storageEndpoints": [],
         "allowedRegistries": [],
         "egress": {"allowedCIDRs": []},
         "rayClusters": [],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -123,6 +124,7 @@ ENV = [
     },
     {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"},
     {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}},
+    {"name": "SOVAI_S3_ROUTES", "value": '{"modelSources":[],"storage":[]}'},
 ]
 VOLUMES = [
     {
@@ -332,14 +334,48 @@ def test_every_pod_template_is_pinned_to_the_allowed_regions() -> None:
         assert template["spec"]["tolerations"] == SPEC_TOLERATIONS
 
 
-def test_secret_without_key_is_referenced_whole_never_inlined() -> None:
+def test_a_secret_gives_the_pods_its_credentials_and_nothing_else() -> None:
+    """Not envFrom: an AWS_ENDPOINT_URL (any case) or a proxy in the Secret would reach boto3 in
+    the workers and send the data to a place the policy never checked."""
     spec = make_spec(dataset={"trainingUri": "s3://eu-data/t.jsonl", "secretRef": {"name": "s3"}})
     head = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
         "rayClusterSpec"
     ]["headGroupSpec"]
     container = head["template"]["spec"]["containers"][0]
-    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
-    assert all("value" not in e or e["name"] not in ("HF_TOKEN",) for e in container["env"])
+    assert "envFrom" not in container
+    from_secret = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+        and e["valueFrom"]["secretKeyRef"]["name"] == "s3"
+    }
+    assert from_secret == {
+        key: {"name": "s3", "key": key, "optional": True}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    }  # HF_TOKEN: the base model's keyed reference came first
+    assert all("value" not in e or e["name"] != "HF_TOKEN" for e in container["env"])
+
+
+def test_the_pods_get_the_policys_s3_routes_last() -> None:
+    """After everything else, so that no earlier variable of the same name stands in for it."""
+    routes = '{"modelSources":[],"storage":[{"buckets":"eu-*","endpoint":"s3-par"}]}'
+    residency = replace(RESIDENCY, s3_routes=routes)
+    spec = make_spec()
+    head = build_rayjob(spec, OWNER, CFG, residency, config_sha256=DIGEST)["spec"][
+        "rayClusterSpec"
+    ]["headGroupSpec"]
+    env = head["template"]["spec"]["containers"][0]["env"]
+    assert env[-1] == {"name": "SOVAI_S3_ROUTES", "value": routes}
+    assert "HF_ENDPOINT" not in {e["name"] for e in env}
+    mirrored = replace(residency, hub_mirror="https://hf.mirror.eu")
+    head = build_rayjob(spec, OWNER, CFG, mirrored, config_sha256=DIGEST)["spec"]["rayClusterSpec"][
+        "headGroupSpec"
+    ]
+    env = head["template"]["spec"]["containers"][0]["env"]
+    assert env[-2:] == [
+        {"name": "HF_ENDPOINT", "value": "https://hf.mirror.eu"},
+        {"name": "SOVAI_S3_ROUTES", "value": routes},
+    ]
 
 
 def test_suspend_maps_to_rayjob_suspend_and_changes_the_hash() -> None:
@@ -444,7 +480,7 @@ def test_job_config_follows_the_contract() -> None:
         "tracking": {"experimentName": "team-a/ft", "registeredModelName": "tiny-llama-gdpr"},
         "output": {"uri": "s3://eu-models/out"},
         "checkpointing": {"everySteps": 200, "keep": 2, "maxFailures": 2},
-        "placement": {"regions": ["eu-west-par", "eu-central-fra"]},
+        "placement": {"regions": ["eu-west-par", "eu-central-fra"], "policyName": "eu-only"},
     }
 
 

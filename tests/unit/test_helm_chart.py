@@ -334,8 +334,69 @@ def test_default_policy_is_valid_and_a_hook() -> None:
     assert policy["metadata"]["name"] == VALUES["config"]["defaultPolicy"]
     assert policy["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     SovereigntyPolicySpec.model_validate(policy["spec"])
-    example = yaml.safe_load((REPO_ROOT / "examples" / "sovereigntypolicy-eu.yaml").read_text())
-    assert policy["spec"] == example["spec"]  # `kubectl apply -f examples/` agrees with it
+
+
+def unsafe(spec: dict[str, Any]) -> list[str]:
+    """What a policy allows that a user must have written down: node paths, a Ray cluster
+    reached over plain HTTP, an s3 entry that names no declared endpoint."""
+    declared = {e["name"] for e in spec.get("storageEndpoints", [])}
+    found = []
+    for list_name in ("allowedStorage", "allowedModelSources"):
+        for entry in spec.get(list_name, []):
+            if entry["scheme"] == "file":
+                found.append(f"{list_name}: file://{entry['host']}")
+            if entry["scheme"] == "s3" and entry.get("endpoint") not in declared:
+                found.append(f"{list_name}: s3://{entry['host']} at no declared endpoint")
+    for cluster in spec.get("rayClusters", []):
+        if not cluster["address"].startswith("https://"):
+            found.append(f"rayClusters: {cluster['address']}")
+    return found
+
+
+# What values.yaml held before the safe defaults: the check finds each of its problems.
+OLD_DEFAULT = {
+    "allowedRegions": ["eu-west-par"],
+    "allowedStorage": [{"scheme": "s3", "host": "eu-*"}, {"scheme": "file", "host": "*"}],
+    "rayClusters": [
+        {"name": "shared-eu", "address": "http://ray-head.ray-system.svc:8265", "region": "x"}
+    ],
+}
+# The override docs/helm.md shows: an object store written down, in a region added for it.
+DECLARED_S3 = {
+    "allowedRegions": ["eu-west-par", "eu-central-fra", "eu-west-gra"],
+    "storageEndpoints": [
+        {
+            "name": "ovh-gra",
+            "url": "https://s3.gra.io.cloud.ovh.net",
+            "region": "eu-west-gra",
+            "cidrs": ["203.0.113.0/24"],
+        }
+    ],
+    "allowedStorage": [
+        {"scheme": "pvc", "host": "*"},
+        {"scheme": "s3", "host": "eu-*", "endpoint": "ovh-gra"},
+    ],
+}
+
+
+def test_default_policy_allows_no_node_path_plain_http_ray_or_undeclared_store() -> None:
+    spec = one(template(), "SovereigntyPolicy")["spec"]
+    assert unsafe(spec) == []
+    assert spec["storageEndpoints"] == []
+    assert spec["rayClusters"] == []
+    assert unsafe(OLD_DEFAULT) == [
+        "allowedStorage: s3://eu-* at no declared endpoint",
+        "allowedStorage: file://*",
+        "rayClusters: http://ray-head.ray-system.svc:8265",
+    ]
+
+
+def test_a_declared_object_store_is_written_down_in_values() -> None:
+    values = {"sovereigntyPolicy": {**VALUES["sovereigntyPolicy"], "spec": DECLARED_S3}}
+    spec = one(template(values), "SovereigntyPolicy")["spec"]
+    assert unsafe(spec) == []
+    parsed = SovereigntyPolicySpec.model_validate(spec)
+    assert [p.endpoint for p in parsed.allowed_storage] == [None, "ovh-gra"]
 
 
 def test_default_policy_under_argocd_is_a_wave() -> None:

@@ -27,6 +27,7 @@ from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec
 from sovereign_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
+from sovereign_operator.builders.network import build_job_network_policy
 from sovereign_operator.builders.rayjob import build_rayjob
 from sovereign_operator.builders.serving import ServedModel, ServingConfig, build_deployment
 from sovereign_operator.builders.serving_children import (
@@ -131,7 +132,8 @@ def serving(md: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
 
 
 def rayjob_pods(namespace: str) -> list[dict[str, Any]]:
-    """The pod templates of a FineTuneJob named ft's RayJob, as the objects KubeRay makes."""
+    """The pod templates of a FineTuneJob named ft's RayJob, as the objects KubeRay makes, and
+    the NetworkPolicy the operator gives them."""
     spec = FineTuneJobSpec.model_validate(
         {
             "baseModel": {"uri": "hf://mistralai/tiny", "secretRef": {"name": "hf"}},
@@ -163,6 +165,7 @@ def rayjob_pods(namespace: str) -> list[dict[str, Any]]:
             "spec": {"backoffLimit": 0, "template": rayjob["submitterPodTemplate"]},
         }
     )
+    objects.append(build_job_network_policy(owner, POLICY))
     return objects
 
 

@@ -9,15 +9,21 @@ from typing import Any
 
 import pytest
 
-from sovereign_operator.api.v1alpha1.common import PodPlacement
+from sovereign_operator.api.v1alpha1.common import ErrorInfo, PodPlacement, StoragePlace
 from sovereign_operator.api.v1alpha1.finetunejob import BaseModelSource
-from sovereign_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from sovereign_operator.api.v1alpha1.modeldeployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
+from sovereign_operator.builders.serving import Provenance
 from sovereign_operator.handlers.finetunejob_status import Validation
 from sovereign_operator.handlers.modeldeployment_observe import (
     DeploymentFacts,
+    FetchRecord,
     blocker_reason,
     deployment_facts,
+    fetch_record,
     fetched_digest,
 )
 from sovereign_operator.handlers.modeldeployment_resolve import Resolution, resolve_model
@@ -160,6 +166,13 @@ def test_validate_binds_the_policy_and_intersects_regions() -> None:
         allowed_regions=("eu-central-fra", "eu-west-par"),
         requested_regions=("eu-west-par",),
         regions=("eu-west-par",),
+        places=(
+            StoragePlace(
+                field="spec.model.fineTuneJobRef",
+                uri=URI,
+                note="the trainer's default MLflow store (no tracking URI set)",
+            ),
+        ),
     )
 
 
@@ -300,39 +313,47 @@ UNSCHEDULABLE = ("pod p is unschedulable: 0/7 nodes are available",)
         (
             observed(validation=BAD_SPEC, resolution=None, deployment=None),
             "Failed",
-            ("Unknown", "Unknown", "False", "False"),
+            ("Unknown", "Unknown", "Unknown", "False", "False"),
         ),
-        (observed(validation=FAILED_POLICY), "Failed", ("True", "False", "False", "False")),
+        (
+            observed(validation=FAILED_POLICY),
+            "Failed",
+            ("True", "False", "Unknown", "False", "False"),
+        ),
         (
             observed(resolution=WAITING, deployment=None),
             "Pending",
-            ("False", "True", "False", "False"),
+            ("False", "True", "Unknown", "False", "False"),
         ),
         (
             observed(resolution=JOB_FAILED, deployment=None),
             "Failed",
-            ("False", "True", "False", "False"),
+            ("False", "True", "Unknown", "False", "False"),
         ),
         (
             observed(suspend=True, deployment=facts(0, 0)),
             "Suspended",
-            ("True", "True", "False", "False"),
+            ("True", "True", "Unknown", "False", "False"),
         ),
-        (observed(deployment=None), "Deploying", ("True", "True", "True", "False")),
+        (observed(deployment=None), "Deploying", ("True", "True", "Unknown", "True", "False")),
         (
             observed(deployment=facts(ready=0, complete=False)),
             "Deploying",
-            ("True", "True", "True", "False"),
+            ("True", "True", "Unknown", "True", "False"),
         ),
         (
             observed(
                 deployment=facts(ready=0, complete=False, exceeded=True), blockers=UNSCHEDULABLE
             ),
             "Degraded",
-            ("True", "True", "False", "False"),
+            ("True", "True", "Unknown", "False", "False"),
         ),
-        (observed(), "Ready", ("True", "True", "False", "True")),
-        (observed(deployment=facts(ready=1)), "Degraded", ("True", "True", "False", "False")),
+        (observed(), "Ready", ("True", "True", "Unknown", "False", "True")),
+        (
+            observed(deployment=facts(ready=1)),
+            "Degraded",
+            ("True", "True", "Unknown", "False", "False"),
+        ),
     ],
 )
 def test_phase_and_conditions_come_from_the_same_facts(
@@ -343,6 +364,7 @@ def test_phase_and_conditions_come_from_the_same_facts(
     assert [c.type for c in status.conditions] == [
         "ModelResolved",
         "ResidencyVerified",
+        "ModelVerified",
         "Progressing",
         "Ready",
     ]
@@ -352,7 +374,7 @@ def test_phase_and_conditions_come_from_the_same_facts(
 
 def test_degraded_takes_its_reason_from_pod_status() -> None:
     obs = observed(deployment=facts(ready=0, complete=False, exceeded=True), blockers=UNSCHEDULABLE)
-    ready = compute_status(obs, None, T0).conditions[3]
+    ready = compute_status(obs, None, T0).conditions[4]
     assert ready.reason == "Unschedulable"
     assert ready.message == (
         "the rollout made no progress within its deadline (0/2 replicas ready): "
@@ -401,6 +423,7 @@ def test_transition_time_moves_only_when_a_condition_changes() -> None:
     assert times == {
         "ModelResolved": T0,
         "ResidencyVerified": T0,
+        "ModelVerified": T0,
         "Progressing": later,
         "Ready": later,
     }
@@ -431,3 +454,187 @@ def test_digest_is_kept_while_the_model_is_the_same_and_dropped_when_it_changes(
     assert compute_status(observed(), first, T0).model_digest == "sha256:ab"
     other = Resolution("models:/chat/4", "UriGiven", "")
     assert compute_status(observed(resolution=other), first, T0).model_digest is None
+
+
+JOB_UID = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
+JOB_DIGEST = "sha256:" + "ab" * 32
+TAMPERED = "sha256:" + "cd" * 32
+PROVENANCE = Provenance(job_uid=JOB_UID, digest=JOB_DIGEST)
+FROM_JOB = Resolution(URI, "FineTuneJobSucceeded", "ok", provenance=PROVENANCE)
+GIVEN = Resolution(URI, "UriGiven", "spec.model.uri: serving models:/chat/3")
+REFUSAL = {
+    "uri": URI,
+    "reason": "DigestMismatch",
+    "error": f"{URI}: the digest of what was fetched into /models/model is {TAMPERED}; "
+    f"expected {JOB_DIGEST}",
+    "expected": JOB_DIGEST,
+    "actual": TAMPERED,
+}
+VERIFIED = {"uri": URI, "fingerprint": JOB_DIGEST, "digest": JOB_DIGEST}
+
+
+def test_a_fine_tune_jobs_model_must_prove_the_jobs_uid_and_recorded_digest() -> None:
+    job = ftj("Succeeded")
+    job["metadata"]["uid"] = JOB_UID
+    assert resolve_model(ref_spec(), "team-a", job).provenance == Provenance(JOB_UID, None)
+    job["status"]["mlflow"] = {"modelUri": URI, "modelDigest": JOB_DIGEST}
+    assert resolve_model(ref_spec(), "team-a", job).provenance == PROVENANCE
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": URI}})
+    assert resolve_model(spec, "team-a", None).provenance is None
+
+
+def init_status(
+    name: str, state: dict[str, Any], last: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"name": name, "state": state}
+    if last is not None:
+        status["lastState"] = last
+    return {"status": {"initContainerStatuses": [status]}}
+
+
+def ended(code: int, record: dict[str, Any]) -> dict[str, Any]:
+    return {"terminated": {"exitCode": code, "message": json.dumps(record)}}
+
+
+CRASH_LOOP = {"waiting": {"reason": "CrashLoopBackOff"}}
+
+
+@pytest.mark.parametrize(
+    ("pod", "record"),
+    [
+        # Refused just now, or refused before and waiting to retry: the refusal counts.
+        (
+            init_status("fetch-model", ended(3, REFUSAL)),
+            FetchRecord(URI, reason="DigestMismatch", error=REFUSAL["error"]),
+        ),
+        (
+            init_status("fetch-model", CRASH_LOOP, ended(3, REFUSAL)),
+            FetchRecord(URI, reason="DigestMismatch", error=REFUSAL["error"]),
+        ),
+        # A later try that succeeded makes the refusal history.
+        (
+            init_status(
+                "fetch-model",
+                ended(0, VERIFIED | {"expectedDigest": JOB_DIGEST, "jobUid": JOB_UID}),
+                ended(3, REFUSAL),
+            ),
+            FetchRecord(URI, digest=JOB_DIGEST, expected_digest=JOB_DIGEST, job_uid=JOB_UID),
+        ),
+        (init_status("fetch-model", ended(0, VERIFIED)), FetchRecord(URI, digest=JOB_DIGEST)),
+        (init_status("fetch-model", ended(3, REFUSAL | {"uri": "models:/other/1"})), None),
+        (init_status("fetch-base-model", ended(3, REFUSAL)), None),
+    ],
+)
+def test_fetch_record_reads_a_refusal_from_the_init_containers_termination_message(
+    pod: dict[str, Any], record: FetchRecord | None
+) -> None:
+    assert fetch_record([pod], URI) == record
+
+
+def test_one_refusing_pod_is_enough() -> None:
+    pods = [
+        init_status("fetch-model", ended(0, VERIFIED)),
+        init_status("fetch-model", CRASH_LOOP, ended(3, REFUSAL)),
+    ]
+    found = fetch_record(pods, URI)
+    assert found is not None
+    assert found.reason == "DigestMismatch"
+    assert fetched_digest(pods, URI) == JOB_DIGEST  # what the other pod serves
+
+
+def conditions_of(status: ModelDeploymentStatus) -> dict[str, tuple[str, str, str]]:
+    return {c.type: (c.status.value, c.reason, c.message) for c in status.conditions}
+
+
+def test_a_tampered_model_is_refused_and_the_deployment_says_why() -> None:
+    refused = FetchRecord(URI, reason="DigestMismatch", error=REFUSAL["error"])
+    obs = observed(
+        resolution=FROM_JOB,
+        deployment=facts(ready=0, complete=False),
+        blockers=("pod p container fetch-model: CrashLoopBackOff: ",),
+        fetch=refused,
+    )
+    status = compute_status(obs, None, T0)
+    message = f"init container fetch-model refused {URI}: {REFUSAL['error']}"
+    assert TAMPERED in message
+    assert JOB_DIGEST in message
+    cond = conditions_of(status)
+    assert cond["ModelVerified"] == ("False", "DigestMismatch", message)
+    assert cond["Ready"] == ("False", "DigestMismatch", message)
+    assert cond["Progressing"][0] == "False"
+    assert status.phase.value == "Failed"
+    assert status.error == ErrorInfo(
+        code="DigestMismatch", message=message, field="spec.model.fineTuneJobRef"
+    )
+
+
+def test_a_verified_model_is_ready_with_model_verified_true() -> None:
+    checked = FetchRecord(URI, digest=JOB_DIGEST, expected_digest=JOB_DIGEST, job_uid=JOB_UID)
+    obs = observed(resolution=FROM_JOB, fetched_digest=JOB_DIGEST, fetch=checked)
+    status = compute_status(obs, None, T0)
+    assert status.phase.value == "Ready"
+    assert conditions_of(status)["ModelVerified"] == (
+        "True",
+        "Verified",
+        f"{URI}: its MLflow version names the FineTuneJob's uid {JOB_UID}; the fetched files "
+        f"have the digest its trainer recorded ({JOB_DIGEST})",
+    )
+    # Pods come and go: the verdict stays for the same model until a pod says otherwise.
+    later = compute_status(observed(resolution=FROM_JOB), status, T0)
+    assert conditions_of(later)["ModelVerified"][:2] == ("True", "Verified")
+
+
+def test_the_operator_also_compares_the_fetched_digest_with_the_jobs_record() -> None:
+    # A pod whose fetch did not check (e.g. from a template before the job recorded it).
+    obs = observed(resolution=FROM_JOB, fetched_digest=TAMPERED, fetch=FetchRecord(URI, TAMPERED))
+    status = compute_status(obs, None, T0)
+    assert status.phase.value == "Failed"
+    assert conditions_of(status)["ModelVerified"] == (
+        "False",
+        "DigestMismatch",
+        f"{URI}: the pods fetched digest {TAMPERED}; the FineTuneJob's trainer recorded "
+        f"{JOB_DIGEST}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fetch", "verdict"),
+    [
+        (FetchRecord(URI, JOB_DIGEST, expected_digest=JOB_DIGEST), ("True", "DigestVerified")),
+        (FetchRecord(URI, JOB_DIGEST), ("Unknown", "NoExpectation")),
+    ],
+)
+def test_a_given_uri_is_verified_only_against_its_versions_digest_tag(
+    fetch: FetchRecord, verdict: tuple[str, str]
+) -> None:
+    status = compute_status(
+        observed(resolution=GIVEN, fetched_digest=JOB_DIGEST, fetch=fetch), None, T0
+    )
+    assert status.phase.value == "Ready"
+    assert conditions_of(status)["ModelVerified"][:2] == verdict
+
+
+def test_a_refused_base_names_the_base_field() -> None:
+    base = BaseModelSource(uri="models:/base/2")
+    on_base = replace(GIVEN, base=base)
+    refused = FetchRecord("models:/base/2", reason="ProvenanceMismatch", error="tag differs")
+    status = compute_status(observed(resolution=on_base, base_fetch=refused), None, T0)
+    assert status.error is not None
+    assert (status.error.code, status.error.field) == ("ProvenanceMismatch", "spec.model.baseModel")
+    assert conditions_of(status)["ModelVerified"] == (
+        "False",
+        "ProvenanceMismatch",
+        "init container fetch-base-model refused models:/base/2: tag differs",
+    )
+
+
+def test_a_fetch_that_did_not_check_the_jobs_uid_does_not_verify_it() -> None:
+    unchecked = FetchRecord(URI, JOB_DIGEST)  # a pod of a template from before the gate
+    obs = observed(resolution=FROM_JOB, fetched_digest=JOB_DIGEST, fetch=unchecked)
+    status = compute_status(obs, None, T0)
+    assert status.phase.value == "Ready"
+    assert conditions_of(status)["ModelVerified"] == (
+        "Unknown",
+        "NotVerified",
+        f"{URI}: fetched {JOB_DIGEST} without checking its provenance",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from sovereign_operator.api.v1alpha1 import (
     SovereigntyPolicySpec,
 )
 from sovereign_operator.api.v1alpha1.common import Placement
-from sovereign_operator.api.v1alpha1.sovereigntypolicy import UriPattern
+from sovereign_operator.api.v1alpha1.sovereigntypolicy import StorageEndpoint, UriPattern, UriScheme
 from sovereign_operator.policy import (
     Violation,
     check_finetunejob,
@@ -25,6 +26,13 @@ from sovereign_operator.policy import (
     uri_allowed,
     uri_host,
 )
+from sovereign_operator.policy.places import (
+    Platform,
+    hub_mirror,
+    routes_document,
+    tracking_endpoint,
+)
+from sovereign_operator.policy.residency import finetunejob_places
 from sovereign_operator.policy.uris import host_matches
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -170,8 +178,9 @@ def test_violation_is_exact() -> None:
         Violation(
             field="spec.dataset.trainingUri",
             message="spec.dataset.trainingUri: s3://us-data/train.jsonl is not in "
-            "allowedStorage of SovereigntyPolicy eu-only; allowed: s3://eu-*, pvc://*, file://*",
-            allowed=("s3://eu-*", "pvc://*", "file://*"),
+            "allowedStorage of SovereigntyPolicy eu-only; allowed: s3://eu-* at scw-par, "
+            "s3://fra-* at ovh-de, pvc://*, file://*",
+            allowed=("s3://eu-* at scw-par", "s3://fra-* at ovh-de", "pvc://*", "file://*"),
         ),
     ]
 
@@ -250,3 +259,113 @@ def test_operator_says_what_admission_says(path: Path) -> None:
     expect = next(line for line in text.splitlines() if line.startswith("# expect: "))[10:]
     violations = check_example(yaml.safe_load(text))
     assert any(expect in v.message for v in violations), [v.message for v in violations]
+
+
+# -- places: where each URI goes ---------------------------------------------------------------
+
+TRACKING = "http://mlflow.mlflow.svc:5000"
+
+
+def job(**spec: Any) -> FineTuneJobSpec:
+    base = {"baseModel": {"uri": "s3://eu-models/tiny"}, "dataset": {"trainingUri": "pvc://d/t"}}
+    return FineTuneJobSpec.model_validate(base | spec)
+
+
+def test_each_uri_resolves_to_the_endpoint_its_pattern_names() -> None:
+    spec = job(
+        dataset={"trainingUri": "s3://eu-data/train.jsonl"}, output={"uri": "s3://fra-out/m"}
+    )
+    platform = Platform(mlflow_tracking_uri=TRACKING)
+    assert check_finetunejob(spec, EU, "eu-only", platform=platform) == []
+    places = [p.describe() for p in finetunejob_places(spec, EU, platform)]
+    assert places == [
+        "spec.baseModel.uri: s3://eu-models/tiny -> scw-par (https://s3.fr-par.scw.cloud, "
+        "eu-west-par)",
+        "spec.dataset.trainingUri: s3://eu-data/train.jsonl -> scw-par "
+        "(https://s3.fr-par.scw.cloud, eu-west-par)",
+        "spec.output.uri: s3://fra-out/m -> ovh-de (https://s3.de.io.cloud.ovh.net, "
+        "eu-central-fra)",
+        f"SOVAI_MLFLOW_TRACKING_URI: {TRACKING} -> mlflow ({TRACKING}, eu-west-par)",
+    ]
+
+
+def test_an_undeclared_tracking_server_is_refused_naming_the_setting() -> None:
+    platform = Platform(mlflow_tracking_uri="https://mlflow.us.example.com")
+    violations = check_finetunejob(job(), EU, "eu-only", platform=platform)
+    assert [v.field for v in violations] == ["SOVAI_MLFLOW_TRACKING_URI"]
+    assert violations[0].message.startswith(
+        "SOVAI_MLFLOW_TRACKING_URI: https://mlflow.us.example.com is not declared in "
+        "storageEndpoints of SovereigntyPolicy eu-only"
+    )
+    assert "declared endpoints: scw-par (https://s3.fr-par.scw.cloud)" in violations[0].message
+
+
+@pytest.mark.parametrize(
+    ("url", "declared"),
+    [
+        (TRACKING, True),
+        (TRACKING + "/", True),
+        (TRACKING + "/api", True),
+        ("http://mlflow.mlflow.svc:5001", False),
+        ("https://mlflow.mlflow.svc:5000", False),
+        ("http://evil@mlflow.mlflow.svc:5000", False),
+        ("http://mlflow.mlflow.svc.evil.example:5000", False),
+    ],
+)
+def test_tracking_urls_match_scheme_host_port_and_path(url: str, declared: bool) -> None:
+    assert (tracking_endpoint(url, EU) is not None) is declared
+
+
+def test_models_uris_resolve_to_the_tracking_server() -> None:
+    platform = Platform(mlflow_tracking_uri=TRACKING)
+    spec = job(baseModel={"uri": "models:/chat/3"})
+    place = finetunejob_places(spec, EU, platform)[0]
+    assert (place.field, place.endpoint and place.endpoint.name) == ("spec.baseModel.uri", "mlflow")
+
+
+def test_hf_needs_a_mirror_when_the_hub_is_online() -> None:
+    spec = job(baseModel={"uri": "hf://mistralai/tiny"})
+    assert check_finetunejob(spec, EU, "eu-only") == []
+    online = check_finetunejob(spec, EU, "eu-only", platform=Platform(hf_hub_offline=False))
+    assert [v.field for v in online] == ["spec.baseModel.uri"]
+    assert "names no mirror endpoint" in online[0].message
+
+
+def test_an_s3_pattern_without_endpoint_resolves_nowhere() -> None:
+    """The CRD refuses such a policy; one stored before that rule is refused here."""
+    legacy = EU.model_copy(
+        update={"allowed_storage": [UriPattern.model_construct(scheme=UriScheme.S3, host="*")]}
+    )
+    violations = check_finetunejob(job(dataset={"trainingUri": "s3://eu-data/t"}), legacy, "old")
+    assert [v.field for v in violations] == ["spec.dataset.trainingUri"]
+    assert "names no endpoint (an s3 entry must say where its buckets live)" in (
+        violations[0].message
+    )
+
+
+def test_routes_carry_each_lists_s3_entries_in_order() -> None:
+    document = json.loads(routes_document(EU))
+    assert [r["buckets"] + "@" + r["endpoint"] for r in document["storage"]] == [
+        "eu-*@scw-par",
+        "fra-*@ovh-de",
+    ]
+    assert [r["url"] for r in document["modelSources"]] == ["https://s3.fr-par.scw.cloud"]
+
+
+def test_an_online_hub_goes_to_the_declared_mirror() -> None:
+    mirrored = EU.model_copy(
+        update={
+            "storage_endpoints": [
+                *EU.storage_endpoints,
+                StorageEndpoint(name="hf-eu", url="https://hf.mirror.eu", region="eu-west-par"),
+            ],
+            "allowed_model_sources": [
+                UriPattern(scheme=UriScheme.HF, host="mistralai", endpoint="hf-eu")
+            ],
+        }
+    )
+    online = Platform(hf_hub_offline=False)
+    spec = job(baseModel={"uri": "hf://mistralai/tiny"})
+    assert check_finetunejob(spec, mirrored, "eu-only", platform=online) == []
+    places = [p.evidence() for p in finetunejob_places(spec, mirrored, online)]
+    assert hub_mirror(places) == "https://hf.mirror.eu"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from sovereign_operator.builders.serving_children import (
     build_service,
     service_url,
 )
+from sovereign_operator.handlers.modeldeployment_resolve import resolve_model
 
 OWNER = Owner(name="chat", namespace="team-a", uid="uid-1", kind="ModelDeployment")
 RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par", "eu-central-fra"))
@@ -171,6 +175,7 @@ def test_vllm_deployment_on_gpus_is_pinned_to_allowed_regions_and_gpu_type() -> 
                                     "name": "SOVAI_NODE_REGION",
                                     "valueFrom": {"fieldRef": {"fieldPath": REGION_FIELD}},
                                 },
+                                {"name": "SOVAI_S3_ROUTES", "value": NO_ROUTES},
                             ],
                             "resources": {
                                 "requests": {"cpu": "8", "memory": "64Gi"},
@@ -295,6 +300,9 @@ BASE = BaseModelSource.model_validate(
 ADAPTER = ServedModel("pvc://adapters/chat/1", BASE, adapter_rank=24)
 
 
+NO_ROUTES = '{"modelSources":[],"storage":[]}'
+
+
 def env_of(container: dict[str, Any]) -> dict[str, str | None]:
     return {e["name"]: e.get("value") for e in container["env"]}
 
@@ -312,6 +320,7 @@ def test_vllm_serves_an_unmerged_adapter_as_a_lora_module_on_its_fetched_base() 
         "SOVAI_NODE_NAME": None,
         "SOVAI_NODE_REGION": None,
         "HF_TOKEN": None,
+        "SOVAI_S3_ROUTES": NO_ROUTES,
     }
     # The base's hub token reaches only the container that fetches the base, by reference.
     token = {"secretKeyRef": {"name": "hub", "key": "HF_TOKEN"}}
@@ -527,3 +536,118 @@ def test_network_policy_denies_egress_but_dns_and_policy_cidrs(
             "egress": egress,
         },
     }
+
+
+JOB_UID = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
+JOB_DIGEST = "sha256:" + "ab" * 32
+SUCCEEDED_JOB: dict[str, Any] = {
+    "metadata": {"name": "ft", "uid": JOB_UID},
+    "spec": {
+        "baseModel": {"uri": "hf://mistralai/Mistral-7B-v0.3"},
+        "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
+        "method": {"type": "full"},
+    },
+    "status": {
+        "phase": "Succeeded",
+        "conditions": [{"type": "ResidencyVerified", "status": "True"}],
+        "fineTunedModel": URI,
+        "mlflow": {"modelUri": URI, "modelDigest": JOB_DIGEST},
+    },
+}
+
+
+def fetch_env(md: ModelDeploymentSpec, job: dict[str, Any] | None) -> dict[str, str | None]:
+    resolution = resolve_model(md, "team-a", job)
+    assert resolution.uri is not None
+    model = ServedModel(
+        resolution.uri, resolution.base, resolution.adapter_rank, resolution.provenance
+    )
+    [fetch] = build_deployment(md, OWNER, RESIDENCY, model, BUILD, CFG)["spec"]["template"]["spec"][
+        "initContainers"
+    ]
+    return env_of(fetch)
+
+
+def test_a_fine_tune_jobs_model_is_fetched_with_the_jobs_uid_and_recorded_digest() -> None:
+    md = ModelDeploymentSpec.model_validate({"model": {"fineTuneJobRef": {"name": "ft"}}})
+    env = fetch_env(md, SUCCEEDED_JOB)
+    assert (env["SOVAI_EXPECT_DIGEST"], env["SOVAI_EXPECT_JOB_UID"]) == (JOB_DIGEST, JOB_UID)
+    # A job that recorded no digest (older trainer) is still held to its uid.
+    older = {**SUCCEEDED_JOB, "status": {**SUCCEEDED_JOB["status"], "mlflow": {}}}
+    env = fetch_env(md, older)
+    assert "SOVAI_EXPECT_DIGEST" not in env
+    assert env["SOVAI_EXPECT_JOB_UID"] == JOB_UID
+
+
+def test_a_given_uri_is_fetched_without_expectations() -> None:
+    env = fetch_env(spec(), None)
+    assert not [name for name in env if name.startswith("SOVAI_EXPECT_")]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, []),
+        (
+            {"SOVAI_EXPECT_DIGEST": JOB_DIGEST, "SOVAI_EXPECT_JOB_UID": JOB_UID},
+            ["--expect-digest", JOB_DIGEST, "--expect-job-uid", JOB_UID],
+        ),
+        # Whatever the values hold, each stays one argument: nothing is spliced into the script.
+        ({"SOVAI_EXPECT_JOB_UID": "a b; rm -rf /"}, ["--expect-job-uid", "a b; rm -rf /"]),
+    ],
+)
+def test_the_fetch_script_passes_the_expectations_as_arguments(
+    env: dict[str, str], expected: list[str], tmp_path: Path
+) -> None:
+    """The init container's script, run by a real sh with a `python` that prints its argv."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    base = {"SOVAI_MODEL_URI": URI, "SOVAI_MODEL_DIR": "/models/model"}
+    run = subprocess.run(
+        ["/bin/sh", "-c", FETCH_SCRIPT],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", **base, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    argv = run.stdout.splitlines()
+    assert argv == [
+        "-m",
+        "sovereign_training",
+        "fetch",
+        "--uri",
+        URI,
+        "--dest",
+        "/models/model",
+        *expected,
+        "--termination-log",
+        "/dev/termination-log",
+    ]
+
+
+def test_an_s3_model_is_fetched_with_the_secrets_credentials_at_the_declared_endpoint() -> None:
+    """The fetch gets the Secret's credential keys by reference and the policy's S3 routes;
+    the server container gets neither."""
+    routes = '{"modelSources":[{"buckets":"eu-*","endpoint":"s3-par"}],"storage":[]}'
+    served = spec(
+        runtime="transformers",
+        resources={"gpusPerReplica": 0, "cpu": "2", "memory": "8Gi"},
+        model={"uri": "s3://eu-models/chat", "secretRef": {"name": "store-keys"}},
+    )
+    residency = replace(RESIDENCY, s3_routes=routes)
+    pod = build_deployment(served, OWNER, residency, ServedModel("s3://eu-models/chat"), BUILD, CFG)
+    [fetch] = pod["spec"]["template"]["spec"]["initContainers"]
+    by_secret = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in fetch["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert by_secret == {
+        key: {"name": "store-keys", "key": key, "optional": True}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
+    }
+    assert "envFrom" not in fetch
+    assert fetch["env"][-1] == {"name": "SOVAI_S3_ROUTES", "value": routes}
+    [server] = pod["spec"]["template"]["spec"]["containers"]
+    assert not [e for e in server["env"] if "valueFrom" in e or e["name"] == "SOVAI_S3_ROUTES"]

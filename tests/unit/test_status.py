@@ -181,6 +181,7 @@ def test_success_records_result_and_completion() -> None:
         "modelVersion": 3,
         "modelUri": "models:/tiny-ft/3",
         "outputUri": "s3://eu/out",
+        "modelDigest": "sha256:" + "ab" * 32,
     }
     end = T0 + timedelta(minutes=5)
     status = compute_status(
@@ -196,7 +197,115 @@ def test_success_records_result_and_completion() -> None:
         "modelName": "tiny-ft",
         "modelVersion": "3",
         "modelUri": "models:/tiny-ft/3",
+        # What a ModelDeployment serving this job expects its fetched model to hash to.
+        "modelDigest": "sha256:" + "ab" * 32,
     }
+
+
+def _compute_result(training_flops: float, base: float | None) -> dict[str, Any]:
+    """The trainer's result["compute"] (accounting.account), with the keys status ignores."""
+    return {
+        "compute": {
+            "wallSeconds": 7200.0,
+            "workers": 2,
+            "gpusPerWorker": 8,
+            "gpuModel": "NVIDIA H100 80GB HBM3",
+            "gpuHours": 32.0,
+            "cpuThreadsPerWorker": None,
+            "cpuCoreHours": None,
+            "tokens": 1_000_000,
+            "flopsPerToken": training_flops / 1_000_000,
+            "trainingFlops": training_flops,
+            "flopsMethod": "FLOPs per token x tokens trained",
+            "energyKwh": 22.4,
+            "energyMethod": "GPU-hours x 700 W",
+            "pue": None,
+            "baseModelTrainingFlops": base,
+            "baseModelTrainingFlopsSource": "baseModel.trainingFlops" if base else None,
+            "baseComputeRatio": training_flops / base if base else None,
+            "exceedsOneThird": 3 * training_flops > base if base else None,
+        }
+    }
+
+
+def test_success_records_compute_figures() -> None:
+    status = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, result=_compute_result(6e21, 6e22)), None, T0
+    )
+    assert status.compute is not None
+    assert status.compute.to_json_dict() == {
+        "gpuHours": 32.0,
+        "wallSeconds": 7200.0,
+        "tokens": 1_000_000,
+        "trainingFlops": 6e21,
+        "energyKwh": 22.4,
+        "energyMethod": "GPU-hours x 700 W",
+        "baseModelTrainingFlops": 6e22,
+        "baseComputeRatio": 0.1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("base", "status_value", "reason", "message"),
+    [
+        (
+            1e22,
+            "True",
+            "MoreThanOneThird",
+            "the fine-tune used 6e+21 FLOP, 0.6 of the base model's 1e+22 FLOP: more than one "
+            "third, so under the Commission's guidelines on general-purpose AI models whoever "
+            "made this modification is the provider of the modified model, with the provider's "
+            "obligations (AI Act Art. 53, Annex XI)",
+        ),
+        (
+            1.8e22,  # exactly a third is not more than a third
+            "False",
+            "AtMostOneThird",
+            "the fine-tune used 6e+21 FLOP, 0.333 of the base model's 1.8e+22 FLOP: not more "
+            "than one third",
+        ),
+        (
+            6e22,
+            "False",
+            "AtMostOneThird",
+            "the fine-tune used 6e+21 FLOP, 0.1 of the base model's 6e+22 FLOP: not more than "
+            "one third",
+        ),
+    ],
+)
+def test_modification_threshold_condition(
+    base: float, status_value: str, reason: str, message: str
+) -> None:
+    status = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, result=_compute_result(6e21, base)), None, T0
+    )
+    assert [c.type for c in status.conditions] == [*TYPES, "ModificationThresholdExceeded"]
+    condition = conditions_by_type(status)["ModificationThresholdExceeded"]
+    assert (condition.status.value, condition.reason, condition.message) == (
+        status_value,
+        reason,
+        message,
+    )
+    # The finished job keeps it.
+    later = compute_status(SPEC, observed(BackendState.SUCCEEDED), status, T0 + timedelta(hours=1))
+    assert conditions_by_type(later)["ModificationThresholdExceeded"] == condition
+
+
+def test_no_threshold_condition_while_the_base_compute_is_unknown() -> None:
+    status = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, result=_compute_result(6e21, None)), None, T0
+    )
+    assert [c.type for c in status.conditions] == TYPES
+    assert status.compute is not None
+    assert status.compute.base_compute_ratio is None
+    assert status.compute.training_flops == 6e21
+
+
+def test_unreadable_compute_figures_are_left_out() -> None:
+    result = {"compute": {"gpuHours": -1.0, "tokens": "many"}}
+    status = compute_status(SPEC, observed(BackendState.SUCCEEDED, result=result), None, T0)
+    assert status.compute is None
+    assert [c.type for c in status.conditions] == TYPES
 
 
 def test_failure_carries_backend_reason_and_message() -> None:

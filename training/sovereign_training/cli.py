@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ConfigError, load_config
 from .data import DatasetError
@@ -25,12 +26,35 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch(args: argparse.Namespace) -> int:
-    from .fetch import fetch_model
+# fetch's exit status when it refuses a model that is not the one expected.
+FETCH_REFUSED = 3
 
-    result = fetch_model(args.uri, args.dest, revision=args.revision)
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .fetch import FetchRefused, fetch_model
+
+    try:
+        result = fetch_model(
+            args.uri,
+            args.dest,
+            revision=args.revision,
+            expect_digest=args.expect_digest,
+            expect_job_uid=args.expect_job_uid,
+        )
+    except FetchRefused as refused:
+        # The kubelet puts the termination log into the pod status, where the operator reads
+        # why the model was refused.
+        _write_termination_log(args.termination_log, refused.record())
+        print(f"error: {refused.reason}: {refused}", file=sys.stderr, flush=True)
+        return FETCH_REFUSED
+    _write_termination_log(args.termination_log, result.record())
     print(result.line(), flush=True)
     return 0
+
+
+def _write_termination_log(path: str | None, line: str) -> None:
+    if path:
+        Path(path).write_text(line + "\n", encoding="utf-8")
 
 
 def _tiny(args: argparse.Namespace) -> int:
@@ -92,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--uri", required=True)
     fetch.add_argument("--dest", required=True)
     fetch.add_argument("--revision", default=None, help="hub revision for hf:// URIs")
+    fetch.add_argument(
+        "--expect-digest",
+        default=None,
+        help="sha256:... the model must have (the trainer's record); refuse it otherwise",
+    )
+    fetch.add_argument(
+        "--expect-job-uid",
+        default=None,
+        help="the FineTuneJob uid the models:/ version's sovai.job.uid tag must carry",
+    )
+    fetch.add_argument(
+        "--termination-log",
+        default=None,
+        help="write a one-line JSON record here: the digest fetched, or why it was refused",
+    )
     fetch.set_defaults(func=_fetch)
 
     tiny = sub.add_parser("tiny", help="create the tiny random Llama + tokenizer used in tests")

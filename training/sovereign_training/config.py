@@ -42,6 +42,12 @@ class BaseModelSource(_Model):
         "file:///abs/path or a plain local path.",
     )
     revision: str | None = Field(default=None, description="Hub revision (hf:// only).")
+    training_flops: float | None = Field(
+        default=None,
+        gt=0,
+        description="The base model's own training compute in FLOP, where known (from the "
+        "policy's model source); compared with the fine-tune's compute (accounting.py).",
+    )
 
 
 class DatasetFormat(StrEnum):
@@ -123,6 +129,29 @@ class Checkpointing(_Model):
 
 class Placement(_Model):
     regions: list[str] = Field(default_factory=list)
+    policy_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="The SovereigntyPolicy the job runs under (shown in the model card).",
+    )
+
+
+class Energy(_Model):
+    pue: float | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="Power usage effectiveness of the data centre; without it the energy "
+        "estimate is the GPUs' own (accounting.py).",
+    )
+
+
+class Audit(_Model):
+    chain_head: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9:._/+=-]{0,254}$",
+        description="The audit chain's head when the job was submitted (model card).",
+    )
 
 
 class TrainingConfig(_Model):
@@ -137,6 +166,8 @@ class TrainingConfig(_Model):
     output: Output = Field(default_factory=Output)
     checkpointing: Checkpointing
     placement: Placement = Field(default_factory=Placement)
+    energy: Energy = Field(default_factory=Energy)
+    audit: Audit = Field(default_factory=Audit)
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainingConfig:

@@ -5,6 +5,14 @@ sources.py) into DEST and writes DEST/.sovai-digest, a JSON record of the URI, a
 the source and the digest (digest.model_digest) of what it wrote. On the next start, when the
 record's URI and fingerprint match the source and DEST still hashes to the recorded digest,
 nothing is copied again. It prints one line, `SOVAI_FETCH {"uri":..,"digest":..,"skipped":..}`.
+
+It refuses a model that is not the one expected (FetchRefused; the CLI exits 3), whether it was
+just downloaded or found in the folder, so a cache cannot launder a tampered copy:
+- `--expect-digest`: what the trainer recorded; the digest of the folder must equal it.
+- `--expect-job-uid`: the FineTuneJob's uid; the models:/ version's `sovai.job.uid` tag must
+  equal it, and its `sovai.model_digest` tag must equal `--expect-digest` when both are known.
+- Without expectations a models:/ version's own `sovai.model_digest` tag, when it has one, is
+  the digest the folder must have.
 """
 
 from __future__ import annotations
@@ -29,6 +37,29 @@ from .sources import (
 
 RECORD_NAME = ".sovai-digest"
 DIGEST_TAG = "sovai.model_digest"
+JOB_UID_TAG = "sovai.job.uid"  # as tracking.JOB_UID_TAG; not imported, to keep fetch light
+# Why a model is refused; the operator turns them into ModelVerified=False reasons.
+DIGEST_MISMATCH = "DigestMismatch"
+PROVENANCE_MISMATCH = "ProvenanceMismatch"
+
+
+class FetchRefused(Exception):
+    """The model is not the one expected and must not be served."""
+
+    def __init__(self, uri: str, reason: str, message: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.uri, self.reason, self.expected, self.actual = uri, reason, expected, actual
+
+    def record(self) -> str:
+        """One JSON line for the termination log: uri, reason, error, expected, actual."""
+        body = {
+            "uri": self.uri,
+            "reason": self.reason,
+            "error": str(self),
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+        return json.dumps(body, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -37,21 +68,44 @@ class FetchResult:
     dest: Path
     digest: str
     skipped: bool
+    fingerprint: str = ""
+    verified_digest: str | None = None  # the expectation the digest was checked against
+    verified_job_uid: str | None = None  # the job uid the version's tag was checked against
 
     def line(self) -> str:
         body = {"uri": self.uri, "dest": str(self.dest), "digest": self.digest}
         return "SOVAI_FETCH " + json.dumps(body | {"skipped": self.skipped}, separators=(",", ":"))
 
+    def record(self) -> str:
+        """One JSON line for the termination log: the folder's record and what was checked."""
+        body = {"uri": self.uri, "fingerprint": self.fingerprint, "digest": self.digest}
+        if self.verified_digest:
+            body["expectedDigest"] = self.verified_digest
+        if self.verified_job_uid:
+            body["jobUid"] = self.verified_job_uid
+        return json.dumps(body, separators=(",", ":"))
 
-def _mlflow_fingerprint(uri: Uri) -> str:
-    """The version's recorded digest, else its immutable source + run id."""
+
+@dataclass(frozen=True)
+class _Version:
+    """The tags of a models:/ version that fetch reads."""
+
+    fingerprint: str
+    digest_tag: str | None
+    job_uid_tag: str | None
+
+
+def _mlflow_version(uri: Uri) -> _Version:
     from mlflow import MlflowClient
 
     name, _, version = uri.raw.removeprefix("models:/").partition("/")
     if not version or not version.isdigit():
         raise SourceError(f"--uri: expected models:/name/version with a version number: {uri.raw}")
     mv = MlflowClient().get_model_version(name, version)
-    return mv.tags.get(DIGEST_TAG) or f"{mv.source}@{mv.run_id}"
+    tags = mv.tags or {}
+    # The version's recorded digest, else its immutable source + run id.
+    fingerprint = tags.get(DIGEST_TAG) or f"{mv.source}@{mv.run_id}"
+    return _Version(fingerprint, tags.get(DIGEST_TAG), tags.get(JOB_UID_TAG))
 
 
 def source_fingerprint(uri: Uri, revision: str | None) -> str | None:
@@ -60,7 +114,7 @@ def source_fingerprint(uri: Uri, revision: str | None) -> str | None:
     if uri.scheme in ("local", "pvc"):
         return model_digest(uri.location)
     if uri.scheme == "mlflow":
-        return _mlflow_fingerprint(uri)
+        return _mlflow_version(uri).fingerprint
     if uri.scheme == "s3":
         listing = json.dumps(s3_listing(uri), sort_keys=True).encode()
         return "s3-listing:" + hashlib.sha256(listing).hexdigest()
@@ -92,14 +146,85 @@ def _read_record(dest: Path) -> dict[str, str] | None:
     return record if isinstance(record, dict) else None
 
 
-def fetch_model(raw_uri: str, dest: str | Path, revision: str | None = None) -> FetchResult:
-    """Copy the model at `raw_uri` into `dest` unless `dest` already holds it (see module doc)."""
+def _expected_digest(
+    uri: Uri, version: _Version | None, expect_digest: str | None, expect_job_uid: str | None
+) -> str | None:
+    """The digest the folder must have; refuses a version whose tags are not the job's."""
+    raw = uri.raw
+    if version is None:
+        if expect_job_uid:
+            raise FetchRefused(
+                raw,
+                PROVENANCE_MISMATCH,
+                f"{raw}: only a models:/ version carries a FineTuneJob's uid "
+                f"({expect_job_uid}) to check",
+                expect_job_uid,
+                "",
+            )
+        return expect_digest
+    if expect_job_uid and version.job_uid_tag != expect_job_uid:
+        raise FetchRefused(
+            raw,
+            PROVENANCE_MISMATCH,
+            f"{raw}: MLflow tag {JOB_UID_TAG} is {version.job_uid_tag or 'missing'}; "
+            f"expected the FineTuneJob's uid {expect_job_uid}",
+            expect_job_uid,
+            version.job_uid_tag or "",
+        )
+    if expect_digest and version.digest_tag != expect_digest:
+        raise FetchRefused(
+            raw,
+            PROVENANCE_MISMATCH,
+            f"{raw}: MLflow tag {DIGEST_TAG} is {version.digest_tag or 'missing'}; "
+            f"expected the digest the trainer recorded, {expect_digest}",
+            expect_digest,
+            version.digest_tag or "",
+        )
+    return expect_digest or version.digest_tag
+
+
+def fetch_model(
+    raw_uri: str,
+    dest: str | Path,
+    revision: str | None = None,
+    *,
+    expect_digest: str | None = None,
+    expect_job_uid: str | None = None,
+) -> FetchResult:
+    """Copy the model at `raw_uri` into `dest` unless `dest` already holds it, and check it
+    (see module doc). Raises FetchRefused when it is not the model expected."""
     uri = parse_uri(raw_uri, "--uri")
     if uri.scheme == "http":
         raise SourceError(f"--uri: models cannot be fetched from http(s) URLs: {raw_uri!r}")
+    version = _mlflow_version(uri) if uri.scheme == "mlflow" else None
+    # Checked before downloading: a version that is not the job's is never fetched.
+    expected = _expected_digest(uri, version, expect_digest, expect_job_uid)
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = source_fingerprint(uri, revision)
+    fingerprint = version.fingerprint if version else source_fingerprint(uri, revision)
+    result = _fill_dest(uri, revision, out, fingerprint)
+    if expected and result.digest != expected:
+        where = "the copy already in" if result.skipped else "what was fetched into"
+        raise FetchRefused(
+            raw_uri,
+            DIGEST_MISMATCH,
+            f"{raw_uri}: the digest of {where} {out} is {result.digest}; expected {expected}",
+            expected,
+            result.digest,
+        )
+    return FetchResult(
+        raw_uri,
+        out,
+        result.digest,
+        result.skipped,
+        fingerprint or "",
+        verified_digest=expected,
+        verified_job_uid=expect_job_uid or None,
+    )
+
+
+def _fill_dest(uri: Uri, revision: str | None, out: Path, fingerprint: str | None) -> FetchResult:
+    raw_uri = uri.raw
     record = _read_record(out)
     if (
         record is not None

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,12 +23,12 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from . import flops
+from . import accounting, flops
 from .checkpoint import RESULT_FILE, STATE_FILE, load_state, save_state
 from .config import TrainingConfig
 from .data import Blocks, DatasetError, build_blocks, plan_step, read_rows
 from .digest import model_digest
-from .model_card import render_card
+from .model_card import data_entry, render_card
 from .modeling import (
     adapter_precision,
     add_lora,
@@ -40,6 +39,7 @@ from .modeling import (
     param_dtype,
     unwrap,
 )
+from .placement import refuse_outside
 from .progress import emit, progress_line
 from .serve.mlflow_pyfunc import add_pyfunc_flavor
 from .sources import (
@@ -82,6 +82,8 @@ class JobContext:
     crash_rank: int = 0
     crash_marker: str | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
+    # time.time() when the driver started: the start of the job's wall time (accounting.py).
+    started_at: float | None = None
 
     @property
     def config(self) -> TrainingConfig:
@@ -147,13 +149,6 @@ class LocalRuntime:
 
     def settle(self) -> None:
         """Checkpoints are written synchronously; nothing to wait for."""
-
-
-def _node_identity() -> dict[str, str]:
-    return {
-        "node": os.environ.get("SOVAI_NODE_NAME") or socket.gethostname(),
-        "region": os.environ.get("SOVAI_NODE_REGION") or "unknown",
-    }
 
 
 def _gather(obj: Any, world_size: int) -> list[Any]:
@@ -292,6 +287,10 @@ def lineage_tags(
         "sovai.artifact_kind": artifact_kind,
         "sovai.hyperparameters": hp.model_dump_json(by_alias=True),
     }
+    if cfg.placement.policy_name:
+        tags["sovai.policy.name"] = cfg.placement.policy_name
+    if cfg.audit.chain_head:
+        tags["sovai.audit.chain_head"] = cfg.audit.chain_head
     if cfg.method.lora:
         tags["sovai.lora"] = cfg.method.lora.model_dump_json(by_alias=True)
     return tags
@@ -374,6 +373,9 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     hp = cfg.method.hyperparameters
     rank, world = rt.rank, rt.world_size
     device = rt.device
+    driver_start = ctx.started_at if ctx.started_at is not None else time.time()
+    # Before anything is read: a worker on a node outside the allowed regions touches no data.
+    identity = refuse_outside(cfg.placement.regions)
     torch.manual_seed(hp.seed)
 
     base_path = model_dir(cfg.base_model.uri, cfg.base_model.revision)
@@ -425,7 +427,8 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
         rt.report({"step": total, "final": True, "result": finished if rank == 0 else {}}, None)
         return finished if rank == 0 else {}
     start_step = int(counters["step"])
-    nodes = _merge_nodes(counters["nodes"], _gather(_node_identity(), world))
+    nodes = _merge_nodes(counters["nodes"], _gather(identity, world))
+    earlier_wall = accounting.earlier_wall_seconds(counters, driver_start)
 
     logger = (
         RunLogger(ctx.tracking_uri, ctx.run_id)
@@ -559,7 +562,15 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                     },
                 )
         if at_checkpoint and done < total:
-            state = {"step": done, "tokens": tokens, "seconds": seconds, "nodes": nodes}
+            state = {
+                "step": done,
+                "tokens": tokens,
+                "seconds": seconds,
+                "nodes": nodes,
+                "wallSeconds": earlier_wall + time.time() - driver_start,
+                "earlierWallSeconds": earlier_wall,
+                "driverStartedAt": driver_start,
+            }
             ckpt_dir = None
             if rank == 0:
                 ckpt_dir = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="ckpt-"))
@@ -569,31 +580,71 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
         _maybe_crash(ctx, rt, done)
 
-    gpu_hours = seconds * gpus / 3600.0
     result: dict[str, Any] = {}
     if rank == 0:
         summary = {
             "steps": total,
             "tokensTrained": tokens,
-            "gpuHours": round(gpu_hours, 6),
             "trainLoss": train_loss,
             "evalLoss": eval_loss,
         }
         out = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="final-"))
         folder, adapter, kind = _save_final(cfg, model, tokenizer, out)
+        # The wall time ends here: the card and the tags carry it, so the upload and the
+        # registration after them are not counted.
+        base_flops, base_flops_source = accounting.base_training_flops(
+            cfg.base_model.training_flops, base_path
+        )
+        compute = accounting.account(
+            wall_seconds=earlier_wall + time.time() - driver_start,
+            workers=world,
+            gpus_per_worker=cfg.resources.gpus_per_worker,
+            gpu_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            cpu_threads_per_worker=torch.get_num_threads(),
+            tokens=tokens,
+            params=n_params,
+            layers=layers,
+            hidden=hidden,
+            seq=hp.max_seq_length,
+            lora=is_lora,
+            pue=cfg.energy.pue,
+            base_flops=base_flops,
+            base_flops_source=base_flops_source,
+        )
+        gpu_hours = float(compute["gpuHours"])
+        data = [
+            data_entry(
+                "training",
+                cfg.dataset.training_uri,
+                ctx.dataset_sha256["training"],
+                cfg.dataset.format.value,
+                train,
+            )
+        ]
+        if val is not None:
+            data.append(
+                data_entry(
+                    "validation",
+                    cfg.dataset.validation_uri,
+                    ctx.dataset_sha256.get("validation", ""),
+                    cfg.dataset.format.value,
+                    val,
+                )
+            )
         card = render_card(
             cfg,
             base_revision=base_revision,
-            dataset_sha256=ctx.dataset_sha256,
             nodes=nodes,
             metrics=summary,
             run_id=ctx.run_id or "",
             artifact_kind=kind,
+            data=data,
+            compute=compute,
         )
         (folder / "README.md").write_text(card, encoding="utf-8")
         tags = lineage_tags(
             cfg, ctx.dataset_sha256, nodes, tokens, gpu_hours, kind, base_revision=base_revision
-        )
+        ) | accounting.compute_tags(compute)
         # MLflow's pyfunc flavor (mlflow.pyfunc.load_model on models:/NAME/VERSION), written
         # before the digest so that the digest covers every file of the registered folder.
         add_pyfunc_flavor(folder, tags)
@@ -621,13 +672,14 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             "modelUri": f"models:/{name}/{version}" if version else None,
             "outputUri": redact_uri(cfg.output.uri) or None,
             "tokensTrained": tokens,
-            "gpuHours": round(gpu_hours, 6),
+            "gpuHours": gpu_hours,
             "nodes": nodes,
             "modelDigest": digest,
             "localModelDir": str(folder),
             "resumedFromStep": start_step,
             "steps": total,
             "trainSeconds": round(seconds, 3),
+            "compute": compute,
         }
     # The result travels as a small final checkpoint: Ray Train hands the driver the metrics of
     # the latest checkpoint, and a driver restarted after the end finds the result instead of

@@ -28,10 +28,12 @@ RESULT_KEYS = (
     "modelName",
     "modelVersion",
     "modelUri",
+    "modelDigest",
     "outputUri",
     "tokensTrained",
     "gpuHours",
     "nodes",
+    "compute",
 )
 
 

@@ -62,13 +62,16 @@ def _worker_entry(config: dict[str, Any]) -> None:
 
 
 def storage_filesystem(storage: str) -> tuple[str, Any]:
-    """(path, pyarrow filesystem or None) for Ray's storage_path; S3-compatible endpoints come
-    from AWS_ENDPOINT_URL(_S3), which pyarrow does not read by itself."""
+    """(path, pyarrow filesystem or None) for Ray's storage_path. An s3:// one is reached at the
+    endpoint its bucket is declared at (storage.endpoint_url_for), which pyarrow would not
+    find by itself."""
     import os
+
+    from .storage import STORAGE, endpoint_url_for
 
     if not storage.startswith("s3://"):
         return storage, None
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = endpoint_url_for(storage, STORAGE)
     if not endpoint:
         return storage, None
     from pyarrow import fs

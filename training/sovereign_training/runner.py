@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def run_job(
     print_result: bool = True,
 ) -> dict[str, Any]:
     """Train per `cfg`; returns the result (and prints SOVAI_RESULT)."""
+    started_at = time.time()  # the job's wall time starts here (accounting.py)
     shas = verify_datasets(cfg)
     gpus = cfg.resources.gpus_per_worker
     use_ray = ray_available() if use_ray is None else use_ray
@@ -129,6 +131,7 @@ def run_job(
         crash_rank=int(os.environ.get("SOVAI_TEST_CRASH_RANK", "0")),
         crash_marker=os.environ.get("SOVAI_TEST_CRASH_MARKER"),
         extra_tags={"sovai.runtime": "ray" if use_ray else "single-process"},
+        started_at=started_at,
     )
     ok = False
     try:

@@ -6,8 +6,9 @@ Dataset URIs: a local path, file://, pvc://claim/path, s3://bucket/key, https://
 
 pvc://claim/path is the folder <SOVAI_PVC_ROOT>/<claim>/<path>; SOVAI_PVC_ROOT defaults to
 /mnt/pvc, where the operator mounts each PersistentVolumeClaim under its own name.
-S3 works with any S3-compatible store: boto3 reads AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3),
-AWS_REGION and the usual credential variables. Downloads are cached under SOVAI_CACHE_DIR
+S3 works with any S3-compatible store: in the operator's pods each bucket is reached at the
+endpoint the SovereigntyPolicy declares for it (storage.py); boto3 reads the usual credential
+variables. Downloads are cached under SOVAI_CACHE_DIR
 (default ~/.cache/sovereign-ai), one folder per URI, guarded by a file lock so that workers on
 one node download once.
 """
@@ -24,6 +25,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .digest import file_sha256
+from .storage import (
+    MODEL_SOURCES,
+    STORAGE,
+    Role,
+    RouteError,
+    route_mlflow_artifacts,
+    s3_client,
+)
 
 DEFAULT_PVC_ROOT = "/mnt/pvc"
 COMPLETE_MARKER = ".sovai-complete"
@@ -99,12 +108,12 @@ def _cache_dir(kind: str, uri: str, revision: str | None = None) -> Path:
     return cache_root() / kind / key
 
 
-def s3_client() -> Any:
-    """A boto3 S3 client for the endpoint in AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, if set."""
-    import boto3
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return boto3.client("s3", endpoint_url=endpoint or None)
+def _s3(bucket: str, role: Role, field: str = "") -> Any:
+    """The client of ``bucket``'s declared endpoint; an undeclared bucket is a SourceError."""
+    try:
+        return s3_client(bucket, role)
+    except RouteError as error:
+        raise SourceError(f"{field}: {error}" if field else str(error)) from None
 
 
 def _split_s3(location: str) -> tuple[str, str]:
@@ -116,7 +125,7 @@ def s3_listing(uri: Uri) -> list[dict[str, Any]]:
     """Objects under an s3:// prefix: key, size and ETag, sorted by key."""
     bucket, prefix = _split_s3(uri.location)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = s3_client()
+    client = _s3(bucket, MODEL_SOURCES)
     objects: list[dict[str, Any]] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -131,7 +140,7 @@ def download_s3_prefix(uri: Uri, dest: Path) -> None:
     objects = s3_listing(uri)
     if not objects:
         raise SourceError(f"no objects under {uri.raw}")
-    client = s3_client()
+    client = _s3(bucket, MODEL_SOURCES)
     for obj in objects:
         target = dest / obj["key"][len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +151,7 @@ def upload_folder_s3(folder: Path, raw_uri: str) -> None:
     """Upload every file under `folder` to the s3:// prefix `raw_uri`."""
     uri = parse_uri(raw_uri, "output.uri")
     bucket, prefix = _split_s3(uri.location)
-    client = s3_client()
+    client = _s3(bucket, STORAGE, "output.uri")
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         key = "/".join(filter(None, [prefix.rstrip("/"), path.relative_to(folder).as_posix()]))
         client.upload_file(str(path), bucket, key)
@@ -190,7 +199,12 @@ def hf_snapshot(uri: Uri, revision: str | None) -> Path:
 
 def mlflow_download(uri: Uri, dest: Path) -> None:
     import mlflow
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
+    try:
+        route_mlflow_artifacts(ModelsArtifactRepository.get_underlying_uri(uri.raw))  # type: ignore[no-untyped-call]
+    except RouteError as error:
+        raise SourceError(f"{uri.raw}: its artifacts are at {error}") from None
     mlflow.artifacts.download_artifacts(artifact_uri=uri.raw, dst_path=str(dest))
 
 
@@ -244,7 +258,7 @@ def dataset_file(raw: str, field: str) -> Path:
     try:
         if uri.scheme == "s3":
             bucket, key = _split_s3(uri.location)
-            s3_client().download_file(bucket, key, str(tmp))
+            _s3(bucket, STORAGE, field).download_file(bucket, key, str(tmp))
         else:
             _http_download(raw, tmp, field)
         tmp.replace(target)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+from .storage import route_mlflow_artifacts
+
 JOB_UID_TAG = "sovai.job.uid"
 
 
@@ -117,6 +119,7 @@ class RunLogger:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def artifacts(self, folder: Path, artifact_path: str) -> None:
+        route_mlflow_artifacts(self.client.get_run(self.run_id).info.artifact_uri)
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def register(

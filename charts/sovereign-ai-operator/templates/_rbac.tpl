@@ -70,8 +70,9 @@
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [create, get, patch, delete]
-# handlers/modeldeployment.py _ensure_children(): the NetworkPolicy restricting serving egress
-# to the SovereigntyPolicy's allowedCIDRs (ensure) and delete_children().
+# The egress NetworkPolicies (builders/network.py; ensure, then delete): backends/kuberay.py
+# reconcile() and delete() for a FineTuneJob's Ray pods, ensured before the RayJob, and
+# handlers/modeldeployment.py _ensure_children() and delete_children() for the serving pods.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [create, get, patch, delete]

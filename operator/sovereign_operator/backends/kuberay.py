@@ -11,9 +11,10 @@ from typing import Any
 from ..api.v1alpha1.finetunejob import FineTuneJobStatus
 from ..builders.context import SPEC_HASH_ANNOTATION, Owner
 from ..builders.jobconfig import build_job_configmap, config_digest
-from ..builders.names import configmap_name, rayjob_name
-from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob
-from ..k8s.client import CONFIGMAP, RAYJOB, ApiError, Kube
+from ..builders.names import configmap_name, network_policy_name, rayjob_name
+from ..builders.network import build_job_network_policy
+from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob, spec_hash
+from ..k8s.client import CONFIGMAP, NETWORK_POLICY, RAYJOB, ApiError, Kube
 from ..k8s.ensure import ForeignChild, delete_owned, ensure
 from .context import JobContext
 from .logs import last_progress
@@ -101,9 +102,19 @@ def observe_rayjob(
     )
 
 
+def covering(rayjob: dict[str, Any], network_policy: dict[str, Any]) -> dict[str, Any]:
+    """``rayjob`` with a spec-hash annotation that also covers its pods' NetworkPolicy. The
+    policy's CIDRs can change while the RayJob's own spec does not; the NetworkPolicy is then
+    ensured again on the next pass, like any child whose desired hash changed. Pure."""
+    digest = spec_hash({"rayjob": rayjob["spec"], "networkPolicy": network_policy["spec"]})
+    metadata = rayjob["metadata"]
+    annotations = {**metadata.get("annotations", {}), SPEC_HASH_ANNOTATION: digest}
+    return {**rayjob, "metadata": {**metadata, "annotations": annotations}}
+
+
 class KubeRayBackend:
-    """Creates the ConfigMap and RayJob (ensure), reads state from the cached RayJob and pods,
-    and progress and the result from the tail of the submitter pod's log."""
+    """Creates the NetworkPolicy, ConfigMap and RayJob (ensure), reads state from the cached
+    RayJob and pods, and progress and the result from the tail of the submitter pod's log."""
 
     kind = "kuberay"
 
@@ -114,23 +125,27 @@ class KubeRayBackend:
 
     def reconcile(self, ctx: JobContext) -> BackendObservation:
         """Ensure the children as built, then observe them."""
+        network_policy = build_job_network_policy(ctx.owner, ctx.policy)
         configmap = build_job_configmap(ctx.spec, ctx.owner, ctx.hyperparameters, ctx.residency)
-        desired = build_rayjob(
+        rayjob = build_rayjob(
             ctx.spec,
             ctx.owner,
             ctx.build,
             ctx.residency,
             config_sha256=config_digest(configmap),
         )
+        desired = covering(rayjob, network_policy)
         live = ctx.live_rayjob
         wanted_hash = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
         live_hash = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
             SPEC_HASH_ANNOTATION
         )
         if live is None or live_hash != wanted_hash:
-            # The ConfigMap first: the RayJob's pods mount it. Its job.json is in the RayJob's
+            # The NetworkPolicy first, so that no pod of the job ever runs without it; then
+            # the ConfigMap, which the RayJob's pods mount. Its job.json is in the RayJob's
             # hash through the entrypoint, so a change that only touches job.json lands too.
             try:
+                ensure(self.kube, network_policy)
                 ensure(self.kube, configmap)
                 live = ensure(self.kube, desired).obj
             except ForeignChild as conflict:
@@ -190,4 +205,10 @@ class KubeRayBackend:
         only those this job controls."""
         delete_owned(self.kube, RAYJOB, owner.namespace, rayjob_name(owner.name), owner.uid)
         delete_owned(self.kube, CONFIGMAP, owner.namespace, configmap_name(owner.name), owner.uid)
+        # Last, after the RayJob. Its pods may still be in their termination grace period, then
+        # without it; leaving it to the garbage collector would not close that gap, as the
+        # collector removes it as soon as this job is gone.
+        delete_owned(
+            self.kube, NETWORK_POLICY, owner.namespace, network_policy_name(owner.name), owner.uid
+        )
         self._logs_failed.pop(owner.uid, None)

@@ -16,6 +16,7 @@ from ..builders.context import JOB_UID_LABEL, Owner
 from ..builders.jobconfig import build_job_config
 from ..builders.names import submission_id
 from ..k8s.client import SECRET, Kube
+from ..policy.places import EMPTY_ROUTES
 from .context import JobContext
 from .jobsapi import JobsApi
 from .logs import last_progress
@@ -69,6 +70,17 @@ def endpoint_of(policy: SovereigntyPolicySpec, name: str | None) -> RayClusterEn
     raise LookupError(f"Ray cluster {name!r} is not declared by the policy")
 
 
+def nodes_outside(result: dict[str, Any] | None, regions: tuple[str, ...]) -> list[str]:
+    """The nodes a rayCluster job's result reports outside ``regions``, or with no region
+    (the cluster's nodes said nothing of where they are): each as "node N in R"."""
+    nodes = (result or {}).get("nodes") or []
+    return [
+        f"node {n.get('node')} in {n.get('region') or 'unknown'}"
+        for n in nodes
+        if isinstance(n, dict) and n.get("region") not in regions
+    ] + ([] if nodes or result is None else ["the result names no node"])
+
+
 class RayClusterBackend:
     """Runs a FineTuneJob as a Ray job on a declared, existing Ray cluster."""
 
@@ -115,8 +127,14 @@ class RayClusterBackend:
             env = {
                 "SOVAI_JOB_CONFIG": json.dumps(document, sort_keys=True),
                 "HF_HUB_OFFLINE": "1" if self.hf_hub_offline else "0",
-                "SOVAI_NODE_REGION": endpoint.region,
+                # Not the region: the Ray nodes report their own, from the label of this name
+                # they were started with (ray start --labels), and the trainer refuses to run
+                # on a node outside the allowed regions. The policy's word is not evidence.
+                "SOVAI_REGION_LABEL": ctx.residency.region_label,
+                "SOVAI_S3_ROUTES": ctx.residency.s3_routes or EMPTY_ROUTES,
             }
+            if ctx.residency.hub_mirror:
+                env["HF_ENDPOINT"] = ctx.residency.hub_mirror
             if self.mlflow_tracking_uri:
                 env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
             api.submit(
@@ -139,6 +157,18 @@ class RayClusterBackend:
         if state == BackendState.FAILED:
             reason = "RayJobStopped" if info.get("status") == "STOPPED" else "RayJobFailed"
             message = str(info.get("message") or "the Ray job failed")
+        unverified = nodes_outside(result, ctx.residency.regions)
+        if unverified:
+            # The result is not recorded: what came out of an unproven place is no model of
+            # this job's (its MLflow run and version say where the nodes were).
+            state, result = BackendState.FAILED, None
+            reason = "RegionNotVerified"
+            message = (
+                f"Ray cluster {endpoint.name}: {'; '.join(unverified)}; allowed: "
+                f"[{', '.join(ctx.residency.regions)}]. Each node must carry its region as the "
+                f"Ray node label {ctx.residency.region_label} "
+                f"(ray start --labels={ctx.residency.region_label}=<region>)"
+            )
         return BackendObservation(
             state=state,
             name=sid,

@@ -49,6 +49,10 @@ class Residency:
     policy_name: str
     region_label: str
     regions: tuple[str, ...]
+    # SOVAI_S3_ROUTES (policy.places.routes_document): the only S3 endpoints the pods may use.
+    s3_routes: str = ""
+    # HF_ENDPOINT: the declared Hugging Face mirror of the hf:// URIs, if any (places.hub_mirror).
+    hub_mirror: str = ""
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def build_job_config(
             "keep": spec.checkpointing.keep,
             "maxFailures": spec.checkpointing.max_failures,
         },
-        "placement": {"regions": list(residency.regions)},
+        "placement": {"regions": list(residency.regions), "policyName": residency.policy_name},
     }
 
 

@@ -43,6 +43,11 @@ def configmap_name(ftj_name: str) -> str:
     return f"{rayjob_name(ftj_name)}-config"
 
 
+def network_policy_name(ftj_name: str) -> str:
+    """Name of the NetworkPolicy of a FineTuneJob's Ray pods (<= 63 characters)."""
+    return f"{rayjob_name(ftj_name)}-egress"
+
+
 def submission_id(uid: str) -> str:
     """Ray Job Submission id of a FineTuneJob: derived from its uid, so a retry or an operator
     restart finds the same submission instead of submitting twice."""

@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from ..api.v1alpha1.common import SecretKeyRef, Toleration
+from ..api.v1alpha1.common import (
+    CREDENTIAL_KEYS,
+    SecretKeyRef,
+    Toleration,
+    credential_variable,
+)
+from ..policy.places import EMPTY_ROUTES
+from ..policy.places import ROUTES_ENV as S3_ROUTES_ENV
 from .context import GPU_PRODUCT_LABEL, GPU_RESOURCE, BuildConfig, Residency
 from .jobconfig import CONFIG_DIR, CONFIG_KEY
 
@@ -109,25 +116,35 @@ def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _secret_env(ref: SecretKeyRef | None, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A keyed reference becomes one variable named after the key; others become envFrom."""
+def _secret_env(ref: SecretKeyRef | None) -> list[dict[str, Any]]:
+    """A keyed reference becomes the one credential variable its key names (the API allows
+    only CREDENTIAL_KEYS); an unkeyed one, each credential key the Secret has. Nothing else in
+    the Secret (an AWS_ENDPOINT_URL in any letter case, a proxy, a CA bundle) reaches a pod:
+    a Secret must not send the data where the policy did not check."""
     if ref is None:
         return []
     if ref.key:
-        env.append(
-            {
-                "name": ref.key.upper().replace("-", "_").replace(".", "_"),
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
-        return []
-    return [{"secretRef": {"name": ref.name}}]
+        keyed = {"name": ref.name, "key": ref.key}
+        return [{"name": credential_variable(ref.key), "valueFrom": {"secretKeyRef": keyed}}]
+    return [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key, "optional": True}},
+        }
+        for key in CREDENTIAL_KEYS
+    ]
 
 
 def environment(
-    cfg: BuildConfig, secrets: list[SecretKeyRef | None]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(env, envFrom) of the Ray containers. Secrets only by reference, never inline."""
+    cfg: BuildConfig,
+    secrets: list[SecretKeyRef | None],
+    s3_routes: str = "",
+    hub_mirror: str = "",
+) -> list[dict[str, Any]]:
+    """The env of the Ray and fetch containers. Secrets only by reference, never inline, and
+    only their credential keys; the S3 endpoints the policy declared (s3_routes), last, so
+    that nothing before them can stand in for them; and the hub mirror those URIs resolved
+    to, if any."""
     env: list[dict[str, Any]] = [
         {"name": "HF_HUB_OFFLINE", "value": "1" if cfg.hf_hub_offline else "0"},
         {"name": "SOVAI_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -153,10 +170,16 @@ def environment(
                 }
             )
     env.extend({"name": name, "value": value} for name, value in cfg.extra_env)
-    env_from: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for ref in secrets:
-        env_from.extend(_secret_env(ref, env))
-    return env, env_from
+        for variable in _secret_env(ref):
+            if variable["name"] not in seen:  # two Secrets: the first one's key wins
+                seen.add(variable["name"])
+                env.append(variable)
+    if hub_mirror:
+        env.append({"name": "HF_ENDPOINT", "value": hub_mirror})
+    env.append({"name": S3_ROUTES_ENV, "value": s3_routes or EMPTY_ROUTES})
+    return env
 
 
 def config_volume(configmap: str) -> dict[str, Any]:

@@ -81,7 +81,12 @@ def build_rayjob(
     image = spec.execution.image or cfg.runtime_image
     gpus = spec.resources.gpus_per_worker
     cpu, memory = str(spec.resources.cpu), str(spec.resources.memory)
-    env, env_from = environment(cfg, [spec.base_model.secret_ref, spec.dataset.secret_ref])
+    env = environment(
+        cfg,
+        [spec.base_model.secret_ref, spec.dataset.secret_ref],
+        residency.s3_routes,
+        residency.hub_mirror,
+    )
     claims = claims_of(
         [
             spec.base_model.uri,
@@ -101,8 +106,6 @@ def build_rayjob(
             "env": env,
             "volumeMounts": [config_mount(), *claim_mounts],
         }
-        if env_from:
-            container["envFrom"] = env_from
         if ports:
             container["ports"] = [
                 {"name": port_name, "containerPort": port}

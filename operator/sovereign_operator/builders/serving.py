@@ -53,18 +53,30 @@ SHM_VOLUME = "shm"
 MODEL_ROOT = "/models"
 # Room for the Deployment's ReplicaSet and pod suffixes within 63 characters.
 SERVING_NAME_MAX = 47
-# The fetch CLI writes its record beside the model; copying it to the termination log lets the
-# kubelet put it in the pod status, where the operator reads the digest of what was fetched.
-# The URI and folder arrive as environment variables, never spliced into the script.
+# The fetch CLI writes a one-line record to the termination log, which the kubelet puts in the
+# pod status: the digest of what was fetched, or why the model was refused (then it exits
+# non-zero and the server never starts). The URI, folder and expectations arrive as environment
+# variables, never spliced into the script.
 FETCH_SCRIPT = (
-    'python -m sovereign_training fetch --uri "$SOVAI_MODEL_URI" --dest "$SOVAI_MODEL_DIR" '
+    'exec python -m sovereign_training fetch --uri "$SOVAI_MODEL_URI" --dest "$SOVAI_MODEL_DIR" '
     '${SOVAI_MODEL_REVISION:+--revision "$SOVAI_MODEL_REVISION"} '
-    '&& cp "$SOVAI_MODEL_DIR/.sovai-digest" /dev/termination-log'
+    '${SOVAI_EXPECT_DIGEST:+--expect-digest "$SOVAI_EXPECT_DIGEST"} '
+    '${SOVAI_EXPECT_JOB_UID:+--expect-job-uid "$SOVAI_EXPECT_JOB_UID"} '
+    "--termination-log /dev/termination-log"
 )
 # vLLM accepts only these --max-lora-rank values (LoRAConfig; 1 only since after 0.11, so it is
 # left out); the smallest that holds the adapter is used. tests/vllm checks them with vLLM.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 BASE_NAME_SUFFIX = "-base"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a FineTuneJob's model must prove before it is served: the job's uid in its MLflow
+    tags and, when the job recorded one, the digest the trainer computed."""
+
+    job_uid: str
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class ServedModel:
     uri: str
     base: BaseModelSource | None = None
     adapter_rank: int | None = None  # the adapter's LoRA rank, when known (vLLM's limit)
+    provenance: Provenance | None = None  # set for a fineTuneJobRef; checked by fetch-model
 
 
 @dataclass(frozen=True)
@@ -233,12 +246,21 @@ def _fetch_container(
     spec: ModelDeploymentSpec,
     build: BuildConfig,
     cfg: ServingConfig,
+    provenance: Provenance | None = None,
+    *,
+    residency: Residency,
 ) -> dict[str, Any]:
-    env, env_from = environment(build, secrets)
+    env = environment(build, secrets, residency.s3_routes, residency.hub_mirror)
+    expect: list[dict[str, Any]] = []
+    if provenance is not None:
+        if provenance.digest:
+            expect.append({"name": "SOVAI_EXPECT_DIGEST", "value": provenance.digest})
+        expect.append({"name": "SOVAI_EXPECT_JOB_UID", "value": provenance.job_uid})
     env = [
         {"name": "SOVAI_MODEL_URI", "value": uri},
         {"name": "SOVAI_MODEL_DIR", "value": directory},
         *([{"name": "SOVAI_MODEL_REVISION", "value": revision}] if revision else []),
+        *expect,
         {"name": "HOME", "value": "/tmp"},
         *env,
     ]
@@ -251,8 +273,6 @@ def _fetch_container(
         "securityContext": container_security(),
         "volumeMounts": [*_MOUNTS, *claim_mounts],
     }
-    if env_from:
-        container["envFrom"] = env_from
     return container
 
 
@@ -302,12 +322,23 @@ def build_deployment(
                 spec,
                 build,
                 cfg,
+                residency=residency,
             )
         )
     directory = model_dir(model.uri, cfg)
     fetches.append(
         _fetch_container(
-            FETCH_CONTAINER, model.uri, None, directory, [], claim_mounts, spec, build, cfg
+            FETCH_CONTAINER,
+            model.uri,
+            None,
+            directory,
+            [spec.model.secret_ref],
+            claim_mounts,
+            spec,
+            build,
+            cfg,
+            model.provenance,
+            residency=residency,
         )
     )
     command, args = _server_command(spec, owner, model, cfg)

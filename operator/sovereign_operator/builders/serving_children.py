@@ -11,10 +11,8 @@ from typing import Any
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec, ScaleMetric
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from .context import Owner
+from .network import cidr_rules, dns_rule
 from .serving import child_metadata, selector_labels, serving_name
-
-DNS_NAMESPACE_LABELS = {"kubernetes.io/metadata.name": "kube-system"}
-DNS_POD_LABELS = {"k8s-app": "kube-dns"}
 
 
 def service_url(owner: Owner, spec: ModelDeploymentSpec) -> str:
@@ -91,22 +89,9 @@ def build_pdb(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
 def build_network_policy(
     spec: ModelDeploymentSpec, owner: Owner, policy: SovereigntyPolicySpec
 ) -> dict[str, Any]:
-    """Egress of the serving pods (the fetch init container included): cluster DNS and the
-    policy's allowed CIDRs, nothing else. Ingress is left to the cluster's own policies."""
-    egress: list[dict[str, Any]] = [
-        {
-            "to": [
-                {
-                    "namespaceSelector": {"matchLabels": dict(DNS_NAMESPACE_LABELS)},
-                    "podSelector": {"matchLabels": dict(DNS_POD_LABELS)},
-                }
-            ],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        }
-    ]
-    cidrs = sorted(policy.egress.allowed_cidrs)
-    if cidrs:
-        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]})
+    """Egress of the serving pods (the fetch init containers included): cluster DNS and the
+    policy's declared CIDRs (its storageEndpoints', where models are fetched from, and
+    egress.allowedCIDRs), nothing else. Ingress is left to the cluster's own policies."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -114,6 +99,6 @@ def build_network_policy(
         "spec": {
             "podSelector": {"matchLabels": selector_labels(owner)},
             "policyTypes": ["Egress"],
-            "egress": egress,
+            "egress": [dns_rule(), *cidr_rules(policy)],
         },
     }

@@ -92,7 +92,10 @@ def _uri_check(name: str, field: str, optional: bool, host_variable: str, list_n
     present = _present(field)
     absent = f"!({present})" if "&&" in present else f"!{present}"
     condition = f"{absent} || {allowed}" if optional else allowed
-    shown = _listing(f"{patterns}.map(p, p.scheme + '://' + p.host)")
+    shown = _listing(
+        f"{patterns}.map(p, p.scheme + '://' + p.host + "
+        "(has(p.endpoint) ? ' at ' + p.endpoint : ''))"
+    )
     return Check(
         name=name,
         condition=condition,

@@ -27,8 +27,20 @@ import yaml
 from ..builders.podtemplate import IMAGE_UID  # who must be able to write the claim's folder
 from ..builders.serving import DEPLOYMENT_NAME_LABEL
 from ..devcluster import LocalCluster, ensure_binaries
-from ..devcluster.incluster import MLFLOW_PORT, host_path_claim, mlflow_server, mlflow_tracking_uri
+from ..devcluster.incluster import (
+    MLFLOW_PORT,
+    S3_SECRET,
+    host_path_claim,
+    local_places,
+    make_bucket,
+    mlflow_server,
+    mlflow_tracking_uri,
+    objects,
+    s3_secret,
+    upload,
+)
 from ..devcluster.nodes import DEFAULT_NODES
+from ..devcluster.s3store import S3Credentials
 from ..devcluster.samples import cpu_lora_job, cpu_serving
 from ..images.build import build_images
 from ..images.references import NODE_IMAGES, RUNTIME_IMAGE
@@ -40,6 +52,8 @@ OPERATOR_DEPLOYMENT = f"{RELEASE}-sovereign-ai-operator"
 NAMESPACE = "ml-team"
 REGION = "eu-west-par"
 CLAIM = "shared"
+DATA_BUCKET = "eu-ml-team"
+ARTIFACTS_BUCKET = "eu-mlflow-artifacts"
 JOB = "eu-dp-assistant"
 MODEL_NAME = "eu-dp-assistant"
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -193,6 +207,7 @@ class Demo:
                     node_images=[Path(images[name].archive) for name in NODE_IMAGES],
                     keep_workdir=True,
                     report_stop=self.steps.show,
+                    s3=True,
                 )
             )
             self.steps.show(
@@ -201,11 +216,17 @@ class Demo:
 
     def install_chart(self) -> None:
         with self.steps.step(
-            "helm install the chart: CRDs, admission policies, RBAC, the eu-only policy, and "
-            "the operator as a pod; MLflow as a tracking server in the cluster"
+            "helm install the chart: CRDs, admission policies, RBAC, the eu-only policy (with "
+            "the cluster's S3 store and MLflow as its places), and the operator as a pod; "
+            "MLflow as a tracking server in the cluster, its artifacts in the S3 store"
         ):
+            store = self.store
             self.kubectl("create", "namespace", SYSTEM_NAMESPACE)
-            for manifest in mlflow_server(SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION]):
+            make_bucket(store, ARTIFACTS_BUCKET)
+            self.cluster.apply(s3_secret(SYSTEM_NAMESPACE, store))
+            for manifest in mlflow_server(
+                SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION], artifacts=(store, ARTIFACTS_BUCKET)
+            ):
                 self.cluster.apply(manifest)
             self.tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
             config = {
@@ -228,6 +249,13 @@ class Demo:
                 "--timeout=300s",
                 "--set-json",
                 f"config={json.dumps(config)}",
+                # The chart's policy declares no place: the cluster's MLflow and S3 store are
+                # this cluster's, as a platform team would add theirs.
+                *(
+                    arg
+                    for key, value in local_places(store, SYSTEM_NAMESPACE, REGION).items()
+                    for arg in ("--set-json", f"sovereigntyPolicy.spec.{key}={json.dumps(value)}")
+                ),
             )
             self.steps.wait(
                 lambda: (
@@ -244,9 +272,16 @@ class Demo:
             self.steps.show(self.kubectl("get", "sovereigntypolicies").stdout)
             self.steps.show(self.kubectl("get", "validatingadmissionpolicies").stdout)
 
+    @property
+    def store(self) -> S3Credentials:
+        assert self.cluster is not None
+        assert self.cluster.s3_credentials is not None
+        return self.cluster.s3_credentials
+
     def prepare_data(self) -> None:
         with self.steps.step(
-            "A claim on the real node with a tiny base model and the sample EU chat data"
+            "The sample EU chat data in the S3 store, its keys in a Secret; a claim on the real "
+            "node with a tiny base model"
         ):
             folder = self.workdir / "claim"
             # A small, randomly initialised Llama with a tokenizer trained on the sample data:
@@ -254,15 +289,14 @@ class Demo:
             from sovereign_training.tiny import create_tiny_model
 
             create_tiny_model(folder / "models" / "tiny")
-            (folder / "data").mkdir()
-            shutil.copy(
-                self.repo / "examples" / "data" / "eu-data-protection-chat.jsonl",
-                folder / "data" / "train.jsonl",
-            )
+            data = self.repo / "examples" / "data" / "eu-data-protection-chat.jsonl"
+            uri = upload(self.store, DATA_BUCKET, "data/train.jsonl", data)
+            self.steps.show(f"{uri} at {self.store.endpoint} ({data.stat().st_size} bytes)")
             for path in (folder, *folder.rglob("*")):
                 os.chown(path, IMAGE_UID, IMAGE_UID)
             os.chmod(self.workdir, 0o755)
             self.kubectl("create", "namespace", NAMESPACE)
+            self.cluster.apply(s3_secret(NAMESPACE, self.store))
             assert self.cluster.real_node is not None
             for manifest in host_path_claim(
                 CLAIM, NAMESPACE, str(folder), self.cluster.real_node.name
@@ -279,6 +313,8 @@ class Demo:
                 JOB,
                 NAMESPACE,
                 claim=CLAIM,
+                bucket=DATA_BUCKET,
+                secret=S3_SECRET,
                 region=REGION,
                 registered_model_name=MODEL_NAME,
                 experiment_name="eu-data-protection",
@@ -336,6 +372,12 @@ class Demo:
         self.evidence = {"finetunejob": status, "mlflowModelVersion": registered}
         self.steps.show(f"registered in MLflow as {status.get('fineTunedModel')}:")
         self.steps.show(json.dumps(registered, indent=2, sort_keys=True))
+        described = self.kubectl("describe", "finetunejob", JOB, "-n", NAMESPACE).stdout
+        self.steps.show("where each URI went (kubectl describe finetunejob, its Storage):")
+        self.steps.show(status_section(described, "Storage"))
+        written = objects(self.store, DATA_BUCKET, f"output/{JOB}/")
+        self.steps.show(f"the adapter in the S3 store, s3://{DATA_BUCKET}/output/{JOB}/:")
+        self.steps.show("\n".join(f"    {key}" for key in written))
 
     def serve_model(self) -> None:
         with self.steps.step(
@@ -386,16 +428,24 @@ class Demo:
 
     def show_admission_and_gpu_placement(self) -> None:
         with self.steps.step(
-            "Residency: admission rejects us-east-1; a GPU job's workers land only on EU GPU nodes"
+            "Residency: admission rejects us-east-1 and a bucket at no declared endpoint; a GPU "
+            "job's workers land only on EU GPU nodes"
         ):
-            rejected = _load(self.repo / "examples" / "finetunejob-lora.yaml")
-            rejected["metadata"] = {"name": "runs-in-virginia", "namespace": NAMESPACE}
-            rejected["spec"]["placement"]["regions"] = ["us-east-1"]
-            result = self.kubectl("apply", "-f", "-", check=False, stdin=json.dumps(rejected))
-            if result.returncode == 0:
-                raise RuntimeError("a FineTuneJob asking for us-east-1 was admitted")
-            self.steps.show("$ kubectl apply -f finetunejob-us-east-1.yaml")
-            self.steps.show(result.stderr)
+            refusals = {
+                "finetunejob-us-east-1.yaml": {"placement": {"regions": ["us-east-1"]}},
+                "finetunejob-us-bucket.yaml": {
+                    "dataset": {"trainingUri": "s3://us-datasets/train.jsonl", "format": "chat"}
+                },
+            }
+            for shown, change in refusals.items():
+                rejected = _load(self.repo / "examples" / "finetunejob-lora.yaml")
+                rejected["metadata"] = {"name": "refused", "namespace": NAMESPACE}
+                rejected["spec"] |= change
+                result = self.kubectl("apply", "-f", "-", check=False, stdin=json.dumps(rejected))
+                if result.returncode == 0:
+                    raise RuntimeError(f"{shown} was admitted")
+                self.steps.show(f"$ kubectl apply -f {shown}")
+                self.steps.show(result.stderr)
 
             job = _load(self.repo / "examples" / "finetunejob-lora.yaml")
             job["metadata"] = {"name": "support-assistant-lora", "namespace": NAMESPACE}
@@ -440,6 +490,26 @@ class Demo:
                 "cluster:   stopped as the demo ends; `sovai demo --keep` (make demo "
                 "DEMO_ARGS=--keep) keeps it up afterwards for kubectl and the MLflow UI"
             )
+
+
+def status_section(described: str, name: str) -> str:
+    """The lines of one field of `kubectl describe`'s Status (``  Storage:`` and what is
+    indented under it)."""
+    lines = described.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"{name}:"), None)
+    if start is None:
+        return f"(no {name} in the status)"
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    section = [lines[start]]
+    for line in lines[start + 1 :]:
+        if (
+            line.strip()
+            and len(line) - len(line.lstrip()) <= indent
+            and not line.lstrip().startswith("-")
+        ):
+            break
+        section.append(line)
+    return "\n".join(section)
 
 
 def run_demo(repo: Path, workdir: Path, keep: bool = False) -> int:

@@ -1,7 +1,8 @@
 """What the local cluster runs in pods for the product to use: an MLflow tracking server, and
-storage that every pod of a job can reach.
+storage that every pod of a job can reach; and how the cluster's S3 store appears to the policy
+and the pods.
 
-Pure builders of manifests; the demo and the end-to-end tests apply them. On a customer's
+Mostly pure builders of manifests; the demo and the end-to-end tests apply them. On a customer's
 cluster these are the customer's own services (docs/operator.md says which settings point at
 them); here they run from the product's runtime image, pinned to the allowed region like
 everything else.
@@ -9,11 +10,14 @@ everything else.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..builders.context import Residency
 from ..builders.podtemplate import REGION_POD_LABEL as REGION_LABEL
 from ..builders.podtemplate import node_affinity
+from .s3store import S3Credentials
 
 MLFLOW_PORT = 5000
 MLFLOW_DATA = "/var/lib/mlflow"
@@ -28,13 +32,102 @@ def mlflow_tracking_uri(namespace: str, name: str = "mlflow") -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{MLFLOW_PORT}"
 
 
+def mlflow_endpoint(namespace: str, region: str, name: str = "mlflow") -> dict[str, Any]:
+    """The SovereigntyPolicy storageEndpoints entry of this tracking server: with a tracking
+    URI set, the operator runs jobs only when the policy declares it (policy/places.py), and
+    the chart's default policy declares none."""
+    return {"name": name, "url": mlflow_tracking_uri(namespace, name), "region": region}
+
+
+# The local S3 store as the policy and the pods see it (devcluster.s3store runs it).
+LOCAL_S3 = "local-s3"
+S3_SECRET = "s3-credentials"
+
+
+def s3_endpoint(store: S3Credentials, region: str) -> dict[str, Any]:
+    """The policy's storageEndpoints entry of the cluster's S3 store, with its one address
+    as the CIDR the pods' egress NetworkPolicies let through."""
+    host = urlsplit(store.endpoint).hostname
+    return {"name": LOCAL_S3, "url": store.endpoint, "region": region, "cidrs": [f"{host}/32"]}
+
+
+def local_places(store: S3Credentials, mlflow_namespace: str, region: str) -> dict[str, Any]:
+    """What the chart's default policy must add (as --set-json sovereigntyPolicy.spec.KEY=...)
+    for the local cluster: its MLflow and S3 store as places, and eu-* buckets on that store."""
+    return {
+        "storageEndpoints": [mlflow_endpoint(mlflow_namespace, region), s3_endpoint(store, region)],
+        "allowedStorage": [
+            {"scheme": "s3", "host": "eu-*", "endpoint": LOCAL_S3},
+            {"scheme": "pvc", "host": "*"},
+        ],
+    }
+
+
+def s3_secret(namespace: str, store: S3Credentials, name: str = S3_SECRET) -> dict[str, Any]:
+    """The Secret a job's secretRef names: the store's key pair, under the credential keys
+    the operator passes to pods (and nothing else)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": store.access_key,
+            "AWS_SECRET_ACCESS_KEY": store.secret_key,
+        },
+    }
+
+
+def _s3(store: S3Credentials) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint,
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+        region_name=store.region,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def make_bucket(store: S3Credentials, bucket: str) -> None:
+    """Create ``bucket`` in the store unless it exists."""
+    client = _s3(store)
+    if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=bucket)
+
+
+def upload(store: S3Credentials, bucket: str, key: str, path: Path) -> str:
+    """Put a file into the store (its bucket made if missing), as a user would with their
+    provider's CLI; returns its s3:// URI."""
+    make_bucket(store, bucket)
+    _s3(store).upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def objects(store: S3Credentials, bucket: str, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in ``bucket``."""
+    listed = _s3(store).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
 def mlflow_server(
-    namespace: str, image: str, regions: list[str], name: str = "mlflow"
+    namespace: str,
+    image: str,
+    regions: list[str],
+    name: str = "mlflow",
+    *,
+    artifacts: tuple[S3Credentials, str] | None = None,
 ) -> list[dict[str, Any]]:
     """A Deployment and Service of ``mlflow server``: runs and the model registry in sqlite,
     artifacts served by the server itself (``--serve-artifacts``), so training pods upload
-    models over HTTP and need no shared storage or object store credentials. Its data is an
-    emptyDir: it lasts as long as the pod, which is as long as a test or a demo."""
+    models over HTTP and need no object store credentials of their own. ``artifacts`` (the
+    store and a bucket): the server keeps them in that bucket of the S3 store, with the
+    store's keys from the S3_SECRET Secret of its namespace; otherwise in its emptyDir. Its
+    database is an emptyDir: it lasts as long as the pod, which is as long as a test or a
+    demo."""
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "sovereign-ai-dev"}
     # MLflow refuses Host headers it does not know (DNS rebinding protection): the Service's
     # names, with and without the port, and loopback on any port, for the UI through
@@ -48,13 +141,24 @@ def mlflow_server(
     command = [
         "mlflow", "server", "--host", "0.0.0.0", "--port", str(MLFLOW_PORT), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{MLFLOW_DATA}/mlflow.db",
-        "--artifacts-destination", f"{MLFLOW_DATA}/artifacts", "--serve-artifacts",
-        "--allowed-hosts", ",".join(hosts),
+        "--artifacts-destination",
+        f"s3://{artifacts[1]}/mlflow" if artifacts else f"{MLFLOW_DATA}/artifacts",
+        "--serve-artifacts", "--allowed-hosts", ",".join(hosts),
     ]  # fmt: skip
+    env: list[dict[str, Any]] = []
+    if artifacts is not None:
+        env = [
+            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": artifacts[0].endpoint},
+            *(
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ),
+        ]
     container = {
         "name": "mlflow",
         "image": image,
         "command": command,
+        "env": env,
         "ports": [{"name": "http", "containerPort": MLFLOW_PORT}],
         "volumeMounts": [{"name": "data", "mountPath": MLFLOW_DATA}],
         # A TCP probe: the HTTP one would be refused for the pod IP as its Host.

@@ -16,20 +16,27 @@ def cpu_lora_job(
     namespace: str,
     *,
     claim: str,
+    bucket: str,
+    secret: str,
     region: str,
     registered_model_name: str,
     experiment_name: str,
 ) -> dict[str, Any]:
-    """Two CPU workers fine-tune the tiny base model on the sample chat data, both on the
-    claim (pvc://<claim>/models/tiny, pvc://<claim>/data/train.jsonl); the adapter goes to
-    pvc://<claim>/output/<name> and is registered in MLflow."""
+    """Two CPU workers fine-tune the tiny base model (on the claim: pvc://<claim>/models/tiny)
+    on the sample chat data in the S3 store (s3://<bucket>/data/train.jsonl, read with the
+    keys of Secret ``secret``); the adapter goes to s3://<bucket>/output/<name> and is
+    registered in MLflow."""
     return {
         "apiVersion": API_VERSION,
         "kind": "FineTuneJob",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "baseModel": {"uri": f"pvc://{claim}/models/tiny"},
-            "dataset": {"trainingUri": f"pvc://{claim}/data/train.jsonl", "format": "chat"},
+            "dataset": {
+                "trainingUri": f"s3://{bucket}/data/train.jsonl",
+                "format": "chat",
+                "secretRef": {"name": secret},
+            },
             "method": {
                 "type": "lora",
                 "hyperparameters": {
@@ -49,7 +56,7 @@ def cpu_lora_job(
                 "experimentName": experiment_name,
                 "registeredModelName": registered_model_name,
             },
-            "output": {"uri": f"pvc://{claim}/output/{name}"},
+            "output": {"uri": f"s3://{bucket}/output/{name}"},
         },
     }
 

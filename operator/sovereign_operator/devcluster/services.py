@@ -60,6 +60,11 @@ class _LocalService:
             self._process = None
 
 
+def _label_flag(labels: dict[str, str]) -> str:
+    """``ray start --labels``' form: key=value pairs, comma-separated."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
 class LocalRayHead(_LocalService):
     """``ray start --head --block`` with its dashboard (Job Submission API) and token auth.
 
@@ -67,9 +72,19 @@ class LocalRayHead(_LocalService):
     bearer token Ray requires (it never leaves this process except through a Secret).
     """
 
-    def __init__(self, log_dir: Path, *, num_cpus: int = 2, start_timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        num_cpus: int = 2,
+        start_timeout: float = 180.0,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.num_cpus = num_cpus
+        # Ray node labels (`ray start --labels`): where the node says it is, for example
+        # {"topology.kubernetes.io/region": "eu-west-par"}; the trainer reports them.
+        self.labels = dict(labels or {})
         self.start_timeout = start_timeout
         self.token = secrets.token_hex(32)
         self._process = None
@@ -106,6 +121,7 @@ class LocalRayHead(_LocalService):
                 f"--dashboard-port={self.dashboard_port}",
                 *(f"{flag}={port}" for flag, port in ports.items()),
                 f"--temp-dir={self.temp_dir}",
+                *([f"--labels={labels}"] if (labels := _label_flag(self.labels)) else []),
             ],
             self.log_dir,
             env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},

@@ -31,6 +31,7 @@ from ..backends.types import BackendObservation, BackendState
 from ..builders.context import Owner, Residency
 from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
+from ..policy.places import hub_mirror, routes_document
 from .finetunejob_status import TERMINAL, Observed, compute_status
 from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
@@ -183,6 +184,7 @@ def reconcile(
             policies,
             rt.settings.default_policy,
             rt.build.runtime_image,
+            rt.platform,
         )
         backend_kind = "kuberay"
         deadline = rt.settings.startup_deadline_seconds
@@ -201,7 +203,11 @@ def reconcile(
                 owner=Owner(name=name, namespace=namespace, uid=uid),
                 generation=generation,
                 residency=Residency(
-                    validation.policy_name, policy.region_label, validation.regions
+                    validation.policy_name,
+                    policy.region_label,
+                    validation.regions,
+                    routes_document(policy),
+                    hub_mirror(validation.places),
                 ),
                 hyperparameters=validation.hyperparameters,
                 policy=policy,

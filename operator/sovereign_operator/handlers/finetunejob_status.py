@@ -13,8 +13,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..api.v1alpha1.common import Condition, ConditionStatus, ErrorInfo, PodPlacement
+from ..api.v1alpha1.common import (
+    Condition,
+    ConditionStatus,
+    ErrorInfo,
+    PodPlacement,
+    StoragePlace,
+)
 from ..api.v1alpha1.finetunejob import (
+    ComputeUsage,
     FineTuneJobConditionType,
     FineTuneJobPhase,
     FineTuneJobSpec,
@@ -39,6 +46,7 @@ _PROGRESS_KEYS = {
     "tokensPerSecond",
     "estimatedRemainingSeconds",
 }
+_COMPUTE_KEYS = {f.alias or name for name, f in ComputeUsage.model_fields.items()}
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Validation:
     message: str | None = None
     field: str | None = None
     residency: bool = False  # the failure is about where the job may run
+    places: tuple[StoragePlace, ...] = ()  # where each URI goes (evidence)
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,41 @@ def _progress(
     if done and progress is not None:
         progress = progress.model_copy(update={"percentage": 100, "estimated_remaining_seconds": 0})
     return progress
+
+
+def _compute(result: dict[str, Any] | None, previous: ComputeUsage | None) -> ComputeUsage | None:
+    """The result's compute figures (result["compute"]); the previous ones when it has none."""
+    raw = (result or {}).get("compute")
+    if not isinstance(raw, dict):
+        return previous
+    values = {k: v for k, v in raw.items() if k in _COMPUTE_KEYS and v is not None}
+    try:
+        return ComputeUsage.model_validate(values)
+    except ValidationError:
+        return previous
+
+
+def _threshold(compute: ComputeUsage | None) -> tuple[ConditionStatus, str, str] | None:
+    """ModificationThresholdExceeded: the fine-tune's compute against one third of the base
+    model's; None while the base model's training compute is not known."""
+    if compute is None or compute.base_compute_ratio is None:
+        return None
+    ratio = compute.base_compute_ratio
+    used = (
+        f"the fine-tune used {compute.training_flops:.3g} FLOP, {ratio:.3g} of the base model's "
+        f"{compute.base_model_training_flops:.3g} FLOP"
+        if compute.training_flops is not None and compute.base_model_training_flops is not None
+        else f"the fine-tune used {ratio:.3g} of the base model's training compute"
+    )
+    if 3.0 * ratio > 1.0:
+        return (
+            ConditionStatus.TRUE,
+            "MoreThanOneThird",
+            f"{used}: more than one third, so under the Commission's guidelines on "
+            "general-purpose AI models whoever made this modification is the provider of the "
+            "modified model, with the provider's obligations (AI Act Art. 53, Annex XI)",
+        )
+    return ConditionStatus.FALSE, "AtMostOneThird", f"{used}: not more than one third"
 
 
 def _merge_placement(
@@ -358,8 +402,15 @@ def compute_status(
             model_name=_str(result.get("modelName")),
             model_version=_str(result.get("modelVersion")),
             model_uri=_str(result.get("modelUri")),
+            model_digest=_str(result.get("modelDigest")),
         )
         fine_tuned = _str(result.get("modelUri"))
+    compute = _compute(result, prev.compute)
+    threshold = _threshold(compute)
+    if threshold is not None:
+        conditions.append(
+            cond(FineTuneJobConditionType.MODIFICATION_THRESHOLD_EXCEEDED, *threshold)
+        )
     ok = validation is not None and validation.ok
     return FineTuneJobStatus(
         phase=phase,
@@ -375,12 +426,14 @@ def compute_status(
         else prev.submission_id,
         policy_name=validation.policy_name if validation else prev.policy_name,
         regions=list(validation.regions) if ok and validation else prev.regions,
+        storage=(list(validation.places) or None) if ok and validation else prev.storage,
         placement=_merge_placement(prev.placement, observed.placement),
         progress=_progress(backend, prev.progress, phase == FineTuneJobPhase.SUCCEEDED),
         resolved_hyperparameters=validation.hyperparameters
         if ok and validation
         else prev.resolved_hyperparameters,
         mlflow=mlflow,
+        compute=compute,
         fine_tuned_model=fine_tuned,
         output_uri=output_uri,
         error=decision.error,

@@ -14,6 +14,8 @@ from ..api.v1alpha1.hyperparameters import HyperparameterError, resolve_hyperpar
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import Violation, check_finetunejob, selects_namespace
+from ..policy.places import NO_PLATFORM, Platform
+from ..policy.residency import finetunejob_places
 from .finetunejob_status import Validation
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -121,6 +123,7 @@ def validate(
     policies: Mapping[str, SovereigntyPolicySpec],
     default_policy: str | None,
     default_image: str,
+    platform: Platform = NO_PLATFORM,
 ) -> tuple[FineTuneJobSpec | None, Validation]:
     """Parse and check a FineTuneJob spec; on success the Validation carries the evidence."""
     spec, failure = parse_spec(raw_spec)
@@ -137,7 +140,9 @@ def validate(
         selecting,
         policies,
         bound,
-        lambda name, policy: check_finetunejob(spec, policy, name, default_image=default_image),
+        lambda name, policy: check_finetunejob(
+            spec, policy, name, default_image=default_image, platform=platform
+        ),
         spec.placement.regions,
     )
     if failure is not None:
@@ -172,6 +177,7 @@ def validate(
         requested_regions=requested,
         regions=regions,
         hyperparameters=hyperparameters,
+        places=tuple(p.evidence() for p in finetunejob_places(spec, policies[bound], platform)),
     )
 
 

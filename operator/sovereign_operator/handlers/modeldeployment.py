@@ -59,9 +59,10 @@ from ..k8s.client import (
 )
 from ..k8s.ensure import delete_owned, ensure
 from ..k8s.events import last_change, transition_key
+from ..policy.places import hub_mirror, routes_document
 from .finetunejob import _now
 from .indexes import labels_of_namespace, one, policies_of
-from .modeldeployment_observe import blockers, deployment_facts, fetched_digest
+from .modeldeployment_observe import blockers, deployment_facts, fetch_record, fetched_digest
 from .modeldeployment_resolve import resolve_model
 from .modeldeployment_status import ServingObserved, compute_status
 from .modeldeployment_validate import parse_spec, validate
@@ -235,6 +236,7 @@ def reconcile(
                 _default_image(spec, cfg),
                 resolution.uri,
                 resolution.base.uri if resolution.base else None,
+                rt.platform,
             )
             owner = Owner(name=name, namespace=namespace, uid=uid, kind=KIND)
             observed = ServingObserved(
@@ -253,9 +255,15 @@ def reconcile(
                 assert validation.policy_name is not None
                 policy = policies[validation.policy_name]
                 residency = Residency(
-                    validation.policy_name, policy.region_label, validation.regions
+                    validation.policy_name,
+                    policy.region_label,
+                    validation.regions,
+                    routes_document(policy),
+                    hub_mirror(validation.places),
                 )
-                model = ServedModel(resolution.uri, resolution.base, resolution.adapter_rank)
+                model = ServedModel(
+                    resolution.uri, resolution.base, resolution.adapter_rank, resolution.provenance
+                )
                 try:
                     live = _ensure_children(rt, spec, owner, residency, policy, model)
                 except ApiError as error:
@@ -274,6 +282,10 @@ def reconcile(
                     fetched_digest=fetched_digest(pods, model.uri),
                     fetched_base_digest=(
                         fetched_digest(pods, base_uri, FETCH_BASE_CONTAINER) if base_uri else None
+                    ),
+                    fetch=fetch_record(pods, model.uri),
+                    base_fetch=(
+                        fetch_record(pods, base_uri, FETCH_BASE_CONTAINER) if base_uri else None
                     ),
                 )
         new = compute_status(observed, previous, _now())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,18 +62,35 @@ def blocker_reason(blocker: str) -> str:
     return "PodsNotReady"
 
 
-def fetched_digest(
-    pods: Iterable[Mapping[str, Any]], model_uri: str, container_name: str = FETCH_CONTAINER
-) -> str | None:
-    """The digest the fetch init container ``container_name`` recorded for ``model_uri`` in its
-    termination message (the `.sovai-digest` record of `sovereign_training fetch`), from any
-    pod."""
+@dataclass(frozen=True)
+class FetchRecord:
+    """What a fetch init container said in its termination message: the digest it fetched
+    (and what it checked it against), or why it refused the model."""
+
+    uri: str
+    digest: str | None = None  # of what was fetched; None when refused
+    expected_digest: str | None = None  # what the digest was checked against, if anything
+    job_uid: str | None = None  # the job uid the version's tag was checked against, if any
+    reason: str | None = None  # DigestMismatch or ProvenanceMismatch when refused
+    error: str | None = None  # the refusal, in words (naming expected and actual)
+
+
+def _records(
+    pods: Iterable[Mapping[str, Any]], model_uri: str, container_name: str
+) -> Iterator[Mapping[str, Any]]:
+    """The JSON records about ``model_uri`` in the termination messages of ``container_name``:
+    its current state's, then its last state's, unless the current state is a success (a
+    refusal before it is history)."""
     for pod in pods:
         for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
             if container.get("name") != container_name:
                 continue
-            for state in (container.get("state"), container.get("lastState")):
-                message = ((state or {}).get("terminated") or {}).get("message")
+            state = container.get("state") or {}
+            states = [state]
+            if (state.get("terminated") or {}).get("exitCode") != 0:
+                states.append(container.get("lastState") or {})
+            for each in states:
+                message = (each.get("terminated") or {}).get("message")
                 if not message:
                     continue
                 try:
@@ -81,7 +98,44 @@ def fetched_digest(
                 except json.JSONDecodeError:
                     continue
                 if isinstance(record, dict) and record.get("uri") == model_uri:
-                    digest = record.get("digest")
-                    if isinstance(digest, str) and digest.startswith("sha256:"):
-                        return digest
+                    yield record
+
+
+def _text(record: Mapping[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def fetch_record(
+    pods: Iterable[Mapping[str, Any]], model_uri: str, container_name: str = FETCH_CONTAINER
+) -> FetchRecord | None:
+    """What the fetch init container ``container_name`` recorded for ``model_uri``, from any
+    pod: a refusal first (one refusing pod says the model is not the one expected), else the
+    digest fetched and what it was checked against."""
+    fetched: FetchRecord | None = None
+    for record in _records(pods, model_uri, container_name):
+        reason, error = _text(record, "reason"), _text(record, "error")
+        if reason and error:
+            return FetchRecord(model_uri, reason=reason, error=error)
+        digest = _text(record, "digest")
+        if fetched is None and digest and digest.startswith("sha256:"):
+            fetched = FetchRecord(
+                model_uri,
+                digest=digest,
+                expected_digest=_text(record, "expectedDigest"),
+                job_uid=_text(record, "jobUid"),
+            )
+    return fetched
+
+
+def fetched_digest(
+    pods: Iterable[Mapping[str, Any]], model_uri: str, container_name: str = FETCH_CONTAINER
+) -> str | None:
+    """The digest the fetch init container ``container_name`` recorded for ``model_uri`` in its
+    termination message (the record `sovereign_training fetch --termination-log` writes), from
+    any pod."""
+    for record in _records(pods, model_uri, container_name):
+        digest = _text(record, "digest")
+        if digest and digest.startswith("sha256:"):
+            return digest
     return None

@@ -3,6 +3,10 @@
 A FineTuneJob's model is served only with a clean provenance: the job has Succeeded and its
 ResidencyVerified condition is True. Until then the deployment waits and says why.
 
+A FineTuneJob's model also carries what its fetch must prove (Provenance): the job's uid, which
+its MLflow version's tags must name, and the digest the trainer recorded
+(status.mlflow.modelDigest).
+
 An unmerged LoRA adapter is served on its base model, which the serving pod fetches beside it:
 for a fineTuneJobRef the job's spec.baseModel (already admitted by the policy), for a uri the
 spec's model.baseModel.
@@ -25,6 +29,7 @@ from ..api.v1alpha1.finetunejob import (
     MethodType,
 )
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from ..builders.serving import Provenance
 
 REF_FIELD = "spec.model.fineTuneJobRef"
 _FINAL = frozenset({FineTuneJobPhase.FAILED.value, FineTuneJobPhase.CANCELLED.value})
@@ -40,6 +45,7 @@ class Resolution:
     final: bool = False
     base: BaseModelSource | None = None  # set when the model is an adapter served on a base
     adapter_rank: int | None = None  # the adapter's LoRA rank, when known
+    provenance: Provenance | None = None  # a fineTuneJobRef's: what the fetched model must prove
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -104,6 +110,7 @@ def resolve_model(
             "FineTuneJobUnreadable",
             f"{where} has a spec this operator cannot read; serving waits for it to be fixed",
         )
+    provenance = _provenance(fine_tune_job, status)
     method = job_spec.method
     if method.type == MethodType.LORA and not method.merge_adapter:
         base = job_spec.base_model
@@ -114,8 +121,22 @@ def resolve_model(
             f"{where} has Succeeded; serving its LoRA adapter {uri} on base {base.uri}",
             base=base,
             adapter_rank=rank,
+            provenance=provenance,
         )
-    return Resolution(str(uri), "FineTuneJobSucceeded", f"{where} has Succeeded; serving {uri}")
+    return Resolution(
+        str(uri),
+        "FineTuneJobSucceeded",
+        f"{where} has Succeeded; serving {uri}",
+        provenance=provenance,
+    )
+
+
+def _provenance(fine_tune_job: Mapping[str, Any], status: Mapping[str, Any]) -> Provenance | None:
+    uid = (fine_tune_job.get("metadata") or {}).get("uid")
+    if not uid:
+        return None  # every stored object has one; only hand-made test objects lack it
+    digest = (status.get("mlflow") or {}).get("modelDigest")
+    return Provenance(job_uid=str(uid), digest=str(digest) if digest else None)
 
 
 def _job_spec(fine_tune_job: Mapping[str, Any]) -> FineTuneJobSpec | None:

@@ -1,8 +1,13 @@
 """compute_status: the one pure function that turns observed facts into a ModelDeployment's status.
 
-Phase and the four conditions come from one decision, so they cannot disagree. A condition's
+Phase and the five conditions come from one decision, so they cannot disagree. A condition's
 lastTransitionTime moves only when its status changes. Nothing here is terminal: the timer
 recomputes every pass, so a fixed spec or a job that succeeds later heals the deployment.
+
+ModelVerified says whether the model the pods fetched is the one expected. The fetch init
+containers refuse (and record why) a fineTuneJobRef's model whose MLflow tags do not name the
+job or whose digest is not the one the trainer recorded; a refusal, or a fetched digest that
+differs from the job's record, makes the deployment Failed.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from ..api.v1alpha1.modeldeployment import (
     ModelDeploymentStatus,
 )
 from .finetunejob_status import Validation
-from .modeldeployment_observe import DeploymentFacts, blocker_reason
+from .modeldeployment_observe import DeploymentFacts, FetchRecord, blocker_reason
 from .modeldeployment_resolve import REF_FIELD, Resolution
 
 Phase = ModelDeploymentPhase
 Type = ModelDeploymentConditionType
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+Verdict = tuple[ConditionStatus, str, str]  # a condition's status, reason and message
+URI_FIELD = "spec.model.uri"
+BASE_FIELD = "spec.model.baseModel"
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -43,6 +51,8 @@ class ServingObserved:
     served_model_name: str | None = None
     fetched_digest: str | None = None
     fetched_base_digest: str | None = None  # an unmerged adapter's base, as fetched
+    fetch: FetchRecord | None = None  # fetch-model's record: a refusal, else what it checked
+    base_fetch: FetchRecord | None = None  # fetch-base-model's record
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ def _ratio(facts: DeploymentFacts) -> str:
     return f"{facts.ready}/{facts.replicas} replicas ready"
 
 
-def _decide(observed: ServingObserved) -> _Decision:
+def _decide(observed: ServingObserved, verified: Verdict) -> _Decision:
     validation, resolution, facts = observed.validation, observed.resolution, observed.deployment
     if not validation.ok:
         code = validation.code or "InvalidSpec"
@@ -79,6 +89,11 @@ def _decide(observed: ServingObserved) -> _Decision:
         return _Decision(
             Phase.SUSPENDED, "Suspended", f"spec.suspend is true: scaled to zero{still}"
         )
+    if verified[0] == F:
+        # The pods refuse to serve it; waiting will not help until the model or the job changes.
+        _, reason, message = verified
+        error = ErrorInfo(code=reason, message=message, field=_model_field(observed))
+        return _Decision(Phase.FAILED, reason, message, error)
     if facts is None:
         return _Decision(Phase.DEPLOYING, "Creating", "creating the Deployment")
     waiting = "; ".join(observed.blockers)
@@ -134,6 +149,74 @@ def _residency(observed: ServingObserved) -> tuple[ConditionStatus, str, str]:
     )
 
 
+def _model_field(observed: ServingObserved) -> str:
+    """The spec field that named the model (or base) that was refused."""
+    resolution = observed.resolution
+    if resolution is None or resolution.reason != "UriGiven":
+        return REF_FIELD
+    model_refused = observed.fetch is not None and observed.fetch.reason
+    base_refused = observed.base_fetch is not None and observed.base_fetch.reason
+    return BASE_FIELD if base_refused and not model_refused else URI_FIELD
+
+
+def _model_verified(observed: ServingObserved, kept: Condition | None) -> Verdict:
+    """Whether the pods fetched the model expected: refused (False), checked (True), nothing to
+    check it against or not fetched yet (Unknown). ``kept``: the previous ModelVerified, for the
+    same model, stands while no pod has a record (pods come and go)."""
+    resolution = observed.resolution
+    if not observed.validation.ok or resolution is None or resolution.uri is None:
+        return U, "NotChecked", "there is no model to verify yet"
+    uri, provenance = resolution.uri, resolution.provenance
+    for record, container in (
+        (observed.fetch, "fetch-model"),
+        (observed.base_fetch, "fetch-base-model"),
+    ):
+        if record is not None and record.reason:
+            return (
+                F,
+                record.reason,
+                f"init container {container} refused {record.uri}: {record.error}",
+            )
+    fetched = observed.fetched_digest
+    if fetched is None:
+        if kept is not None:
+            return kept.status, kept.reason, kept.message
+        return U, "NotFetched", f"no pod has fetched {uri} yet"
+    checked = observed.fetch or FetchRecord(uri)
+    if provenance is not None:
+        if provenance.digest and fetched != provenance.digest:
+            return (
+                F,
+                "DigestMismatch",
+                f"{uri}: the pods fetched digest {fetched}; the FineTuneJob's trainer recorded "
+                f"{provenance.digest}",
+            )
+        if checked.job_uid != provenance.job_uid:
+            return U, "NotVerified", f"{uri}: fetched {fetched} without checking its provenance"
+        if provenance.digest:
+            files = f"the fetched files have the digest its trainer recorded ({fetched})"
+        elif checked.expected_digest:
+            files = f"the fetched files have the digest its version's tag records ({fetched})"
+        else:  # a job from before digests were recorded, on an untagged version
+            files = f"no digest was recorded to check the fetched files ({fetched}) against"
+        return (
+            T,
+            "Verified",
+            f"{uri}: its MLflow version names the FineTuneJob's uid {provenance.job_uid}; {files}",
+        )
+    if checked.expected_digest:
+        return (
+            T,
+            "DigestVerified",
+            f"{uri}: the fetched files have the digest its MLflow version records ({fetched})",
+        )
+    return (
+        U,
+        "NoExpectation",
+        f"{uri}: fetched {fetched}; no FineTuneJob or MLflow digest tag says what it should be",
+    )
+
+
 def _kept_digest(
     fetched: str | None, uri: str | None, previous_uri: str | None, previous: str | None
 ) -> str | None:
@@ -149,10 +232,18 @@ def _kept_digest(
 def compute_status(
     observed: ServingObserved, previous: ModelDeploymentStatus | None, now: datetime
 ) -> ModelDeploymentStatus:
-    """The complete status of a ModelDeployment: phase, all four conditions, the evidence."""
-    decision = _decide(observed)
-    phase = decision.phase
+    """The complete status of a ModelDeployment: phase, all five conditions, the evidence."""
     before = {c.type: c for c in (previous.conditions if previous else [])}
+    same_model = (
+        previous is not None
+        and observed.resolution is not None
+        and previous.model_uri == observed.resolution.uri
+    )
+    verified = _model_verified(
+        observed, before.get(Type.MODEL_VERIFIED.value) if same_model else None
+    )
+    decision = _decide(observed, verified)
+    phase = decision.phase
 
     def cond(
         kind: ModelDeploymentConditionType, value: tuple[ConditionStatus, str, str]
@@ -175,6 +266,7 @@ def compute_status(
     conditions = [
         cond(Type.MODEL_RESOLVED, _model_resolved(observed)),
         cond(Type.RESIDENCY_VERIFIED, _residency(observed)),
+        cond(Type.MODEL_VERIFIED, verified),
         cond(Type.PROGRESSING, progressing),
         cond(Type.READY, ready),
     ]
@@ -208,6 +300,7 @@ def compute_status(
         served_model_name=observed.served_model_name,
         policy_name=validation.policy_name,
         regions=list(validation.regions) if validation.ok else None,
+        storage=list(validation.places) or None if validation.ok else None,
         placement=sorted(observed.placement, key=lambda p: p.pod) or None,
         error=decision.error,
     )

@@ -9,6 +9,8 @@ from typing import Any
 from ..api.v1alpha1.modeldeployment import KIND, ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import check_modeldeployment
+from ..policy.places import NO_PLATFORM, Platform
+from ..policy.residency import modeldeployment_places
 from .finetunejob_status import Validation
 from .finetunejob_validate import bind_policy, enforce_policies, no_region, parse_spec_as
 
@@ -27,6 +29,7 @@ def validate(
     default_image: str,
     resolved_model_uri: str | None,
     resolved_base_uri: str | None = None,
+    platform: Platform = NO_PLATFORM,
 ) -> Validation:
     """Bind the policy, apply every selecting policy, intersect the regions. On success the
     Validation carries the evidence (policy, allowed, requested and effective regions)."""
@@ -47,6 +50,7 @@ def validate(
             default_image=default_image,
             resolved_model_uri=resolved_model_uri,
             resolved_base_uri=resolved_base_uri,
+            platform=platform,
         ),
         spec.placement.regions,
     )
@@ -60,4 +64,10 @@ def validate(
         allowed_regions=regions.allowed,
         requested_regions=regions.requested,
         regions=regions.effective,
+        places=tuple(
+            p.evidence()
+            for p in modeldeployment_places(
+                spec, policies[bound], platform, resolved_model_uri, resolved_base_uri
+            )
+        ),
     )

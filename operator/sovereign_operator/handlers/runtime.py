@@ -24,6 +24,7 @@ from ..config import Settings
 from ..k8s.client import ApiError, Kube
 from ..k8s.events import build_event
 from ..metrics import Metrics
+from ..policy.places import Platform
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -58,6 +59,11 @@ class Runtime:
     seen: dict[str, tuple[Hashable, float]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def platform(self) -> Platform:
+        """The operator's own places, which every policy must declare."""
+        return Platform(self.build.mlflow_tracking_uri, self.build.hf_hub_offline)
 
     @contextmanager
     def job_lock(self, uid: str) -> Iterator[None]:

@@ -12,7 +12,16 @@ from ..api.v1alpha1.sovereigntypolicy import (
     SovereigntyPolicySpec,
     UriPattern,
 )
-from .uris import describe, image_allowed, uri_allowed
+from .places import (
+    NO_PLATFORM,
+    TRACKING_FIELD,
+    Place,
+    Platform,
+    Unresolved,
+    resolve,
+    tracking_place,
+)
+from .uris import describe, image_allowed
 from .violations import Violation
 
 
@@ -64,16 +73,56 @@ def _regions(placement: Placement, policy: SovereigntyPolicySpec, name: str) -> 
 
 
 def _uri(
-    field: str, uri: str | None, patterns: Sequence[UriPattern], list_name: str, name: str
+    field: str,
+    uri: str | None,
+    policy: SovereigntyPolicySpec,
+    list_name: str,
+    name: str,
+    platform: Platform,
 ) -> Iterator[Violation]:
-    if uri is None or uri_allowed(uri, patterns):
+    if uri is None:
         return
-    allowed = describe(patterns)
-    yield Violation(
+    patterns = _patterns(policy, list_name)
+    place = resolve(field, uri, patterns, policy, platform)
+    if isinstance(place, Place):
+        return
+    if place is None:
+        allowed = describe(patterns)
+        yield Violation(
+            field=field,
+            message=f"{field}: {uri} is not in {list_name} of SovereigntyPolicy {name}; "
+            f"allowed: {_listing(allowed)}",
+            allowed=allowed,
+        )
+        return
+    yield _undeclared(field, f"{field}: {place.reason}, in SovereigntyPolicy {name}", policy)
+
+
+def _undeclared(field: str, message: str, policy: SovereigntyPolicySpec) -> Violation:
+    """A URI that resolves to no declared place: the message ends with the endpoints there are."""
+    declared = tuple(f"{e.name} ({e.url})" for e in policy.storage_endpoints)
+    return Violation(
         field=field,
-        message=f"{field}: {uri} is not in {list_name} of SovereigntyPolicy {name}; "
-        f"allowed: {_listing(allowed)}",
-        allowed=allowed,
+        message=f"{message}; declared endpoints: {_listing(declared)}",
+        allowed=tuple(e.name for e in policy.storage_endpoints),
+    )
+
+
+def _patterns(policy: SovereigntyPolicySpec, list_name: str) -> Sequence[UriPattern]:
+    if list_name == "allowedStorage":
+        return policy.allowed_storage
+    return policy.allowed_model_sources
+
+
+def _tracking(policy: SovereigntyPolicySpec, name: str, platform: Platform) -> Iterator[Violation]:
+    place = tracking_place(policy, platform)
+    if not isinstance(place, Unresolved):
+        return
+    yield _undeclared(
+        TRACKING_FIELD,
+        f"{place.reason} of SovereigntyPolicy {name} (the operator's MLflow tracking URI: runs "
+        "and models go there)",
+        policy,
     )
 
 
@@ -129,40 +178,49 @@ def check_finetunejob(
     policy_name: str,
     *,
     default_image: str | None = None,
+    platform: Platform = NO_PLATFORM,
 ) -> list[Violation]:
     """Every rule of the policy that the FineTuneJob spec breaks, in a stable order.
 
     default_image: the image the operator uses when spec.execution.image is empty; it must
-    be allowed too (admission cannot see it).
+    be allowed too (admission cannot see it). platform: the operator's own places (its MLflow
+    tracking URI), which must be declared endpoints of the policy.
     """
     name = policy_name
     return [
         *_regions(spec.placement, policy, name),
         *_image("spec.execution.image", spec.execution.image, default_image, policy, name),
-        *_uri(
-            "spec.baseModel.uri",
-            spec.base_model.uri,
-            policy.allowed_model_sources,
-            "allowedModelSources",
-            name,
+        *(
+            violation
+            for field, uri, list_name in _finetunejob_uris(spec)
+            for violation in _uri(field, uri, policy, list_name, name, platform)
         ),
-        *_uri(
-            "spec.dataset.trainingUri",
-            spec.dataset.training_uri,
-            policy.allowed_storage,
-            "allowedStorage",
-            name,
-        ),
-        *_uri(
-            "spec.dataset.validationUri",
-            spec.dataset.validation_uri,
-            policy.allowed_storage,
-            "allowedStorage",
-            name,
-        ),
-        *_uri("spec.output.uri", spec.output.uri, policy.allowed_storage, "allowedStorage", name),
+        *_tracking(policy, name, platform),
         *_ray_cluster(spec, policy, name),
     ]
+
+
+def _finetunejob_uris(spec: FineTuneJobSpec) -> list[tuple[str, str | None, str]]:
+    """(field, URI, the policy list that governs it) of every URI a FineTuneJob names."""
+    return [
+        ("spec.baseModel.uri", spec.base_model.uri, "allowedModelSources"),
+        ("spec.dataset.trainingUri", spec.dataset.training_uri, "allowedStorage"),
+        ("spec.dataset.validationUri", spec.dataset.validation_uri, "allowedStorage"),
+        ("spec.output.uri", spec.output.uri, "allowedStorage"),
+    ]
+
+
+def finetunejob_places(
+    spec: FineTuneJobSpec, policy: SovereigntyPolicySpec, platform: Platform
+) -> tuple[Place, ...]:
+    """Where each URI of a FineTuneJob that passed check_finetunejob goes (its evidence)."""
+    places = [
+        resolve(field, uri, _patterns(policy, list_name), policy, platform)
+        for field, uri, list_name in _finetunejob_uris(spec)
+        if uri is not None
+    ]
+    places.append(tracking_place(policy, platform))
+    return tuple(p for p in places if isinstance(p, Place))
 
 
 def check_modeldeployment(
@@ -173,6 +231,7 @@ def check_modeldeployment(
     default_image: str | None = None,
     resolved_model_uri: str | None = None,
     resolved_base_uri: str | None = None,
+    platform: Platform = NO_PLATFORM,
 ) -> list[Violation]:
     """Every rule of the policy that the ModelDeployment spec breaks.
 
@@ -181,24 +240,41 @@ def check_modeldeployment(
     the base an adapter is served on (spec.model.baseModel.uri, or the job's base model).
     """
     name = policy_name
+    return [
+        *_regions(spec.placement, policy, name),
+        *_image("spec.serving.image", spec.serving.image, default_image, policy, name),
+        *(
+            violation
+            for field, uri in _modeldeployment_uris(spec, resolved_model_uri, resolved_base_uri)
+            for violation in _uri(field, uri, policy, "allowedModelSources", name, platform)
+        ),
+    ]
+
+
+def _modeldeployment_uris(
+    spec: ModelDeploymentSpec, resolved_model_uri: str | None, resolved_base_uri: str | None
+) -> list[tuple[str, str | None]]:
+    """(field, URI) of the model a ModelDeployment serves and of an adapter's base."""
     model_field = "spec.model.uri" if spec.model.uri else "spec.model.fineTuneJobRef"
     base_given = spec.model.base_model
     base_field = "spec.model.baseModel.uri" if base_given else "spec.model.fineTuneJobRef"
     return [
-        *_regions(spec.placement, policy, name),
-        *_image("spec.serving.image", spec.serving.image, default_image, policy, name),
-        *_uri(
-            model_field,
-            spec.model.uri or resolved_model_uri,
-            policy.allowed_model_sources,
-            "allowedModelSources",
-            name,
-        ),
-        *_uri(
-            base_field,
-            base_given.uri if base_given else resolved_base_uri,
-            policy.allowed_model_sources,
-            "allowedModelSources",
-            name,
-        ),
+        (model_field, spec.model.uri or resolved_model_uri),
+        (base_field, base_given.uri if base_given else resolved_base_uri),
     ]
+
+
+def modeldeployment_places(
+    spec: ModelDeploymentSpec,
+    policy: SovereigntyPolicySpec,
+    platform: Platform,
+    resolved_model_uri: str | None = None,
+    resolved_base_uri: str | None = None,
+) -> tuple[Place, ...]:
+    """Where the served model (and an adapter's base) come from: the serving evidence."""
+    places = [
+        resolve(field, uri, policy.allowed_model_sources, policy, platform)
+        for field, uri in _modeldeployment_uris(spec, resolved_model_uri, resolved_base_uri)
+        if uri is not None
+    ]
+    return tuple(p for p in places if isinstance(p, Place))

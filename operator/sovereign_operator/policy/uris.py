@@ -47,5 +47,8 @@ def image_allowed(image: str, registries: Sequence[str]) -> bool:
 
 
 def describe(patterns: Sequence[UriPattern]) -> tuple[str, ...]:
-    """Patterns as users read them: scheme://host."""
-    return tuple(f"{p.scheme.value}://{p.host}" for p in patterns)
+    """Patterns as users read them: scheme://host, and "at <endpoint>" when one is named."""
+    return tuple(
+        f"{p.scheme.value}://{p.host}" + (f" at {p.endpoint}" if p.endpoint else "")
+        for p in patterns
+    )

@@ -8,8 +8,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP: Final = "sovereign-ai.eu"
 VERSION: Final = "v1alpha1"
@@ -134,8 +135,30 @@ class OperatorStatus(ApiModel):
     )
 
 
+# The credential variables a Secret may give a pod (builders.podtemplate.CREDENTIAL_KEYS);
+# nothing else in a Secret, such as an endpoint URL, reaches the pods.
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
+CREDENTIAL_KEY_RULE: JsonDict = {
+    "rule": (
+        "!has(self.key) || self.key.upperAscii().replace('-', '_').replace('.', '_') in "
+        f"{list(CREDENTIAL_KEYS)}"
+    ),
+    "message": f"key must name a credential: one of {', '.join(CREDENTIAL_KEYS)} (any case)",
+    "fieldPath": ".key",
+}
+
+
+def credential_variable(key: str) -> str:
+    """The variable a Secret key becomes (hf-token -> HF_TOKEN)."""
+    return key.upper().replace("-", "_").replace(".", "_")
+
+
 class SecretKeyRef(ApiModel):
-    """A key of a Secret in the namespace of the object that names it."""
+    """A key of a Secret in the namespace of the object that names it. Only credentials reach
+    the pods: the Secret's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
+    HF_TOKEN, each as the variable of its name."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CREDENTIAL_KEY_RULE]})
 
     name: str = Field(
         description="Name of the Secret, in the same namespace as this object.",
@@ -145,12 +168,20 @@ class SecretKeyRef(ApiModel):
     key: str | None = Field(
         default=None,
         description=(
-            "Key inside the Secret. When omitted, every key of the Secret is exposed as an "
-            "environment variable (for example AWS_ACCESS_KEY_ID or HF_TOKEN)."
+            "The one key of the Secret to use, named after its variable (for example HF_TOKEN, "
+            "any case). When omitted, each of the credential keys the Secret has is used; its "
+            "other keys never reach a pod."
         ),
         min_length=1,
         max_length=253,
     )
+
+    @field_validator("key")
+    @classmethod
+    def _credential_key(cls, key: str | None) -> str | None:
+        if key is not None and credential_variable(key) not in CREDENTIAL_KEYS:
+            raise ValueError(str(CREDENTIAL_KEY_RULE["message"]))
+        return key
 
 
 class NamespacedSecretKeyRef(ApiModel):
@@ -273,6 +304,20 @@ class PodPlacement(ApiModel):
     pod: str = Field(description="Name of the pod.")
     node: str = Field(description="Name of the node the pod was bound to.")
     region: str = Field(description="Value of the policy's region label on that node.")
+
+
+class StoragePlace(ApiModel):
+    """Evidence of where one URI goes: the endpoint of the SovereigntyPolicy it resolved to,
+    with that endpoint's URL and region, or what kind of place it is when it has no URL."""
+
+    field: str = Field(description="The spec field (or operator setting) that names the URI.")
+    uri: str = Field(description="The URI.")
+    endpoint: str | None = Field(default=None, description="The storageEndpoints entry.")
+    url: str | None = Field(default=None, description="The URL the pods were given.")
+    region: str | None = Field(default=None, description="The endpoint's region.")
+    note: str | None = Field(
+        default=None, description="For a place without a URL: a claim, a node path, a cache."
+    )
 
 
 class ErrorInfo(ApiModel):

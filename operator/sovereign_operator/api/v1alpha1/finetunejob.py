@@ -25,6 +25,7 @@ from .common import (
     Quantity,
     RegionName,
     SecretKeyRef,
+    StoragePlace,
 )
 
 KIND: Final = "FineTuneJob"
@@ -34,9 +35,14 @@ AUTO: Final = "auto"
 Auto = Literal["auto"]
 
 # Where models and data may come from. The SovereigntyPolicy narrows these further.
+# An S3 bucket here has no dots and an S3 URI no query or fragment: a dotted bucket reads as a
+# host name (s3://eu-x.s3.us-east-1.amazonaws.com matches "eu-*"), and some S3 libraries take
+# the endpoint from a query string (?endpoint_override=); either could move the data elsewhere.
+S3_BUCKET = r"s3://[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"
+S3_PATH = r"[^\s?#]"
 MODEL_URI_PATTERN = (
     r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
-    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
+    rf"|{S3_BUCKET}(/{S3_PATH}*)?"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
     r"|models:/[A-Za-z0-9][^\s/@]*(/[0-9]+|@[A-Za-z0-9_-]+)"
     r"|file:///[^\s]*)$"
@@ -45,12 +51,12 @@ MODEL_URI_PATTERN = (
 # accepted spec must not fail only at run time, so they are refused at admission; mirror the
 # file to S3 or a claim instead.
 DATA_URI_PATTERN = (
-    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+"
+    rf"^({S3_BUCKET}/{S3_PATH}+"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+"
     r"|file:///[^\s]+)$"
 )
 OUTPUT_URI_PATTERN = (
-    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
+    rf"^({S3_BUCKET}(/{S3_PATH}*)?"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
     r"|file:///[^\s]+)$"
 )
@@ -532,6 +538,9 @@ class FineTuneJobConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    # Set once the result says how the fine-tune's compute compares with the base model's
+    # (absent while the base model's training compute is not known).
+    MODIFICATION_THRESHOLD_EXCEEDED = "ModificationThresholdExceeded"
 
 
 class Progress(ApiModel):
@@ -557,6 +566,57 @@ class MlflowInfo(ApiModel):
     model_name: str | None = Field(default=None, description="Registered model name.")
     model_version: str | None = Field(default=None, description="Registered model version.")
     model_uri: str | None = Field(default=None, description="models:/name/version of the result.")
+    model_digest: str | None = Field(
+        default=None,
+        description=(
+            "sha256 of the registered model folder, as the trainer computed it; a ModelDeployment "
+            "serving this job refuses a fetched model with another digest."
+        ),
+    )
+
+
+class ComputeUsage(ApiModel):
+    """Compute and energy the job used, as the trainer accounted them (docs/training.md)."""
+
+    gpu_hours: float | None = Field(
+        default=None,
+        ge=0,
+        description="Wall time from the driver's start to the final save x workers x GPUs per "
+        "worker / 3600; 0 for CPU workers.",
+    )
+    cpu_core_hours: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU workers only: wall time x workers x compute threads per worker / 3600.",
+    )
+    wall_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds from the driver's start to the final save, restarts included.",
+    )
+    tokens: int | None = Field(default=None, ge=0, description="Tokens trained (no padding).")
+    training_flops: float | None = Field(
+        default=None,
+        ge=0,
+        description="FLOPs per token (forward and backward; LoRA-aware) x tokens trained.",
+    )
+    energy_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPU-hours x the GPU's board power x PUE; absent where not estimated.",
+    )
+    energy_method: str | None = Field(
+        default=None, description="How energyKwh was estimated, or why it was not."
+    )
+    base_model_training_flops: float | None = Field(
+        default=None, gt=0, description="The base model's own training compute, where known."
+    )
+    base_compute_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        description="trainingFlops / baseModelTrainingFlops; above 1/3 the "
+        "ModificationThresholdExceeded condition is True.",
+    )
 
 
 class ResolvedHyperparameters(ApiModel):
@@ -580,7 +640,9 @@ class FineTuneJobStatus(OperatorStatus):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "InputsValidated, ResidencyVerified, Admitted, Running, Succeeded, Failed, Suspended."
+            "InputsValidated, ResidencyVerified, Admitted, Running, Succeeded, Failed, Suspended, "
+            "and ModificationThresholdExceeded once the fine-tune's share of the base model's "
+            "training compute is known."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -611,11 +673,21 @@ class FineTuneJobStatus(OperatorStatus):
     placement: list[PodPlacement] | None = Field(
         default=None, description="Where each pod ran: pod, node, region (residency evidence)."
     )
+    storage: list[StoragePlace] | None = Field(
+        default=None,
+        description=(
+            "Where each URI goes: the SovereigntyPolicy endpoint (URL, region) it resolved to "
+            "and the pods were given (residency evidence)."
+        ),
+    )
     progress: Progress | None = Field(default=None, description="Training progress and ETA.")
     resolved_hyperparameters: ResolvedHyperparameters | None = Field(
         default=None, description='Hyperparameters actually used, with "auto" resolved.'
     )
     mlflow: MlflowInfo | None = Field(default=None, description="MLflow run and registered model.")
+    compute: ComputeUsage | None = Field(
+        default=None, description="Compute and energy used, from the trainer's result."
+    )
     fine_tuned_model: str | None = Field(
         default=None, description="URI of the fine-tuned model (models:/name/version)."
     )

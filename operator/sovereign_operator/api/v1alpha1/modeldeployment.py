@@ -20,6 +20,8 @@ from .common import (
     PodPlacement,
     Quantity,
     RegionName,
+    SecretKeyRef,
+    StoragePlace,
 )
 from .finetunejob import IMAGE_PATTERN, MODEL_URI_PATTERN, BaseModelSource
 
@@ -74,6 +76,13 @@ class ModelSource(ApiModel):
         description=(
             "When spec.model.uri is a LoRA adapter (not merged): the base model it was trained "
             "on, fetched beside it and served with it. allowedModelSources must allow it too."
+        ),
+    )
+    secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Credentials the fetch of spec.model.uri uses (S3 keys or HF_TOKEN), by reference: "
+            "only the Secret's credential keys reach the fetch container, never the server."
         ),
     )
 
@@ -230,6 +239,7 @@ class ModelDeploymentConditionType(StrEnum):
 
     MODEL_RESOLVED = "ModelResolved"
     RESIDENCY_VERIFIED = "ResidencyVerified"
+    MODEL_VERIFIED = "ModelVerified"
     PROGRESSING = "Progressing"
     READY = "Ready"
 
@@ -242,7 +252,11 @@ class ModelDeploymentStatus(OperatorStatus):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="ModelResolved, ResidencyVerified, Progressing, Ready.",
+        description=(
+            "ModelResolved, ResidencyVerified, ModelVerified (the fetched model is the one "
+            "expected: a fineTuneJobRef's carries the job's uid in its MLflow tags and the "
+            "digest its trainer recorded), Progressing, Ready."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     observed_generation: int | None = Field(
@@ -272,6 +286,13 @@ class ModelDeploymentStatus(OperatorStatus):
     )
     placement: list[PodPlacement] | None = Field(
         default=None, description="Where each replica runs: pod, node, region."
+    )
+    storage: list[StoragePlace] | None = Field(
+        default=None,
+        description=(
+            "Where the served model (and an adapter's base) come from: the SovereigntyPolicy "
+            "endpoint (URL, region) each resolved to (residency evidence)."
+        ),
     )
     error: ErrorInfo | None = Field(
         default=None, description="Why the deployment failed, if it did."

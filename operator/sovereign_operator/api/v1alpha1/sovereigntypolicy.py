@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from .common import (
@@ -44,10 +44,24 @@ class UriScheme(StrEnum):
     FILE = "file"
 
 
+URI_PATTERN_ENDPOINT_RULE: JsonDict = {
+    "rule": "self.scheme != 's3' || has(self.endpoint)",
+    "message": (
+        "an s3 entry must name its endpoint: the storageEndpoints entry where buckets "
+        "matching host live (an S3 URI does not say where its bucket is)"
+    ),
+}
+
+
 class UriPattern(ApiModel):
     """A location: a URI scheme and a pattern for its host. The host is the first path segment
     after the scheme: the S3 bucket, the PVC claim, the Hugging Face organisation, the MLflow
-    registered model name, or the top directory of a file:// path."""
+    registered model name, or the top directory of a file:// path. An s3 entry also names the
+    endpoint its buckets live at, so that a URI resolves to a place, not only to a name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [URI_PATTERN_ENDPOINT_RULE]}
+    )
 
     scheme: UriScheme = Field(description="s3, pvc, hf, models or file.")
     host: str = Field(
@@ -57,6 +71,59 @@ class UriPattern(ApiModel):
         ),
         pattern=HOST_PATTERN,
         max_length=253,
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description=(
+            "Name of the storageEndpoints entry that serves these URIs: required for s3 (the "
+            "S3 service the buckets live at; pods talk to exactly its URL), and for hf the "
+            "Hugging Face mirror when the operator's hub is not offline."
+        ),
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+
+
+ENDPOINT_URL_PATTERN = (
+    r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[^\s?#@]*)?$"
+)
+
+
+class StorageEndpoint(ApiModel):
+    """A place where data, models or runs are kept: an S3-compatible service, an MLflow
+    tracking server or a Hugging Face mirror, and the region it is in. URIs resolve to these
+    (see UriPattern.endpoint), and the operator's MLflow tracking URI must be one of them."""
+
+    name: str = Field(
+        description="Name UriPattern.endpoint refers to.", pattern=DNS_LABEL, max_length=63
+    )
+    url: str = Field(
+        description=(
+            "Base URL of the service, e.g. https://s3.gra.io.cloud.ovh.net or "
+            "http://mlflow.mlflow.svc:5000; no query, fragment or user info."
+        ),
+        pattern=ENDPOINT_URL_PATTERN,
+        max_length=2048,
+    )
+    region: RegionName = Field(
+        description="Region the service stores its data in; must be one of allowedRegions."
+    )
+    cidrs: list[Annotated[str, Field(max_length=43)]] = Field(
+        default=[],
+        max_length=MAX_LIST,
+        description=(
+            "Addresses the service is reached at (CIDRs); training and serving pods may "
+            "connect to them (their egress NetworkPolicy). Empty: only through allowedCIDRs."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(c, isCIDR(c))",
+                    "message": "spec.storageEndpoints[].cidrs entries must be CIDRs",
+                }
+            ],
+        },
     )
 
 
@@ -147,8 +214,9 @@ class Egress(ApiModel):
         max_length=MAX_LIST,
         alias="allowedCIDRs",
         description=(
-            "CIDRs that training and serving pods may connect to, besides cluster DNS and the "
-            "API server. Empty denies all other egress."
+            "CIDRs that training and serving pods may connect to, besides cluster DNS, the "
+            "storageEndpoints' cidrs and (training) the job's own pods. Empty denies all "
+            "other egress."
         ),
         json_schema_extra={
             "x-kubernetes-list-type": "set",
@@ -162,6 +230,26 @@ RAY_CLUSTER_REGION_RULE: JsonDict = {
     "message": "spec.rayClusters[].region must be one of spec.allowedRegions",
     "fieldPath": ".rayClusters",
 }
+ENDPOINT_REGION_RULE: JsonDict = {
+    "rule": (
+        "!has(self.storageEndpoints) || "
+        "self.storageEndpoints.all(e, e.region in self.allowedRegions)"
+    ),
+    "message": "spec.storageEndpoints[].region must be one of spec.allowedRegions",
+    "fieldPath": ".storageEndpoints",
+}
+
+
+def _endpoint_declared_rule(list_name: str) -> JsonDict:
+    names = "self.storageEndpoints.map(e, e.name)"
+    return {
+        "rule": (
+            f"!has(self.{list_name}) || self.{list_name}.all(p, !has(p.endpoint) || "
+            f"(has(self.storageEndpoints) && p.endpoint in {names}))"
+        ),
+        "message": f"spec.{list_name}[].endpoint must name an entry of spec.storageEndpoints",
+        "fieldPath": f".{list_name}",
+    }
 
 
 class SovereigntyPolicySpec(ApiModel):
@@ -169,7 +257,14 @@ class SovereigntyPolicySpec(ApiModel):
     Enforced at admission (ValidatingAdmissionPolicy) and again by the operator."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [RAY_CLUSTER_REGION_RULE]}
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                RAY_CLUSTER_REGION_RULE,
+                ENDPOINT_REGION_RULE,
+                _endpoint_declared_rule("allowedStorage"),
+                _endpoint_declared_rule("allowedModelSources"),
+            ]
+        }
     )
 
     region_label: str = Field(
@@ -196,6 +291,15 @@ class SovereigntyPolicySpec(ApiModel):
         description="Where base models and served models may come from.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
+    storage_endpoints: list[StorageEndpoint] = Field(
+        default=[],
+        max_length=MAX_LIST,
+        description=(
+            "The places URIs resolve to: S3 services, MLflow tracking servers, Hugging Face "
+            "mirrors, each with its region. Pods are given exactly these URLs."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     allowed_registries: list[RegistryPrefix] = Field(
         default=[],
         max_length=MAX_LIST,
@@ -221,11 +325,48 @@ class SovereigntyPolicySpec(ApiModel):
     @classmethod
     def _unique_cluster_names(cls, clusters: list[RayClusterEndpoint]) -> list[RayClusterEndpoint]:
         # The CRD's list-map keyed by name says the same at admission.
-        names = [c.name for c in clusters]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"spec.rayClusters: duplicate names {duplicates}")
+        _refuse_duplicates("spec.rayClusters", [c.name for c in clusters])
         return clusters
+
+    @field_validator("storage_endpoints")
+    @classmethod
+    def _unique_endpoint_names(cls, endpoints: list[StorageEndpoint]) -> list[StorageEndpoint]:
+        _refuse_duplicates("spec.storageEndpoints", [e.name for e in endpoints])
+        return endpoints
+
+    @model_validator(mode="after")
+    def _endpoints_declared(self) -> SovereigntyPolicySpec:
+        # The CRD's CEL rules say the same at admission.
+        names = {e.name for e in self.storage_endpoints}
+        for list_name, patterns in (
+            ("allowedStorage", self.allowed_storage),
+            ("allowedModelSources", self.allowed_model_sources),
+        ):
+            for index, pattern in enumerate(patterns):
+                field = f"spec.{list_name}[{index}].endpoint"
+                if pattern.scheme == UriScheme.S3 and not pattern.endpoint:
+                    raise ValueError(f"{field}: an s3 entry must name its storageEndpoints entry")
+                if pattern.endpoint and pattern.endpoint not in names:
+                    raise ValueError(
+                        f"{field}: {pattern.endpoint} is not declared in spec.storageEndpoints"
+                    )
+        for endpoint in self.storage_endpoints:
+            if endpoint.region not in self.allowed_regions:
+                raise ValueError(
+                    f"spec.storageEndpoints: {endpoint.name} is in {endpoint.region}, which is "
+                    "not one of spec.allowedRegions"
+                )
+        return self
+
+    def endpoint(self, name: str | None) -> StorageEndpoint | None:
+        """The storageEndpoints entry called ``name``, if declared."""
+        return next((e for e in self.storage_endpoints if e.name == name), None)
+
+
+def _refuse_duplicates(field: str, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{field}: duplicate names {duplicates}")
 
 
 class SovereigntyPolicy(ApiModel):
