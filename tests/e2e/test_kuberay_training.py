@@ -288,9 +288,10 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     assert store is not None
     places = {p["field"]: p for p in final["storage"]}
     for field in ("spec.dataset.trainingUri", "spec.output.uri"):
-        assert (places[field]["endpoint"], places[field]["url"]) == (LOCAL_S3, store.endpoint)
+        place = places[field]
+        assert (place["storageEndpoint"], place["url"]) == (LOCAL_S3, store.endpoint)
         assert places[field]["region"] == REGION
-    assert places["SOVAI_MLFLOW_TRACKING_URI"]["endpoint"] == "mlflow"
+    assert places["SOVAI_MLFLOW_TRACKING_URI"]["storageEndpoint"] == "mlflow"
     written = objects(store, BUCKET, f"output/{name}/")
     assert f"output/{name}/adapter_config.json" in written, written
     # MLflow keeps the registered model's files in the store too (its artifact destination).

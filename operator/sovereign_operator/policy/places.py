@@ -56,7 +56,7 @@ class Place:
         return StoragePlace(
             field=self.field,
             uri=self.uri,
-            endpoint=e.name if e else None,
+            storage_endpoint=e.name if e else None,
             url=e.url if e else None,
             region=e.region if e else None,
             note=self.note,

@@ -312,7 +312,11 @@ class StoragePlace(ApiModel):
 
     field: str = Field(description="The spec field (or operator setting) that names the URI.")
     uri: str = Field(description="The URI.")
-    endpoint: str | None = Field(default=None, description="The storageEndpoints entry.")
+    # Named so that `field` sorts first: kubectl describe lists a map's keys in order, and each
+    # entry must start with what it is about.
+    storage_endpoint: str | None = Field(
+        default=None, description="The SovereigntyPolicy's storageEndpoints entry."
+    )
     url: str | None = Field(default=None, description="The URL the pods were given.")
     region: str | None = Field(default=None, description="The endpoint's region.")
     note: str | None = Field(
