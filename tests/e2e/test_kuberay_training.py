@@ -33,13 +33,11 @@ from sovereign_operator.devcluster.incluster import (
     S3_SECRET,
     host_path_claim,
     local_places,
-    make_bucket,
     mlflow_server,
     mlflow_tracking_uri,
-    objects,
     s3_secret,
-    upload,
 )
+from sovereign_operator.devcluster.s3store import make_bucket, objects, upload
 from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
 from sovereign_operator.images.references import RUNTIME_IMAGE
 

@@ -1,26 +1,19 @@
 """The egress NetworkPolicies: a FineTuneJob's Ray pods and a ModelDeployment's serving pods
-(builders/network.py), and how the kuberay backend ensures the job's one before its RayJob."""
+(builders/network.py). How the kuberay backend ensures the job's one, against the real API
+server: tests/integration/test_job_network_policy.py."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
-from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
+from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec
 from sovereign_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
-from sovereign_operator.backends.context import JobContext
-from sovereign_operator.backends.kuberay import KubeRayBackend
-from sovereign_operator.backends.types import BackendState
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
 from sovereign_operator.builders.names import network_policy_name, rayjob_name
 from sovereign_operator.builders.network import build_job_network_policy, dns_rule
 from sovereign_operator.builders.rayjob import build_rayjob
 from sovereign_operator.builders.serving_children import build_network_policy
-from sovereign_operator.k8s.client import ApiError, Kind, Kube, kind_of
-from sovereign_operator.k8s.credentials import Credentials
 
 OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")
 OWNER_REF = {
@@ -89,15 +82,6 @@ SPEC = FineTuneJobSpec.model_validate(
 )
 RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-gra",))
 CFG = BuildConfig(runtime_image="registry.sovereign-ai.eu/sovereign-ai/runtime:0.1.0")
-HP = ResolvedHyperparameters(
-    epochs=1,
-    batch_size=8,
-    micro_batch_size=4,
-    learning_rate=2e-4,
-    max_seq_length=512,
-    warmup_ratio=0.0,
-    seed=42,
-)
 
 
 # -- the builders ---------------------------------------------------------------------------
@@ -158,133 +142,3 @@ def test_the_policy_selects_every_pod_of_its_job_and_no_other() -> None:
 def test_network_policy_name_is_the_rayjobs_and_fits(name: str) -> None:
     assert network_policy_name(name) == f"{rayjob_name(name)}-egress"
     assert len(network_policy_name(name)) <= 63
-
-
-# -- the kuberay backend --------------------------------------------------------------------
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch."""
-    merged = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-class MemoryKube(Kube):
-    """An API server in memory for the calls ensure and delete_owned make, each recorded as
-    (verb, plural, name). Anything else reaches the closed port of the base client and fails."""
-
-    def __init__(self) -> None:
-        super().__init__(Credentials(server="https://127.0.0.1:9"), pool_size=1)
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.calls: list[tuple[str, str, str]] = []
-
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        key = (kind_of(manifest).plural, manifest["metadata"]["name"])
-        self.calls.append(("create", *key))
-        if key in self.objects:
-            raise ApiError(409, "Conflict", json.dumps({"message": "already exists"}))
-        stored = json.loads(json.dumps(manifest))
-        stored["metadata"]["uid"] = f"uid-{key[1]}"
-        self.objects[key] = stored
-        return stored
-
-    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
-        self.calls.append(("get", kind.plural, name))
-        if (kind.plural, name) not in self.objects:
-            raise ApiError(404, "Not Found", json.dumps({"message": "not found"}))
-        return self.objects[(kind.plural, name)]
-
-    def merge_patch(
-        self,
-        kind: Kind,
-        namespace: str | None,
-        name: str,
-        patch: dict[str, Any],
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        self.calls.append(("patch", kind.plural, name))
-        self.objects[(kind.plural, name)] = _merge(self.objects[(kind.plural, name)], patch)
-        return self.objects[(kind.plural, name)]
-
-    def delete(self, kind: Kind, namespace: str | None, name: str, uid: str | None = None) -> bool:
-        self.calls.append(("delete", kind.plural, name))
-        return self.objects.pop((kind.plural, name), None) is not None
-
-    def writes(self) -> list[tuple[str, str, str]]:
-        return [call for call in self.calls if call[0] != "get"]
-
-
-def context(policy: SovereigntyPolicySpec, live: dict[str, Any] | None = None) -> JobContext:
-    return JobContext(
-        spec=SPEC,
-        owner=OWNER,
-        generation=1,
-        residency=RESIDENCY,
-        hyperparameters=HP,
-        policy=policy,
-        build=CFG,
-        previous=None,
-        live_rayjob=live,
-    )
-
-
-def test_the_network_policy_is_made_before_the_rayjob() -> None:
-    kube = MemoryKube()
-    observation = KubeRayBackend(kube).reconcile(context(POLICY))
-    assert observation.state == BackendState.PENDING
-    assert kube.writes() == [
-        ("create", "networkpolicies", "ft-egress"),
-        ("create", "configmaps", "ft-config"),
-        ("create", "rayjobs", "ft"),
-    ]
-    stored = kube.objects[("networkpolicies", "ft-egress")]
-    assert stored["spec"] == build_job_network_policy(OWNER, POLICY)["spec"]
-
-
-def test_a_changed_policy_reaches_the_network_policy_of_a_live_job() -> None:
-    kube = MemoryKube()
-    backend = KubeRayBackend(kube)
-    backend.reconcile(context(NO_CIDRS))
-    live = kube.objects[("rayjobs", "ft")]
-    kube.calls.clear()
-    backend.reconcile(context(NO_CIDRS, live))
-    assert kube.calls == []  # nothing changed: no request at all
-    backend.reconcile(context(POLICY, live))
-    assert ("patch", "networkpolicies", "ft-egress") in kube.writes()
-    assert kube.objects[("networkpolicies", "ft-egress")]["spec"]["egress"] == [
-        DNS,
-        OWN_PODS,
-        DECLARED,
-    ]
-
-
-def test_a_foreign_network_policy_keeps_the_rayjob_from_being_made() -> None:
-    kube = MemoryKube()
-    foreign = build_job_network_policy(Owner(name="ft", namespace="team-a", uid="other"), POLICY)
-    kube.objects[("networkpolicies", "ft-egress")] = foreign
-    observation = KubeRayBackend(kube).reconcile(context(POLICY))
-    assert observation.state == BackendState.ABSENT
-    assert "NetworkPolicy team-a/ft-egress already exists" in observation.blockers[0]
-    assert kube.writes() == [("create", "networkpolicies", "ft-egress")]
-    assert kube.objects[("networkpolicies", "ft-egress")] is foreign
-
-
-def test_delete_removes_the_network_policy_after_the_rayjob() -> None:
-    kube = MemoryKube()
-    backend = KubeRayBackend(kube)
-    backend.reconcile(context(POLICY))
-    kube.calls.clear()
-    backend.delete(OWNER, None)
-    assert kube.writes() == [
-        ("delete", "rayjobs", "ft"),
-        ("delete", "configmaps", "ft-config"),
-        ("delete", "networkpolicies", "ft-egress"),
-    ]
-    assert kube.objects == {}

@@ -277,7 +277,10 @@ def test_each_uri_resolves_to_the_endpoint_its_pattern_names() -> None:
     )
     platform = Platform(mlflow_tracking_uri=TRACKING)
     assert check_finetunejob(spec, EU, "eu-only", platform=platform) == []
-    places = [p.describe() for p in finetunejob_places(spec, EU, platform)]
+    places = [
+        f"{p.field}: {p.uri} -> {p.storage_endpoint} ({p.url}, {p.region})"
+        for p in finetunejob_places(spec, EU, platform)
+    ]
     assert places == [
         "spec.baseModel.uri: s3://eu-models/tiny -> scw-par (https://s3.fr-par.scw.cloud, "
         "eu-west-par)",
@@ -320,7 +323,7 @@ def test_models_uris_resolve_to_the_tracking_server() -> None:
     platform = Platform(mlflow_tracking_uri=TRACKING)
     spec = job(baseModel={"uri": "models:/chat/3"})
     place = finetunejob_places(spec, EU, platform)[0]
-    assert (place.field, place.endpoint and place.endpoint.name) == ("spec.baseModel.uri", "mlflow")
+    assert (place.field, place.storage_endpoint) == ("spec.baseModel.uri", "mlflow")
 
 
 def test_hf_needs_a_mirror_when_the_hub_is_online() -> None:
@@ -367,5 +370,5 @@ def test_an_online_hub_goes_to_the_declared_mirror() -> None:
     online = Platform(hf_hub_offline=False)
     spec = job(baseModel={"uri": "hf://mistralai/tiny"})
     assert check_finetunejob(spec, mirrored, "eu-only", platform=online) == []
-    places = [p.evidence() for p in finetunejob_places(spec, mirrored, online)]
+    places = finetunejob_places(spec, mirrored, online)
     assert hub_mirror(places) == "https://hf.mirror.eu"

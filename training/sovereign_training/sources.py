@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,11 @@ def mlflow_download(uri: Uri, dest: Path) -> None:
     import mlflow
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
+    # MLflow's own resolution of models:/name/version and models:/name@alias to where the
+    # version's files are; MLflow leaves it unannotated, so its type is stated here.
+    underlying_uri: Callable[[str], str] = ModelsArtifactRepository.get_underlying_uri
     try:
-        route_mlflow_artifacts(ModelsArtifactRepository.get_underlying_uri(uri.raw))  # type: ignore[no-untyped-call]
+        route_mlflow_artifacts(underlying_uri(uri.raw))
     except RouteError as error:
         raise SourceError(f"{uri.raw}: its artifacts are at {error}") from None
     mlflow.artifacts.download_artifacts(artifact_uri=uri.raw, dst_path=str(dest))

@@ -88,9 +88,8 @@ def s3_client(bucket: str, role: Role) -> Any:
     from botocore.config import Config
 
     endpoint = endpoint_for(bucket, role)
-    if endpoint is None:
-        url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return boto3.client("s3", endpoint_url=url or None)
+    if endpoint is None:  # boto3 reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself
+        return boto3.client("s3")
     return boto3.client(
         "s3", endpoint_url=endpoint.url, config=Config(s3={"addressing_style": "path"})
     )

@@ -16,7 +16,7 @@ from ..builders.context import JOB_UID_LABEL, Owner
 from ..builders.jobconfig import build_job_config
 from ..builders.names import submission_id
 from ..k8s.client import SECRET, Kube
-from ..policy.places import EMPTY_ROUTES
+from ..policy.places import ROUTES_ENV
 from .context import JobContext
 from .jobsapi import JobsApi
 from .logs import last_progress
@@ -131,7 +131,7 @@ class RayClusterBackend:
                 # they were started with (ray start --labels), and the trainer refuses to run
                 # on a node outside the allowed regions. The policy's word is not evidence.
                 "SOVAI_REGION_LABEL": ctx.residency.region_label,
-                "SOVAI_S3_ROUTES": ctx.residency.s3_routes or EMPTY_ROUTES,
+                ROUTES_ENV: ctx.residency.s3_routes,
             }
             if ctx.residency.hub_mirror:
                 env["HF_ENDPOINT"] = ctx.residency.hub_mirror

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..api.v1alpha1.common import API_VERSION
+from ..policy.places import EMPTY_ROUTES
 
 LABEL_PREFIX = "sovereign-ai.eu"
 JOB_UID_LABEL = f"{LABEL_PREFIX}/job-uid"
@@ -50,7 +51,7 @@ class Residency:
     region_label: str
     regions: tuple[str, ...]
     # SOVAI_S3_ROUTES (policy.places.routes_document): the only S3 endpoints the pods may use.
-    s3_routes: str = ""
+    s3_routes: str = EMPTY_ROUTES
     # HF_ENDPOINT: the declared Hugging Face mirror of the hf:// URIs, if any (places.hub_mirror).
     hub_mirror: str = ""
 

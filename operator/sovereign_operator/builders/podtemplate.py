@@ -138,7 +138,7 @@ def _secret_env(ref: SecretKeyRef | None) -> list[dict[str, Any]]:
 def environment(
     cfg: BuildConfig,
     secrets: list[SecretKeyRef | None],
-    s3_routes: str = "",
+    s3_routes: str = EMPTY_ROUTES,
     hub_mirror: str = "",
 ) -> list[dict[str, Any]]:
     """The env of the Ray and fetch containers. Secrets only by reference, never inline, and
@@ -178,7 +178,7 @@ def environment(
                 env.append(variable)
     if hub_mirror:
         env.append({"name": "HF_ENDPOINT", "value": hub_mirror})
-    env.append({"name": S3_ROUTES_ENV, "value": s3_routes or EMPTY_ROUTES})
+    env.append({"name": S3_ROUTES_ENV, "value": s3_routes})
     return env
 
 

@@ -32,15 +32,12 @@ from ..devcluster.incluster import (
     S3_SECRET,
     host_path_claim,
     local_places,
-    make_bucket,
     mlflow_server,
     mlflow_tracking_uri,
-    objects,
     s3_secret,
-    upload,
 )
 from ..devcluster.nodes import DEFAULT_NODES
-from ..devcluster.s3store import S3Credentials
+from ..devcluster.s3store import S3Credentials, make_bucket, objects, upload
 from ..devcluster.samples import cpu_lora_job, cpu_serving
 from ..images.build import build_images
 from ..images.references import NODE_IMAGES, RUNTIME_IMAGE

@@ -2,7 +2,7 @@
 storage that every pod of a job can reach; and how the cluster's S3 store appears to the policy
 and the pods.
 
-Mostly pure builders of manifests; the demo and the end-to-end tests apply them. On a customer's
+Pure builders of manifests; the demo and the end-to-end tests apply them. On a customer's
 cluster these are the customer's own services (docs/operator.md says which settings point at
 them); here they run from the product's runtime image, pinned to the allowed region like
 everything else.
@@ -10,7 +10,6 @@ everything else.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,41 +75,6 @@ def s3_secret(namespace: str, store: S3Credentials, name: str = S3_SECRET) -> di
             "AWS_SECRET_ACCESS_KEY": store.secret_key,
         },
     }
-
-
-def _s3(store: S3Credentials) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.access_key,
-        aws_secret_access_key=store.secret_key,
-        region_name=store.region,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
-def make_bucket(store: S3Credentials, bucket: str) -> None:
-    """Create ``bucket`` in the store unless it exists."""
-    client = _s3(store)
-    if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
-        client.create_bucket(Bucket=bucket)
-
-
-def upload(store: S3Credentials, bucket: str, key: str, path: Path) -> str:
-    """Put a file into the store (its bucket made if missing), as a user would with their
-    provider's CLI; returns its s3:// URI."""
-    make_bucket(store, bucket)
-    _s3(store).upload_file(str(path), bucket, key)
-    return f"s3://{bucket}/{key}"
-
-
-def objects(store: S3Credentials, bucket: str, prefix: str) -> list[str]:
-    """The keys under ``prefix`` in ``bucket``."""
-    listed = _s3(store).list_objects_v2(Bucket=bucket, Prefix=prefix)
-    return sorted(o["Key"] for o in listed.get("Contents", []))
 
 
 def mlflow_server(

@@ -13,6 +13,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -124,3 +125,41 @@ def answers(endpoint: str) -> bool:
         return requests.get(endpoint, timeout=2).status_code in (200, 403)
     except requests.RequestException:
         return False
+
+
+# -- what a user does with their provider's CLI: buckets and objects -----------------------------
+
+
+def _s3(store: S3Credentials) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint,
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+        region_name=store.region,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def make_bucket(store: S3Credentials, bucket: str) -> None:
+    """Create ``bucket`` in the store unless it exists."""
+    client = _s3(store)
+    if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=bucket)
+
+
+def upload(store: S3Credentials, bucket: str, key: str, path: Path) -> str:
+    """Put a file into the store (its bucket made if missing), as a user would with their
+    provider's CLI; returns its s3:// URI."""
+    make_bucket(store, bucket)
+    _s3(store).upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def objects(store: S3Credentials, bucket: str, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in ``bucket``."""
+    listed = _s3(store).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents", []))

@@ -177,7 +177,7 @@ def validate(
         requested_regions=requested,
         regions=regions,
         hyperparameters=hyperparameters,
-        places=tuple(p.evidence() for p in finetunejob_places(spec, policies[bound], platform)),
+        places=finetunejob_places(spec, policies[bound], platform),
     )
 
 

@@ -64,10 +64,7 @@ def validate(
         allowed_regions=regions.allowed,
         requested_regions=regions.requested,
         regions=regions.effective,
-        places=tuple(
-            p.evidence()
-            for p in modeldeployment_places(
-                spec, policies[bound], platform, resolved_model_uri, resolved_base_uri
-            )
+        places=modeldeployment_places(
+            spec, policies[bound], platform, resolved_model_uri, resolved_base_uri
         ),
     )

@@ -40,33 +40,15 @@ class Platform:
 NO_PLATFORM = Platform()
 
 
-@dataclass(frozen=True)
-class Place:
-    """Where one URI of a spec goes: the field, the URI, and the endpoint it resolved to
-    (None for places without a service: a claim, a node path, the node's hub cache)."""
-
-    field: str
-    uri: str
-    endpoint: StorageEndpoint | None = None
-    note: str | None = None
-
-    def evidence(self) -> StoragePlace:
-        """The place as status records it."""
-        e = self.endpoint
-        return StoragePlace(
-            field=self.field,
-            uri=self.uri,
-            storage_endpoint=e.name if e else None,
-            url=e.url if e else None,
-            region=e.region if e else None,
-            note=self.note,
-        )
-
-    def describe(self) -> str:
-        if self.endpoint is not None:
-            e = self.endpoint
-            return f"{self.field}: {self.uri} -> {e.name} ({e.url}, {e.region})"
-        return f"{self.field}: {self.uri} -> {self.note or 'no network endpoint'}"
+def _at(field: str, uri: str, endpoint: StorageEndpoint) -> StoragePlace:
+    """The evidence of a URI that goes to a declared endpoint."""
+    return StoragePlace(
+        field=field,
+        uri=uri,
+        storage_endpoint=endpoint.name,
+        url=endpoint.url,
+        region=endpoint.region,
+    )
 
 
 @dataclass(frozen=True)
@@ -90,9 +72,10 @@ def resolve(
     patterns: Sequence[UriPattern],
     policy: SovereigntyPolicySpec,
     platform: Platform,
-) -> Place | Unresolved | None:
-    """The place ``uri`` goes to; None when no pattern allows it at all (the allow-list check
-    says so), Unresolved when one allows the name but no declared place serves it."""
+) -> StoragePlace | Unresolved | None:
+    """The place ``uri`` goes to, as status records it; None when no pattern allows it at all
+    (the allow-list check says so), Unresolved when one allows the name but no declared place
+    serves it."""
     pattern = _match(uri, patterns)
     if pattern is None:
         return None
@@ -107,18 +90,20 @@ def resolve(
                 else "names no endpoint (an s3 entry must say where its buckets live)"
             )
             return Unresolved(f"{uri} matches s3://{pattern.host}, which {why}")
-        return Place(field, uri, endpoint)
+        return _at(field, uri, endpoint)
     if pattern.scheme == UriScheme.HF:
         if endpoint is not None:
-            return Place(field, uri, endpoint)
+            return _at(field, uri, endpoint)
         if platform.hf_hub_offline:
-            return Place(field, uri, note="the node's Hugging Face cache (hub offline)")
+            return StoragePlace(
+                field=field, uri=uri, note="the node's Hugging Face cache (hub offline)"
+            )
         return Unresolved(
             f"{uri}: the operator's Hugging Face hub is online, and "
             f"{pattern.scheme.value}://{pattern.host} names no mirror endpoint"
         )
     notes = {UriScheme.PVC: "a PersistentVolumeClaim", UriScheme.FILE: "a path on the node"}
-    return Place(field, uri, note=notes.get(pattern.scheme, pattern.scheme.value))
+    return StoragePlace(field=field, uri=uri, note=notes.get(pattern.scheme, pattern.scheme.value))
 
 
 def tracking_endpoint(url: str, policy: SovereigntyPolicySpec) -> StorageEndpoint | None:
@@ -137,19 +122,9 @@ def tracking_endpoint(url: str, policy: SovereigntyPolicySpec) -> StorageEndpoin
     return None
 
 
-def _tracking(
-    field: str, uri: str, policy: SovereigntyPolicySpec, platform: Platform
-) -> Place | Unresolved:
-    tracking = platform.mlflow_tracking_uri
-    if tracking is None:
-        return Place(field, uri, note="the trainer's default MLflow store (no tracking URI set)")
-    endpoint = tracking_endpoint(tracking, policy)
-    if endpoint is None:
-        return Unresolved(f"{uri}: the MLflow registry at {tracking} is not a declared endpoint")
-    return Place(field, uri, endpoint)
-
-
-def tracking_place(policy: SovereigntyPolicySpec, platform: Platform) -> Place | Unresolved | None:
+def tracking_place(
+    policy: SovereigntyPolicySpec, platform: Platform
+) -> StoragePlace | Unresolved | None:
     """Where runs and registered models go (the operator's tracking URI); None when unset."""
     tracking = platform.mlflow_tracking_uri
     if tracking is None:
@@ -157,41 +132,34 @@ def tracking_place(policy: SovereigntyPolicySpec, platform: Platform) -> Place |
     endpoint = tracking_endpoint(tracking, policy)
     if endpoint is None:
         return Unresolved(f"{TRACKING_FIELD}: {tracking} is not declared in storageEndpoints")
-    return Place(TRACKING_FIELD, tracking, endpoint)
+    return _at(TRACKING_FIELD, tracking, endpoint)
 
 
-@dataclass(frozen=True)
-class Route:
-    """Buckets matching ``buckets`` are at ``url``: what a pod is told, per list."""
-
-    buckets: str
-    endpoint: str
-    url: str
-    region: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "buckets": self.buckets,
-            "endpoint": self.endpoint,
-            "url": self.url,
-            "region": self.region,
-        }
+def _tracking(
+    field: str, uri: str, policy: SovereigntyPolicySpec, platform: Platform
+) -> StoragePlace | Unresolved:
+    """A models:/ URI goes where the tracking server (its registry) is."""
+    server = tracking_place(policy, platform)
+    if server is None:
+        note = "the trainer's default MLflow store (no tracking URI set)"
+        return StoragePlace(field=field, uri=uri, note=note)
+    if isinstance(server, Unresolved):
+        tracking = platform.mlflow_tracking_uri
+        return Unresolved(f"{uri}: the MLflow registry at {tracking} is not a declared endpoint")
+    return server.model_copy(update={"field": field, "uri": uri})
 
 
-def _routes(patterns: Sequence[UriPattern], policy: SovereigntyPolicySpec) -> list[Route]:
-    routes = []
-    for pattern in patterns:
-        endpoint = policy.endpoint(pattern.endpoint)
-        if pattern.scheme == UriScheme.S3 and endpoint is not None:
-            routes.append(Route(pattern.host, endpoint.name, endpoint.url, endpoint.region))
-    return routes
+def _routes(patterns: Sequence[UriPattern], policy: SovereigntyPolicySpec) -> list[dict[str, str]]:
+    """Each s3 entry as a pod is told it: buckets matching ``buckets`` are at ``url``."""
+    return [
+        {"buckets": pattern.host, "endpoint": e.name, "url": e.url, "region": e.region}
+        for pattern in patterns
+        if pattern.scheme == UriScheme.S3 and (e := policy.endpoint(pattern.endpoint))
+    ]
 
 
-def _document(storage: list[Route], model_sources: list[Route]) -> str:
-    document = {
-        "storage": [r.to_json() for r in storage],
-        "modelSources": [r.to_json() for r in model_sources],
-    }
+def _document(storage: list[dict[str, str]], model_sources: list[dict[str, str]]) -> str:
+    document = {"storage": storage, "modelSources": model_sources}
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 

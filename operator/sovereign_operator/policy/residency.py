@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from ..api.v1alpha1.common import Placement
+from ..api.v1alpha1.common import Placement, StoragePlace
 from ..api.v1alpha1.finetunejob import FineTuneJobSpec
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import (
@@ -15,7 +15,6 @@ from ..api.v1alpha1.sovereigntypolicy import (
 from .places import (
     NO_PLATFORM,
     TRACKING_FIELD,
-    Place,
     Platform,
     Unresolved,
     resolve,
@@ -84,7 +83,7 @@ def _uri(
         return
     patterns = _patterns(policy, list_name)
     place = resolve(field, uri, patterns, policy, platform)
-    if isinstance(place, Place):
+    if isinstance(place, StoragePlace):
         return
     if place is None:
         allowed = describe(patterns)
@@ -212,7 +211,7 @@ def _finetunejob_uris(spec: FineTuneJobSpec) -> list[tuple[str, str | None, str]
 
 def finetunejob_places(
     spec: FineTuneJobSpec, policy: SovereigntyPolicySpec, platform: Platform
-) -> tuple[Place, ...]:
+) -> tuple[StoragePlace, ...]:
     """Where each URI of a FineTuneJob that passed check_finetunejob goes (its evidence)."""
     places = [
         resolve(field, uri, _patterns(policy, list_name), policy, platform)
@@ -220,7 +219,7 @@ def finetunejob_places(
         if uri is not None
     ]
     places.append(tracking_place(policy, platform))
-    return tuple(p for p in places if isinstance(p, Place))
+    return tuple(p for p in places if isinstance(p, StoragePlace))
 
 
 def check_modeldeployment(
@@ -270,11 +269,11 @@ def modeldeployment_places(
     platform: Platform,
     resolved_model_uri: str | None = None,
     resolved_base_uri: str | None = None,
-) -> tuple[Place, ...]:
+) -> tuple[StoragePlace, ...]:
     """Where the served model (and an adapter's base) come from: the serving evidence."""
     places = [
         resolve(field, uri, policy.allowed_model_sources, policy, platform)
         for field, uri in _modeldeployment_uris(spec, resolved_model_uri, resolved_base_uri)
         if uri is not None
     ]
-    return tuple(p for p in places if isinstance(p, Place))
+    return tuple(p for p in places if isinstance(p, StoragePlace))
