@@ -22,7 +22,7 @@ from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.k8s.client import CONFIGMAP, NETWORK_POLICY, RAYJOB, Kube
 from sovereign_operator.k8s.credentials import kubeconfig_credentials
 
-from .operator_process import finetunejob, ftj, policy_for, setup_namespace
+from .operator_process import finetunejob, ftj, policy_for, setup_namespace, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +123,15 @@ def test_a_foreign_network_policy_keeps_the_rayjob_from_being_made(
 def test_delete_removes_the_network_policy_with_the_rest(job: Job) -> None:
     job.reconcile(job.policy)
     job.backend.delete(job.owner, None)
-    assert job.get(RAYJOB, rayjob_name("ft")) is None
-    assert job.get(CONFIGMAP, configmap_name("ft")) is None
-    assert job.get(NETWORK_POLICY, network_policy_name("ft")) is None
+    # Deletion is asynchronous: KubeRay may already have put its finalizer on the RayJob, which
+    # then stays, marked for deletion, until KubeRay has cleaned up after it.
+    children = [
+        (RAYJOB, rayjob_name("ft")),
+        (CONFIGMAP, configmap_name("ft")),
+        (NETWORK_POLICY, network_policy_name("ft")),
+    ]
+    for kind, name in children:
+        live = job.get(kind, name)
+        assert live is None or live["metadata"].get("deletionTimestamp"), (kind.plural, live)
+    for kind, name in children:
+        wait_for(lambda k=kind, n=name: job.get(k, n) is None, 60, f"{kind.plural}/{name} gone")
