@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from .audit.cli import add_audit_parser
 from .devcluster import LocalCluster
 
 Command = Callable[[argparse.Namespace], int]
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the cluster up after the demo, until Ctrl-C, to look around (kubectl, MLflow)",
     )
     demo.set_defaults(handler=_demo)
+
+    add_audit_parser(commands)
     return parser
 
 

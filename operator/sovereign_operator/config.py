@@ -108,6 +108,23 @@ class Settings(BaseSettings):
         ge=1,
         description="A serving rollout without progress this long makes the deployment Degraded.",
     )
+    audit_uri: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$",
+        description=(
+            "The audit log: s3://bucket/prefix in an S3-compatible store, ideally a bucket "
+            "with Object Lock (docs/compliance.md); unset: no audit log is kept. Credentials "
+            "come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."
+        ),
+    )
+    audit_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#@]+$",
+        description="URL of the store that holds audit_uri; unset: AWS S3.",
+    )
+    audit_region: str | None = Field(
+        default=None, description="Region to sign audit log requests for; unset: boto3's."
+    )
     log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text.")
     log_level: str = Field(default="INFO", description="Python log level.")
 

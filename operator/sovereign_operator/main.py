@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .api.v1alpha1.common import FINALIZER, GROUP, LAST_HANDLED_FIELD, VERSION
 from .api.v1alpha1.finetunejob import PLURAL as FTJ_PLURAL
 from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
+from .audit.log import AuditLog, AuditUnavailable, Location, s3_client
 from .backends.kuberay import KubeRayBackend
 from .backends.raycluster import RayClusterBackend
 from .builders.context import JOB_UID_LABEL, BuildConfig
@@ -86,6 +87,31 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.watching.label_selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL
 
 
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    """The audit log named by SOVAI_AUDIT_URI, read up to its head; None when none is kept.
+    A store that does not answer now is read at the first append instead (passes wait)."""
+    if settings.audit_uri is None:
+        log.warning("SOVAI_AUDIT_URI is not set: no audit log is kept (docs/compliance.md)")
+        return None
+    audit = AuditLog(
+        s3_client(settings.audit_endpoint, settings.audit_region),
+        Location.parse(settings.audit_uri),
+    )
+    try:
+        retention = audit.retention()
+        audit.load()
+    except AuditUnavailable as error:
+        log.error("the audit log cannot be read yet: %s", error)
+        return audit
+    if retention is None:
+        log.warning(
+            "the audit log's bucket has no Object Lock: changes to it are detected "
+            "(sovai audit verify), not prevented"
+        )
+    log.info("audit log %s: %d records, Object Lock %s", audit.location, audit.head.seq, retention)
+    return audit
+
+
 def register(registry: kopf.OperatorRegistry, settings: Settings, credentials: Credentials) -> None:
     """Register every handler with an explicit, stable id."""
     ftj = (GROUP, VERSION, FTJ_PLURAL)
@@ -117,6 +143,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, credentials: C
                 memo.settings.hf_hub_offline,
             ),
             executor=settings.execution.executor,
+            audit=open_audit_log(memo.settings),
         )
         log.info("sovereign-ai operator started", extra={"namespaces": memo.settings.namespaces})
 

@@ -67,12 +67,16 @@ def install_operator(
     cluster: LocalCluster,
     config: dict[str, Any] | None = None,
     policy: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> None:
     """helm install of the chart (the operator image as its Deployment), Available; with
-    ``policy``'s keys set in its default policy's spec (the chart declares no place)."""
+    ``policy``'s keys set in its default policy's spec (the chart declares no place) and
+    ``values``' top-level keys set too."""
     args = ["install", RELEASE, str(CHART), "-n", SYSTEM_NAMESPACE, "--create-namespace", "--wait"]
     if config:
         args += ["--set-json", f"config={json.dumps(config)}"]
+    for key, value in (values or {}).items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
     for key, value in (policy or {}).items():
         args += ["--set-json", f"sovereigntyPolicy.spec.{key}={json.dumps(value)}"]
     helm(cluster, *args)

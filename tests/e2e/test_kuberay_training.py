@@ -37,7 +37,15 @@ from sovereign_operator.devcluster.incluster import (
     mlflow_tracking_uri,
     s3_secret,
 )
-from sovereign_operator.devcluster.s3store import make_bucket, objects, upload
+from sovereign_operator.devcluster.s3store import (
+    admin_client,
+    audit_environment,
+    audit_settings,
+    make_bucket,
+    make_locked_bucket,
+    objects,
+    upload,
+)
 from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
 from sovereign_operator.images.references import RUNTIME_IMAGE
 
@@ -60,6 +68,8 @@ REGION = "eu-west-par"
 CLAIM = "shared"
 BUCKET = "eu-e2e-data"
 ARTIFACTS_BUCKET = "eu-e2e-mlflow"
+AUDIT_BUCKET = "eu-e2e-audit"
+AUDIT_PREFIX = "e2e"
 TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
 
 
@@ -77,6 +87,7 @@ def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
     ):
         node_cluster.apply(manifest)
     tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
+    make_locked_bucket(store, AUDIT_BUCKET)
     install_operator(
         node_cluster,
         {
@@ -85,8 +96,10 @@ def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
             "headMemory": "4Gi",  # the driver, the TrainController and Ray's own daemons
             "reconcileIntervalSeconds": 2,
             "startupDeadlineSeconds": 900,
+            **audit_settings(store, AUDIT_BUCKET, AUDIT_PREFIX),
         },
         policy=local_places(store, SYSTEM_NAMESPACE, REGION),
+        values={"audit": {"credentialsSecret": S3_SECRET}},
     )
 
     def mlflow_ready() -> bool:
@@ -389,3 +402,81 @@ def test_the_jobs_adapter_serves_from_a_pod_on_the_real_node(
     assert reply.usage is not None
     assert reply.usage.completion_tokens > 0
     print(f"\nanswer through the Service: {reply.choices[0].message.content!r}")
+
+
+def audit_cli(
+    cluster: LocalCluster, *args: str, mlflow_port: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`sovai audit ...` as a compliance officer runs it from their machine: the log's bucket
+    with the store's keys, the cluster with their kubeconfig, MLflow through a port-forward."""
+    store = cluster.s3_credentials
+    assert store is not None
+    env = {
+        **os.environ,
+        **audit_environment(store, AUDIT_BUCKET, AUDIT_PREFIX),
+        "KUBECONFIG": str(cluster.kubeconfig),
+    }
+    if mlflow_port is not None:
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_port}"
+    argv = [sys.executable, "-m", "sovereign_operator.cli", "audit", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_the_audit_log_tells_the_jobs_story_and_names_an_edited_record(
+    node_cluster: LocalCluster,
+    training_operator: str,
+    shared_claim: tuple[str, Path],
+    training_run: dict[str, Any],
+) -> None:
+    """After training and serving: the chain verifies against the cluster and MLflow, tells
+    the job's story, and names the one record whose byte was then changed in the bucket."""
+    namespace, _ = shared_claim
+    final = training_run["final"]
+    assert final["phase"] == "Succeeded", final
+    trail = final["audit"]
+    assert trail["log"] == f"s3://{AUDIT_BUCKET}/{AUDIT_PREFIX}/"
+    # The model version carries the record of the job's admission (the trainer's tag).
+    version = mlflow_get(
+        node_cluster,
+        training_operator,
+        "/api/2.0/mlflow/model-versions/get?name=tiny-kuberay"
+        f"&version={final['mlflow']['modelVersion']}",
+    )
+    tags = {t["key"]: t["value"] for t in version["model_version"].get("tags", [])}
+    assert tags["sovai.audit.chain_head"] == trail["admission"]
+
+    with port_forward(node_cluster, SYSTEM_NAMESPACE, "svc/mlflow", MLFLOW_PORT) as port:
+        verified = audit_cli(node_cluster, "verify", mlflow_port=port)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "COMPLIANCE" in verified.stdout, verified.stdout  # the bucket's Object Lock
+
+    shown = audit_cli(node_cluster, "show", f"ftj/{JOB}", "-n", namespace)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    story = shown.stdout
+    print(f"\nsovai audit show ftj/{JOB}:\n{story}")
+    for expected in (
+        "PolicyBound",
+        "Admitted",
+        "PodPlaced",
+        "InputsVerified",
+        "ModelRegistered",
+        final["mlflow"]["modelDigest"],
+        REGION,
+    ):
+        assert expected in story, expected
+    assert node_cluster.real_node is not None
+    assert node_cluster.real_node.name in story
+    audit_record("sovai audit show", {"stdout": story})  # records carry no secrets
+
+    # One byte of one record, changed in the bucket by someone with the store's keys: Object
+    # Lock keeps the original version, and the chain names the record.
+    store = node_cluster.s3_credentials
+    assert store is not None
+    client = admin_client(store)
+    key = f"{AUDIT_PREFIX}/records/{3:012d}.json"
+    body = client.get_object(Bucket=AUDIT_BUCKET, Key=key)["Body"].read()
+    edited = body.replace(b'"event":"', b'"event":"X', 1)
+    client.put_object(Bucket=AUDIT_BUCKET, Key=key, Body=edited)
+    verified = audit_cli(node_cluster, "verify", "--no-cluster")
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    assert "record 3:" in verified.stdout, verified.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
+from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
 from sovereign_operator.builders.jobconfig import CONFIG_KEY, build_job_configmap, config_digest
 from sovereign_operator.builders.rayjob import build_rayjob
@@ -24,7 +25,9 @@ RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par"
 CFG = BuildConfig(runtime_image="registry.eu/sovai/runtime:1", mlflow_tracking_uri=None)
 
 
-def job_json(epochs: int) -> str:
+def job_json(
+    epochs: int, policy: SovereigntyPolicySpec | None = None, chain_head: str | None = None
+) -> str:
     spec = FineTuneJobSpec.model_validate(
         {
             "baseModel": {"uri": "hf://acme/tiny-llama"},
@@ -41,7 +44,9 @@ def job_json(epochs: int) -> str:
         warmup_ratio=0.03,
         seed=42,
     )
-    configmap = build_job_configmap(spec, OWNER, hyperparameters, RESIDENCY)
+    configmap = build_job_configmap(
+        spec, OWNER, hyperparameters, RESIDENCY, policy=policy, chain_head=chain_head
+    )
     text: str = configmap["data"][CONFIG_KEY]
     return text
 
@@ -63,6 +68,27 @@ def test_the_trainer_parses_what_the_operator_writes_and_its_entrypoint(tmp_path
     cfg = load_config(path, args.config_sha256, 1)
     assert cfg.method.hyperparameters.epochs == 3
     assert cfg.method.type == "lora"
+
+
+def test_the_trainer_reads_the_policy_facts_and_the_chain_head(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    policy = SovereigntyPolicySpec.model_validate(
+        {
+            "allowedRegions": ["eu-west-par"],
+            "baseModels": [{"uri": "hf://acme/tiny-llama", "trainingFlops": 3.8e25}],
+            "energy": {"pue": 1.3},
+        }
+    )
+    head = "sha256:" + "cd" * 32
+    path.write_text(job_json(3, policy, head))
+    cfg = load_config(path)
+    assert cfg.base_model.training_flops == 3.8e25
+    assert cfg.energy.pue == 1.3
+    assert cfg.audit.chain_head == head
+    # Without them, the trainer's defaults: nothing known.
+    path.write_text(job_json(3))
+    cfg = load_config(path)
+    assert (cfg.base_model.training_flops, cfg.energy.pue, cfg.audit.chain_head) == (None,) * 3
 
 
 def test_the_trainer_waits_for_the_job_json_it_was_started_for(tmp_path: Path) -> None:

@@ -152,6 +152,13 @@ def test_registered_version_has_lineage_and_model_card(
     assert "sovai.compute.energy_kwh" not in tags
     assert compute["baseComputeRatio"] is None  # the tiny model declares no training compute
     assert result["nodes"] == [{"node": NODE_NAME, "region": NODE_REGION}]
+    assert result["inputs"] == {
+        "datasets": {
+            "training": file_sha256(small_datasets["train"]),
+            "validation": file_sha256(small_datasets["val"]),
+        },
+        "baseModel": {"uri": job["baseModel"]["uri"], "revision": ""},
+    }
 
     local = Path(
         mlflow.artifacts.download_artifacts(
@@ -227,6 +234,7 @@ def test_single_process_matches_ray_and_prints_progress(
         "gpuHours",
         "nodes",
         "compute",
+        "inputs",
     }
     # The operator records the digest the trainer computed; the serving fetch is held to it.
     assert result["modelDigest"].startswith("sha256:")

@@ -93,7 +93,44 @@ def test_minimal_policy_gets_every_default() -> None:
         "allowedRegistries": [],
         "egress": {"allowedCIDRs": []},
         "rayClusters": [],
+        "baseModels": [],
     }
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["hf://mistralai/Mistral-7B-v0.3", "s3://eu-models/llama/3.1-8b", "models:/support-base/3"],
+)
+def test_base_model_facts_are_kept_by_exact_uri(uri: str) -> None:
+    raw = {
+        "allowedRegions": ["eu-west-par"],
+        "baseModels": [{"uri": uri, "trainingFlops": 3.8e25}],
+        "energy": {"pue": 1.2},
+    }
+    spec = SovereigntyPolicySpec.model_validate(raw)
+    assert spec.to_json_dict()["baseModels"] == raw["baseModels"]
+    assert spec.to_json_dict()["energy"] == {"pue": 1.2}
+    assert spec.base_model_training_flops(uri) == 3.8e25
+    assert spec.base_model_training_flops(uri + "x") is None
+
+
+@pytest.mark.parametrize(
+    ("facts", "field"),
+    [
+        ({"baseModels": [{"uri": "pvc://models/llama", "trainingFlops": 1e24}]}, "uri"),
+        ({"baseModels": [{"uri": "file:///models/llama", "trainingFlops": 1e24}]}, "uri"),
+        ({"baseModels": [{"uri": "models:/support-base@champion", "trainingFlops": 1e24}]}, "uri"),
+        ({"baseModels": [{"uri": "hf://acme/x", "trainingFlops": 0}]}, "trainingFlops"),
+        ({"baseModels": [{"uri": "hf://acme/x", "trainingFlops": float("inf")}]}, "trainingFlops"),
+        ({"baseModels": [{"uri": "hf://acme/x"}]}, "trainingFlops"),
+        ({"energy": {"pue": 0.99}}, "pue"),
+        ({"energy": {"pue": 5.01}}, "pue"),
+    ],
+    ids=["pvc", "file", "alias", "zero", "inf", "missing", "pue-low", "pue-high"],
+)
+def test_base_model_facts_and_pue_are_checked(facts: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        SovereigntyPolicySpec.model_validate({"allowedRegions": ["eu-west-par"], **facts})
 
 
 def test_python_names_are_accepted_too() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
+from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.context import SPEC_HASH_ANNOTATION, BuildConfig, Owner, Residency
 from sovereign_operator.builders.jobconfig import (
     build_job_config,
@@ -487,6 +488,58 @@ def test_job_config_follows_the_contract() -> None:
 def test_full_method_has_no_lora_section() -> None:
     spec = make_spec(method={"type": "full"})
     assert build_job_config(spec, OWNER, HP, RESIDENCY)["method"]["lora"] is None
+
+
+CHAIN_HEAD = "sha256:" + "cd" * 32
+
+
+def policy_with(**facts: Any) -> SovereigntyPolicySpec:
+    return SovereigntyPolicySpec.model_validate({"allowedRegions": ["eu-west-par"], **facts})
+
+
+def test_job_config_carries_the_policy_facts_and_the_chain_head() -> None:
+    spec = make_spec()
+    policy = policy_with(
+        baseModels=[
+            {"uri": "hf://acme/other", "trainingFlops": 1e20},
+            {"uri": "hf://acme/tiny-llama", "trainingFlops": 3.8e25},
+        ],
+        energy={"pue": 1.3},
+    )
+    document = build_job_config(spec, OWNER, HP, RESIDENCY, policy=policy, chain_head=CHAIN_HEAD)
+    assert document == {
+        **build_job_config(spec, OWNER, HP, RESIDENCY),
+        "baseModel": {"uri": "hf://acme/tiny-llama", "revision": None, "trainingFlops": 3.8e25},
+        "energy": {"pue": 1.3},
+        "audit": {"chainHead": CHAIN_HEAD},
+    }
+    configmap = build_job_configmap(
+        spec, OWNER, HP, RESIDENCY, policy=policy, chain_head=CHAIN_HEAD
+    )
+    assert json.loads(configmap["data"]["job.json"]) == document
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        policy_with(),
+        policy_with(energy={}),
+        # The URI must be the job's exactly: another model of the organisation, another case, a
+        # trailing slash or a revision-like suffix name another model as far as a fact goes.
+        policy_with(baseModels=[{"uri": "hf://acme/tiny-llama-2", "trainingFlops": 1e24}]),
+        policy_with(baseModels=[{"uri": "hf://acme/Tiny-llama", "trainingFlops": 1e24}]),
+        policy_with(baseModels=[{"uri": "hf://Acme/tiny-llama", "trainingFlops": 1e24}]),
+    ],
+    ids=["no-facts", "empty-energy", "other-model", "other-case-name", "other-case-org"],
+)
+def test_job_config_leaves_out_facts_not_known(policy: SovereigntyPolicySpec) -> None:
+    """Absent, not null: the job.json of a job without them is the one written before they
+    existed, so that its digest (in the RayJob's hash) does not move on an upgrade."""
+    document = build_job_config(make_spec(), OWNER, HP, RESIDENCY, policy=policy, chain_head=None)
+    assert document == build_job_config(make_spec(), OWNER, HP, RESIDENCY)
+    assert "trainingFlops" not in document["baseModel"]
+    assert "energy" not in document
+    assert "audit" not in document
 
 
 def test_configmap_holds_job_json_and_is_owned() -> None:

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from chart_render import CHART, REPO_ROOT, of_kind, one, run_helm, template, template_error
+from chart_render import (
+    CHART,
+    REPO_ROOT,
+    of_kind,
+    one,
+    run_helm,
+    template,
+    template_error,
+    value_args,
+)
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
@@ -49,8 +59,12 @@ def container(values: dict[str, Any] | None = None) -> dict[str, Any]:
         {},
         {"config": {**VALUES["config"], "replicas": 3, "namespaces": ["team-a", "team-b"]}},
         {"metrics": {**VALUES["metrics"], "serviceMonitor": {"enabled": True}}},
+        {
+            "config": {**VALUES["config"], "auditUri": "s3://sovai-audit/prod"},
+            "audit": {"credentialsSecret": "audit-credentials"},
+        },
     ],
-    ids=["defaults", "peering-namespaced", "servicemonitor"],
+    ids=["defaults", "peering-namespaced", "servicemonitor", "audit-log"],
 )
 def test_helm_lint_strict(values: dict[str, Any]) -> None:
     args = [arg for key, v in values.items() for arg in ("--set-json", f"{key}={json.dumps(v)}")]
@@ -82,8 +96,12 @@ def test_rendered_environment_parses_into_the_same_settings(
         "reconcileIntervalSeconds": 2.5,
         "hfHubOffline": False,
         "logFormat": "text",
+        "auditUri": "s3://sovai-audit/prod/eu-west-par",
+        "auditEndpoint": "https://s3.gra.io.cloud.ovh.net",
+        "auditRegion": "gra",
     }
-    env = {e["name"]: e["value"] for e in container({"config": config})["env"] if "value" in e}
+    values = {"config": config, "audit": {"credentialsSecret": "audit-credentials"}}
+    env = {e["name"]: e["value"] for e in container(values)["env"] if "value" in e}
     sovai = {name: value for name, value in env.items() if name.startswith("SOVAI_")}
     assert set(sovai) == {f"SOVAI_{name.upper()}" for name in Settings.model_fields}
     for name in list(os.environ):
@@ -112,6 +130,7 @@ def _documented_keys(lines: list[str]) -> list[str]:
         "networkPolicy.metricsFrom",
         "networkPolicy.dnsTo",
         "networkPolicy.rayDashboards",
+        "networkPolicy.auditStore",
     }
     missing: list[str] = []
     stack: list[tuple[int, str]] = []
@@ -169,8 +188,22 @@ def test_schema_closes_every_object() -> None:
             {"securityContext": {**VALUES["securityContext"], "allowPrivilegeEscalation": True}},
             "/securityContext/allowPrivilegeEscalation",
         ),
+        ({"config": {**VALUES["config"], "auditUri": "https://x/y"}}, "/config/auditUri"),
+        ({"config": {**VALUES["config"], "auditEndpoint": "s3.eu"}}, "/config/auditEndpoint"),
+        ({"audit": {"credentialsSecret": "Audit_Keys"}}, "/audit/credentialsSecret"),
+        ({"audit": {"secret": "audit-keys"}}, "additional properties 'secret' not allowed"),
     ],
-    ids=["unknown-key", "bad-enum", "bad-port", "secret-without-namespace", "escalation"],
+    ids=[
+        "unknown-key",
+        "bad-enum",
+        "bad-port",
+        "secret-without-namespace",
+        "escalation",
+        "audit-uri-not-s3",
+        "audit-endpoint-not-url",
+        "audit-secret-not-a-name",
+        "audit-unknown-key",
+    ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
     assert message in template_error(values)
@@ -243,6 +276,111 @@ def test_single_replica_has_no_peering() -> None:
     docs = template()
     assert of_kind(docs, "ClusterKopfPeering") == []
     assert "kopf.dev" not in json.dumps(one(docs, "ClusterRole"))
+
+
+# -- audit log ------------------------------------------------------------------------------
+
+AUDIT_CONFIG = {**VALUES["config"], "auditUri": "s3://sovai-audit/prod"}
+AUDIT = {"config": AUDIT_CONFIG, "audit": {"credentialsSecret": "audit-credentials"}}
+AUDIT_STORE_RULE = {
+    "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+    "ports": [{"port": 443, "protocol": "TCP"}],
+}
+
+
+def _secret_key_ref(name: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": "audit-credentials", "key": name}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def test_audit_log_gets_its_uri_and_credentials_by_secret_key_ref() -> None:
+    main = container(AUDIT)
+    env = {e["name"]: e for e in main["env"]}
+    assert env["SOVAI_AUDIT_URI"] == {"name": "SOVAI_AUDIT_URI", "value": "s3://sovai-audit/prod"}
+    assert "SOVAI_AUDIT_ENDPOINT" not in env  # null: AWS S3
+    assert "SOVAI_AUDIT_REGION" not in env
+    assert env["AWS_ACCESS_KEY_ID"] == _secret_key_ref("AWS_ACCESS_KEY_ID")
+    assert env["AWS_SECRET_ACCESS_KEY"] == _secret_key_ref("AWS_SECRET_ACCESS_KEY")
+    assert env["AWS_SESSION_TOKEN"] == _secret_key_ref("AWS_SESSION_TOKEN", optional=True)
+    # One variable at a time, never the whole Secret.
+    assert "envFrom" not in main
+
+
+def test_no_audit_log_renders_no_audit_environment() -> None:
+    names = {e["name"] for e in container()["env"]}
+    assert not {n for n in names if n.startswith(("SOVAI_AUDIT_", "AWS_"))}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"config": AUDIT_CONFIG},
+            "config.auditUri is set but audit.credentialsSecret is not",
+        ),
+        (
+            {"config": {**VALUES["config"], "auditEndpoint": "https://s3.gra.io.cloud.ovh.net"}},
+            "config.auditEndpoint is set but config.auditUri is not",
+        ),
+        (
+            {"config": {**VALUES["config"], "auditRegion": "gra"}},
+            "config.auditRegion is set but config.auditUri is not",
+        ),
+        (
+            {"audit": {"credentialsSecret": "audit-credentials"}},
+            "audit.credentialsSecret is set but config.auditUri is not",
+        ),
+    ],
+    ids=["uri-without-secret", "endpoint-without-uri", "region-without-uri", "secret-without-uri"],
+)
+def test_incomplete_audit_settings_fail_rendering(values: dict[str, Any], message: str) -> None:
+    assert message in template_error(values)
+
+
+def test_network_policy_lets_the_operator_reach_the_audit_store() -> None:
+    values = {
+        **AUDIT,
+        "networkPolicy": {**VALUES["networkPolicy"], "auditStore": [AUDIT_STORE_RULE]},
+    }
+    egress = one(template(values), "NetworkPolicy")["spec"]["egress"]
+    assert egress[-1] == AUDIT_STORE_RULE
+    assert len(egress) == 3  # DNS, the API server, the store
+    assert AUDIT_STORE_RULE not in one(template(AUDIT), "NetworkPolicy")["spec"]["egress"]
+
+
+def _notes(values: dict[str, Any], tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it: `helm template` renders every template but that
+    one, so a copy of the chart renders it through tpl into a document of its own."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "notes.txt")
+    (chart / "templates" / "notes.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n'
+    )
+    result = run_helm(
+        "template", "rel", str(chart), "--show-only", "templates/notes.yaml",
+        *value_args(values),
+    )  # fmt: skip
+    notes: str = yaml.safe_load(result.stdout)["notes"]
+    return " ".join(notes.split())
+
+
+def test_notes_say_whether_an_audit_log_is_kept(tmp_path: Path) -> None:
+    assert "No audit log is kept (config.auditUri is unset): see docs/compliance.md" in _notes(
+        {}, tmp_path / "none"
+    )
+    kept = _notes(AUDIT, tmp_path / "kept")
+    assert "No audit log" not in kept
+    assert "Audit log: s3://sovai-audit/prod, written with the credentials of Secret" in kept
+    assert "`sovai audit verify` checks its hash chain" in kept
+    assert "networkPolicy.auditStore is empty" in kept
+    reached = {
+        **AUDIT,
+        "networkPolicy": {**VALUES["networkPolicy"], "auditStore": [AUDIT_STORE_RULE]},
+    }
+    assert "networkPolicy.auditStore is empty" not in _notes(reached, tmp_path / "reached")
 
 
 # -- metrics --------------------------------------------------------------------------------

@@ -296,6 +296,21 @@ def lineage_tags(
     return tags
 
 
+def result_inputs(
+    cfg: TrainingConfig, dataset_sha256: dict[str, str], *, base_revision: str
+) -> dict[str, Any]:
+    """What the model was made from, as the result carries it (result["inputs"]) for the
+    operator's audit log: the datasets' sha256 (validation only when there is one) and the
+    base model's URI (redacted, as in the MLflow tags) and resolved revision."""
+    datasets = {"training": dataset_sha256["training"]}
+    if "validation" in dataset_sha256:
+        datasets["validation"] = dataset_sha256["validation"]
+    return {
+        "datasets": datasets,
+        "baseModel": {"uri": redact_uri(cfg.base_model.uri), "revision": base_revision},
+    }
+
+
 def _params(cfg: TrainingConfig, extra: dict[str, Any]) -> dict[str, Any]:
     hp = cfg.method.hyperparameters.model_dump(by_alias=True)
     params: dict[str, Any] = {f"hp.{k}": v for k, v in hp.items()}
@@ -680,6 +695,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             "steps": total,
             "trainSeconds": round(seconds, 3),
             "compute": compute,
+            "inputs": result_inputs(cfg, ctx.dataset_sha256, base_revision=base_revision),
         }
     # The result travels as a small final checkpoint: Ray Train hands the driver the metrics of
     # the latest checkpoint, and a driver restarted after the end finds the result instead of

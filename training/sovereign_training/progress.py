@@ -34,6 +34,7 @@ RESULT_KEYS = (
     "gpuHours",
     "nodes",
     "compute",
+    "inputs",
 )
 
 

@@ -65,6 +65,39 @@ them).
 {{- end }}
 {{- end }}
 
+{{/*
+The audit log's S3 credentials, as env entries: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and an
+optional AWS_SESSION_TOKEN, each by secretKeyRef from audit.credentialsSecret (never envFrom,
+which would pass on whatever else the Secret holds). boto3's default chain reads them. Empty
+when config.auditUri is unset. Fails on settings that would do nothing, or not work: an
+auditUri without credentials, and an endpoint, region or credentials without an auditUri.
+*/}}
+{{- define "sovai.auditEnv" -}}
+{{- $config := .Values.config }}
+{{- $secret := (.Values.audit | default dict).credentialsSecret }}
+{{- if $config.auditUri }}
+{{- if not $secret }}
+{{- fail "config.auditUri is set but audit.credentialsSecret is not: name a Secret in the release namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN), the operator's credentials for the audit log's bucket" }}
+{{- end }}
+{{- range $key := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret | quote }}
+      key: {{ $key }}
+      {{- if eq $key "AWS_SESSION_TOKEN" }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- else }}
+{{- range $name, $value := dict "config.auditEndpoint" $config.auditEndpoint "config.auditRegion" $config.auditRegion "audit.credentialsSecret" $secret }}
+{{- if $value }}
+{{- fail (printf "%s is set but config.auditUri is not: without an auditUri (s3://bucket/prefix) no audit log is kept and %s does nothing; set config.auditUri or unset %s" $name $name $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Whether Kopf peering is on: more than one replica. */}}
 {{- define "sovai.peering" -}}
 {{- if gt (int .Values.config.replicas) 1 }}true{{- end }}

@@ -25,3 +25,7 @@ class JobContext:
     previous: FineTuneJobStatus | None
     live_rayjob: dict[str, Any] | None = None
     pods: tuple[PodFacts, ...] = field(default_factory=tuple)
+    # The audit chain's head when the job was submitted; job.json carries it (audit.chainHead)
+    # into the model card and the MLflow tags. It must stay the same for the job's life: it is
+    # in job.json, whose digest is in the RayJob's hash.
+    chain_head: str | None = None

@@ -99,6 +99,7 @@ def observe_rayjob(
         result=result,
         blockers=blockers,
         version=metadata.get("resourceVersion"),
+        uid=metadata.get("uid"),
     )
 
 
@@ -126,7 +127,14 @@ class KubeRayBackend:
     def reconcile(self, ctx: JobContext) -> BackendObservation:
         """Ensure the children as built, then observe them."""
         network_policy = build_job_network_policy(ctx.owner, ctx.policy)
-        configmap = build_job_configmap(ctx.spec, ctx.owner, ctx.hyperparameters, ctx.residency)
+        configmap = build_job_configmap(
+            ctx.spec,
+            ctx.owner,
+            ctx.hyperparameters,
+            ctx.residency,
+            policy=ctx.policy,
+            chain_head=ctx.chain_head,
+        )
         rayjob = build_rayjob(
             ctx.spec,
             ctx.owner,

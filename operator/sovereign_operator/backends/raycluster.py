@@ -123,7 +123,14 @@ class RayClusterBackend:
         sid = run_submission_id(ctx.owner.uid, ctx.generation)
         info = api.info(sid)
         if info is None:
-            document = build_job_config(ctx.spec, ctx.owner, ctx.hyperparameters, ctx.residency)
+            document = build_job_config(
+                ctx.spec,
+                ctx.owner,
+                ctx.hyperparameters,
+                ctx.residency,
+                policy=ctx.policy,
+                chain_head=ctx.chain_head,
+            )
             env = {
                 "SOVAI_JOB_CONFIG": json.dumps(document, sort_keys=True),
                 "HF_HUB_OFFLINE": "1" if self.hf_hub_offline else "0",

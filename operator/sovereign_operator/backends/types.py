@@ -36,3 +36,4 @@ class BackendObservation:
     blockers: tuple[str, ...] = field(default_factory=tuple)
     # resourceVersion of the child observed (kuberay): a later pass sees whether it changed.
     version: str | None = None
+    uid: str | None = None  # the child's uid (kuberay): which RayJob the audit log records

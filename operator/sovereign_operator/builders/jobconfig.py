@@ -13,6 +13,7 @@ from ..api.v1alpha1.finetunejob import (
     MethodType,
     ResolvedHyperparameters,
 )
+from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from .context import (
     COMPONENT_LABEL,
     JOB_NAME_LABEL,
@@ -57,8 +58,16 @@ def build_job_config(
     owner: Owner,
     hyperparameters: ResolvedHyperparameters,
     residency: Residency,
+    *,
+    policy: SovereigntyPolicySpec | None = None,
+    chain_head: str | None = None,
 ) -> dict[str, Any]:
-    """The TrainingConfig document of the contract, with every "auto" already resolved."""
+    """The TrainingConfig document of the contract, with every "auto" already resolved.
+
+    From ``policy``: baseModel.trainingFlops when its baseModels declares the job's exact base
+    model URI, and energy.pue. ``chain_head`` is the audit chain's head when the job was
+    submitted (audit.chainHead). A fact not known is left out, so that the document of a job
+    without any is the same as before they existed (its digest is in the RayJob's hash)."""
     lora: dict[str, Any] | None = None
     if spec.method.type == MethodType.LORA:
         settings = spec.method.lora or LoraConfig()
@@ -68,11 +77,15 @@ def build_job_config(
             "dropout": settings.dropout,
             "targetModules": list(settings.target_modules),
         }
-    return {
+    base_model: dict[str, Any] = {"uri": spec.base_model.uri, "revision": spec.base_model.revision}
+    training_flops = policy.base_model_training_flops(spec.base_model.uri) if policy else None
+    if training_flops is not None:
+        base_model["trainingFlops"] = training_flops
+    document: dict[str, Any] = {
         "apiVersion": "sovereign-ai.eu/v1alpha1",
         "kind": "TrainingConfig",
         "job": {"namespace": owner.namespace, "name": owner.name, "uid": owner.uid},
-        "baseModel": {"uri": spec.base_model.uri, "revision": spec.base_model.revision},
+        "baseModel": base_model,
         "dataset": {
             "trainingUri": spec.dataset.training_uri,
             "validationUri": spec.dataset.validation_uri,
@@ -109,6 +122,12 @@ def build_job_config(
         },
         "placement": {"regions": list(residency.regions), "policyName": residency.policy_name},
     }
+    pue = policy.energy.pue if policy and policy.energy else None
+    if pue is not None:
+        document["energy"] = {"pue": pue}
+    if chain_head is not None:
+        document["audit"] = {"chainHead": chain_head}
+    return document
 
 
 def child_labels(owner: Owner, component: str) -> dict[str, str]:
@@ -126,9 +145,15 @@ def build_job_configmap(
     owner: Owner,
     hyperparameters: ResolvedHyperparameters,
     residency: Residency,
+    *,
+    policy: SovereigntyPolicySpec | None = None,
+    chain_head: str | None = None,
 ) -> dict[str, Any]:
-    """The owned ConfigMap that is mounted at /etc/sovereign-ai and holds job.json."""
-    document = build_job_config(spec, owner, hyperparameters, residency)
+    """The owned ConfigMap that is mounted at /etc/sovereign-ai and holds job.json
+    (build_job_config's document)."""
+    document = build_job_config(
+        spec, owner, hyperparameters, residency, policy=policy, chain_head=chain_head
+    )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

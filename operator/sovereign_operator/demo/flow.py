@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,7 +38,15 @@ from ..devcluster.incluster import (
     s3_secret,
 )
 from ..devcluster.nodes import DEFAULT_NODES
-from ..devcluster.s3store import S3Credentials, make_bucket, objects, upload
+from ..devcluster.s3store import (
+    S3Credentials,
+    audit_environment,
+    audit_settings,
+    make_bucket,
+    make_locked_bucket,
+    objects,
+    upload,
+)
 from ..devcluster.samples import cpu_lora_job, cpu_serving
 from ..images.build import build_images
 from ..images.references import NODE_IMAGES, RUNTIME_IMAGE
@@ -51,6 +60,8 @@ REGION = "eu-west-par"
 CLAIM = "shared"
 DATA_BUCKET = "eu-ml-team"
 ARTIFACTS_BUCKET = "eu-mlflow-artifacts"
+AUDIT_BUCKET = "eu-audit-log"
+AUDIT_PREFIX = "demo"
 JOB = "eu-dp-assistant"
 MODEL_NAME = "eu-dp-assistant"
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -77,7 +88,7 @@ class Demo:
         self.repo = repo
         self.workdir = workdir
         self.keep = keep
-        self.steps = Steps(total=8, log_dir=workdir / "logs")
+        self.steps = Steps(total=9, log_dir=workdir / "logs")
         self.stack = ExitStack()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -145,6 +156,7 @@ class Demo:
             self.serve_model()
             self.query_model()
             self.show_admission_and_gpu_placement()
+            self.check_audit_log()
             self.summary()
             if self.keep:
                 self.stay_up()
@@ -220,6 +232,8 @@ class Demo:
             store = self.store
             self.kubectl("create", "namespace", SYSTEM_NAMESPACE)
             make_bucket(store, ARTIFACTS_BUCKET)
+            # The audit log's bucket: Object Lock keeps every record as first written.
+            make_locked_bucket(store, AUDIT_BUCKET)
             self.cluster.apply(s3_secret(SYSTEM_NAMESPACE, store))
             for manifest in mlflow_server(
                 SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION], artifacts=(store, ARTIFACTS_BUCKET)
@@ -234,6 +248,7 @@ class Demo:
                 "reconcileIntervalSeconds": 2,
                 "startupDeadlineSeconds": 900,
                 "logFormat": "text",
+                **audit_settings(store, AUDIT_BUCKET, AUDIT_PREFIX),
             }
             chart = self.repo / "charts" / "sovereign-ai-operator"
             self.helm(
@@ -246,6 +261,8 @@ class Demo:
                 "--timeout=300s",
                 "--set-json",
                 f"config={json.dumps(config)}",
+                "--set",
+                f"audit.credentialsSecret={S3_SECRET}",
                 # The chart's policy declares no place: the cluster's MLflow and S3 store are
                 # this cluster's, as a platform team would add theirs.
                 *(
@@ -464,6 +481,34 @@ class Demo:
                 raise RuntimeError(f"pods outside the EU: {outside}")
             self.kubectl("delete", "ftj", "support-assistant-lora", "-n", NAMESPACE, "--wait=false")
 
+    def audit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`sovai audit ...` from this machine, as a compliance officer runs it: the store's
+        keys, the cluster's kubeconfig."""
+        env = {
+            **os.environ,
+            **audit_environment(self.store, AUDIT_BUCKET, AUDIT_PREFIX),
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+        }
+        argv = [sys.executable, "-m", "sovereign_operator.cli", "audit", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+    def check_audit_log(self) -> None:
+        with self.steps.step(
+            "The audit log: every record chained to the one before, in a bucket with Object "
+            "Lock; `sovai audit verify` checks it against the cluster, `sovai audit show` tells "
+            "the job's story"
+        ):
+            verified = self.audit("verify")
+            self.steps.show("$ sovai audit verify")
+            self.steps.show(verified.stdout + verified.stderr)
+            if verified.returncode != 0:
+                raise RuntimeError("sovai audit verify found the audit log broken")
+            shown = self.audit("show", f"ftj/{JOB}", "-n", NAMESPACE)
+            self.steps.show(f"$ sovai audit show ftj/{JOB} -n {NAMESPACE}")
+            self.steps.show(shown.stdout + shown.stderr)
+            if shown.returncode != 0:
+                raise RuntimeError(f"sovai audit show ftj/{JOB} failed")
+
     def summary(self) -> None:
         evidence_path = self.workdir / "evidence" / f"{NAMESPACE}-{JOB}.json"
         evidence_path.parent.mkdir(parents=True, exist_ok=True)
@@ -482,6 +527,13 @@ class Demo:
         if self.keep:
             self.steps.show(f"kubectl:   {kubeconfig}; kubectl get ftj,mdep -n {NAMESPACE}")
             self.steps.show(f"MLflow:    {mlflow}")
+            self.steps.show(
+                f"audit:     SOVAI_AUDIT_URI=s3://{AUDIT_BUCKET}/{AUDIT_PREFIX} "
+                f"SOVAI_AUDIT_ENDPOINT={self.store.endpoint} and the keys of Secret "
+                f"{NAMESPACE}/{S3_SECRET} as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then "
+                f"`sovai audit verify`, `sovai audit show ftj/{JOB} -n {NAMESPACE}`; change a "
+                "byte of a record in the bucket and verify names it (docs/compliance.md)"
+            )
         else:
             self.steps.show(
                 "cluster:   stopped as the demo ends; `sovai demo --keep` (make demo "

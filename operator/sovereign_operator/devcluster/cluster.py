@@ -289,9 +289,9 @@ class LocalCluster:
     # -- steps -----------------------------------------------------------------------------
 
     def _spawn(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.log_dir, env)
+        process = ManagedProcess(name, argv, self.log_dir, env, cwd)
         log.info("starting %s", name)
         process.start()
         self._processes.append(process)
@@ -528,7 +528,10 @@ class LocalCluster:
         self.s3_layout = layout
         credentials = new_credentials(layout.endpoint)
         config = s3store.prepare(layout.root, credentials)
-        weed = self._spawn("seaweedfs", weed_argv(self.binaries["weed"], layout, config))
+        # In its folder: weed reads master.toml (s3store.prepare) from where it runs.
+        weed = self._spawn(
+            "seaweedfs", weed_argv(self.binaries["weed"], layout, config), cwd=layout.root
+        )
         weed.wait_until(lambda: s3store.answers(layout.endpoint), self.start_timeout,
                         "answering S3 requests")  # fmt: skip
         self.s3_credentials = credentials

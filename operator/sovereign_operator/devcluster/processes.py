@@ -41,9 +41,11 @@ class ManagedProcess:
         argv: Sequence[str],
         log_dir: Path,
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        self.cwd = cwd
         self.log_path = log_dir / f"{name}.log"
         self._env = {**os.environ, **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -60,6 +62,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self._env,
+                cwd=self.cwd,
                 start_new_session=True,
             )
 

@@ -113,6 +113,10 @@ def prepare(root: Path, credentials: S3Credentials) -> Path:
     """The store's folders and its identities file (readable by this user only)."""
     for folder in ("logs", "data", "master"):
         (root / folder).mkdir(parents=True, exist_ok=True)
+    # Each bucket's collection grows 7 volumes at once by default, so 16 volumes hold only two
+    # buckets with data; one at a time leaves room for a bucket per test (and locked buckets
+    # can never be deleted to free theirs).
+    (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
     config = root / "s3-identities.json"
     config.touch(mode=0o600)
     config.write_text(json.dumps(identities_config(credentials)))
@@ -130,7 +134,7 @@ def answers(endpoint: str) -> bool:
 # -- what a user does with their provider's CLI: buckets and objects -----------------------------
 
 
-def _s3(store: S3Credentials) -> Any:
+def admin_client(store: S3Credentials) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -146,7 +150,7 @@ def _s3(store: S3Credentials) -> Any:
 
 def make_bucket(store: S3Credentials, bucket: str) -> None:
     """Create ``bucket`` in the store unless it exists."""
-    client = _s3(store)
+    client = admin_client(store)
     if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=bucket)
 
@@ -155,11 +159,47 @@ def upload(store: S3Credentials, bucket: str, key: str, path: Path) -> str:
     """Put a file into the store (its bucket made if missing), as a user would with their
     provider's CLI; returns its s3:// URI."""
     make_bucket(store, bucket)
-    _s3(store).upload_file(str(path), bucket, key)
+    admin_client(store).upload_file(str(path), bucket, key)
     return f"s3://{bucket}/{key}"
 
 
 def objects(store: S3Credentials, bucket: str, prefix: str) -> list[str]:
     """The keys under ``prefix`` in ``bucket``."""
-    listed = _s3(store).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    listed = admin_client(store).list_objects_v2(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def make_locked_bucket(store: S3Credentials, bucket: str, days: int = 1) -> None:
+    """Create ``bucket`` with Object Lock in COMPLIANCE mode, as an administrator makes the
+    audit log's bucket: no version in it can be changed or deleted for ``days``, not even by
+    the store's administrator."""
+    client = admin_client(store)
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}},
+        },
+    )
+
+
+def audit_settings(store: S3Credentials, bucket: str, prefix: str) -> dict[str, str]:
+    """The operator's audit log settings (chart config keys) for a log in this store."""
+    return {
+        "auditUri": f"s3://{bucket}/{prefix}",
+        "auditEndpoint": store.endpoint,
+        "auditRegion": store.region,
+    }
+
+
+def audit_environment(store: S3Credentials, bucket: str, prefix: str) -> dict[str, str]:
+    """What `sovai audit` needs in its environment to read that log: the store's keys (boto3's
+    own chain) and the log's place (the operator's setting names)."""
+    return {
+        "AWS_ACCESS_KEY_ID": store.access_key,
+        "AWS_SECRET_ACCESS_KEY": store.secret_key,
+        "SOVAI_AUDIT_URI": f"s3://{bucket}/{prefix}",
+        "SOVAI_AUDIT_ENDPOINT": store.endpoint,
+        "SOVAI_AUDIT_REGION": store.region,
+    }

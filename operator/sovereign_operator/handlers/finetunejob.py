@@ -23,6 +23,9 @@ from ..api.v1alpha1.finetunejob import (
     FineTuneJobSpec,
     FineTuneJobStatus,
 )
+from ..audit import facts as audit_facts
+from ..audit.facts import ADMITTED
+from ..audit.records import Fact, Subject
 from ..backends.context import JobContext
 from ..backends.kuberay import KubeRayBackend
 from ..backends.pods import PodFacts
@@ -32,7 +35,8 @@ from ..builders.context import Owner, Residency
 from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
-from .finetunejob_status import TERMINAL, Observed, compute_status
+from .audit_trail import record, subject
+from .finetunejob_status import TERMINAL, Observed, Validation, compute_status
 from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
 from .runtime import JobRef, Runtime, runtime_of
@@ -194,10 +198,24 @@ def reconcile(
         if spec is not None:
             backend_kind = spec.execution.backend.value
             deadline = deadline or spec.execution.startup_deadline_seconds
+        about = subject(KIND, body)
+        policy_digest = previous.audit.policy_digest if previous and previous.audit else None
         if spec is not None and validation.ok:
             assert validation.policy_name is not None
             assert validation.hyperparameters is not None
             policy = policies[validation.policy_name]
+            # Recorded before anything is made for the job: what it was admitted to do, and
+            # under which rules. The trainer is given the admission record's place.
+            bound = audit_facts.policy_facts(
+                about,
+                validation.policy_name,
+                audit_facts.content_digest(policy),
+                validation.regions,
+                policy_digest,
+            )
+            policy_digest = audit_facts.content_digest(policy)
+            record(rt, body, about, [*bound, audit_facts.job_admission(about, generation, spec)])
+            admission = rt.audit.first(uid, ADMITTED) if rt.audit else None
             ctx = JobContext(
                 spec=spec,
                 owner=Owner(name=name, namespace=namespace, uid=uid),
@@ -215,6 +233,7 @@ def reconcile(
                 previous=previous,
                 live_rayjob=live,
                 pods=pods,
+                chain_head=str(admission) if admission else None,
             )
             observation = _backend(rt, spec).reconcile(ctx)
             placement = _placement(pods, indexes.get("sovai_nodes"), policy.region_label)
@@ -228,6 +247,12 @@ def reconcile(
             startup_deadline_seconds=deadline or 900,
         )
         new = compute_status(spec, observed, previous, _now())
+        facts = _job_facts(about, generation, validation, new, observation)
+        trail = record(rt, body, about, facts, policy_digest)
+        if trail is not None:
+            new = new.model_copy(update={"audit": trail})
+        elif previous is not None and previous.audit is not None:
+            new = new.model_copy(update={"audit": previous.audit})
         if (
             ctx is not None
             and spec is not None
@@ -262,6 +287,33 @@ def reconcile(
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
+
+
+def _job_facts(
+    about: Subject,
+    generation: int,
+    validation: Validation,
+    new: FineTuneJobStatus,
+    observation: BackendObservation,
+) -> list[Fact]:
+    """What this pass observed, for the audit log: a refusal, or the job's children, pods,
+    outcome and phase."""
+    if not validation.ok:
+        reason, message = validation.code or "Invalid", validation.message or ""
+        return [audit_facts.refusal(about, generation, reason, message), *_phase(about, new)]
+    found = []
+    if observation.uid and observation.name:
+        found.append(audit_facts.child_fact(about, "RayJob", observation.name, observation.uid))
+    if new.submission_id:
+        found.append(
+            audit_facts.child_fact(about, "RayJobSubmission", new.submission_id, new.submission_id)
+        )
+    found += audit_facts.placement_facts(about, new.placement or ())
+    return found + audit_facts.job_outcome_facts(about, new, observation.result)
+
+
+def _phase(about: Subject, new: FineTuneJobStatus) -> list[Fact]:
+    return [audit_facts.phase_fact(about, new.phase.value, new.observed_generation, new)]
 
 
 def _recheck_after(
@@ -333,6 +385,9 @@ def cleanup(rt: Runtime, body: kopf.Body, policy_index: kopf.Index[str, Any] | N
     owner = Owner(name=meta.name, namespace=meta.namespace, uid=uid)
     previous = parse_status(body.get("status"))
     with rt.job_lock(uid), rt.measured(KIND, "ftj-cleanup"):
+        # Recorded first: a deletion that cannot be recorded waits (Kopf keeps the finalizer).
+        phase = previous.phase.value if previous else None
+        record(rt, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
         rt.kuberay.delete(owner, previous)
         raw = body.get("spec") or {}
         if (raw.get("execution") or {}).get("backend") == ExecutionBackend.RAY_CLUSTER.value:

@@ -26,6 +26,8 @@ from ..api.v1alpha1.modeldeployment import (
     Runtime as ServingRuntime,
 )
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
+from ..audit import facts as audit_facts
+from ..audit.records import Fact, Subject
 from ..builders.context import Owner, Residency
 from ..builders.serving import (
     DEPLOYMENT_UID_LABEL,
@@ -60,10 +62,11 @@ from ..k8s.client import (
 from ..k8s.ensure import delete_owned, ensure
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
+from .audit_trail import record, subject
 from .finetunejob import _now
 from .indexes import labels_of_namespace, one, policies_of
 from .modeldeployment_observe import blockers, deployment_facts, fetch_record, fetched_digest
-from .modeldeployment_resolve import resolve_model
+from .modeldeployment_resolve import Resolution, resolve_model
 from .modeldeployment_status import ServingObserved, compute_status
 from .modeldeployment_validate import parse_spec, validate
 from .runtime import Runtime, runtime_of
@@ -216,6 +219,10 @@ def reconcile(
         previous = parse_status(status)
         generation = int(meta.get("generation") or 1)
         spec, failure = parse_spec(body.get("spec") or {})
+        about = subject(KIND, body)
+        last_digest = previous.audit.policy_digest if previous and previous.audit else None
+        policy_digest = last_digest
+        live: dict[str, Any] | None = None
         observed: ServingObserved
         if spec is None:
             assert failure is not None
@@ -254,6 +261,14 @@ def reconcile(
             elif resolution.uri is not None:
                 assert validation.policy_name is not None
                 policy = policies[validation.policy_name]
+                policy_digest = audit_facts.content_digest(policy)
+                # Recorded before any child is made or changed: what it is to serve, under
+                # which rules.
+                admission = _admission(about, generation, resolution, ref_name(spec, namespace))
+                bound = audit_facts.policy_facts(
+                    about, validation.policy_name, policy_digest, validation.regions, last_digest
+                )
+                record(rt, body, about, [*bound, admission])
                 residency = Residency(
                     validation.policy_name,
                     policy.region_label,
@@ -289,10 +304,55 @@ def reconcile(
                     ),
                 )
         new = compute_status(observed, previous, _now())
+        facts = _serving_facts(about, generation, observed, live, new)
+        trail = record(rt, body, about, facts, policy_digest)
+        if trail is not None or (previous is not None and previous.audit is not None):
+            new = new.model_copy(update={"audit": trail or (previous.audit if previous else None)})
         write_status(rt, namespace, name, status, new)
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid ModelDeployment")
+
+
+def ref_name(spec: ModelDeploymentSpec, namespace: str) -> str | None:
+    ref = spec.model.fine_tune_job_ref
+    return f"{namespace}/{ref.name}" if ref else None
+
+
+def _admission(
+    about: Subject, generation: int, resolution: Resolution, source_job: str | None
+) -> Fact:
+    details: dict[str, Any] = {"generation": generation, "modelUri": resolution.uri}
+    if source_job:
+        details["sourceJob"] = source_job
+    if resolution.provenance is not None and resolution.provenance.digest:
+        details["modelDigest"] = resolution.provenance.digest
+    if resolution.base is not None:
+        details["baseModel"] = resolution.base.uri
+    return Fact(about, audit_facts.ADMITTED, f"admitted/{generation}", details)
+
+
+def _serving_facts(
+    about: Subject,
+    generation: int,
+    observed: ServingObserved,
+    live: Mapping[str, Any] | None,
+    new: ModelDeploymentStatus,
+) -> list[Fact]:
+    """What this pass observed, for the audit log: a refusal, or the Deployment, its pods and
+    what it serves."""
+    validation = observed.validation
+    if not validation.ok:
+        reason, message = validation.code or "Invalid", validation.message or ""
+        return [audit_facts.refusal(about, generation, reason, message)]
+    found = []
+    meta = (live or {}).get("metadata") or {}
+    if meta.get("uid"):
+        found.append(
+            audit_facts.child_fact(about, "Deployment", str(meta["name"]), str(meta["uid"]))
+        )
+    found += audit_facts.placement_facts(about, new.placement or ())
+    return found + audit_facts.serving_facts(about, new)
 
 
 def on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
@@ -318,6 +378,10 @@ def cleanup(rt: Runtime, body: kopf.Body) -> None:
     assert meta.namespace is not None
     assert meta.name is not None
     with rt.job_lock(str(meta.uid)), rt.measured(KIND, "mdep-cleanup"):
+        # Recorded first: a deletion that cannot be recorded waits (Kopf keeps the finalizer).
+        previous = parse_status(body.get("status"))
+        phase = previous.phase.value if previous else None
+        record(rt, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
         delete_children(rt, meta.namespace, meta.name, str(meta.uid))
     rt.forget(str(meta.uid))
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import urllib3
 
+from ..audit.log import AuditLog
 from ..backends.kuberay import KubeRayBackend
 from ..backends.raycluster import RayClusterBackend
 from ..builders.context import BuildConfig
@@ -50,6 +51,8 @@ class Runtime:
     raycluster: RayClusterBackend
     # Kopf's thread pool, for async handlers that hand blocking work to a thread.
     executor: Executor | None = None
+    # The audit log (SOVAI_AUDIT_URI); None when the operator keeps none.
+    audit: AuditLog | None = None
     # Kopf's indexes (live views, kept current by Kopf), for work outside a handler call.
     indexes: Mapping[str, Any] = field(default_factory=dict)
     # The FineTuneJobs not yet finished, by uid: what the follow-up sweep goes over.

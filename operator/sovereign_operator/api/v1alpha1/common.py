@@ -306,6 +306,34 @@ class PodPlacement(ApiModel):
     region: str = Field(description="Value of the policy's region label on that node.")
 
 
+AUDIT_HEAD_PATTERN = r"^[0-9]{1,12}:sha256:[0-9a-f]{64}$"
+
+
+class AuditTrail(ApiModel):
+    """Where this object's records are in the operator's audit log (docs/compliance.md):
+    `sovai audit verify` checks that the head named here is in the chain, unchanged."""
+
+    log: str | None = Field(default=None, description="The audit log (s3://bucket/prefix/).")
+    head: str | None = Field(
+        default=None,
+        pattern=AUDIT_HEAD_PATTERN,
+        description="The last record about this object: position:sha256:digest.",
+    )
+    admission: str | None = Field(
+        default=None,
+        pattern=AUDIT_HEAD_PATTERN,
+        description=(
+            "The record of its admission (position:sha256:digest), which the trainer also "
+            "writes into the model card and the model version's MLflow tags."
+        ),
+    )
+    policy_digest: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="sha256 of the SovereigntyPolicy spec it was last checked against.",
+    )
+
+
 class StoragePlace(ApiModel):
     """Evidence of where one URI goes: the endpoint of the SovereigntyPolicy it resolved to,
     with that endpoint's URL and region, or what kind of place it is when it has no URL."""

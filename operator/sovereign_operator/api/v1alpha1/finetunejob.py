@@ -17,6 +17,7 @@ from .common import (
     MAX_LIST,
     MAX_REGIONS,
     ApiModel,
+    AuditTrail,
     Condition,
     ErrorInfo,
     OperatorStatus,
@@ -687,6 +688,9 @@ class FineTuneJobStatus(OperatorStatus):
     mlflow: MlflowInfo | None = Field(default=None, description="MLflow run and registered model.")
     compute: ComputeUsage | None = Field(
         default=None, description="Compute and energy used, from the trainer's result."
+    )
+    audit: AuditTrail | None = Field(
+        default=None, description="Its records in the operator's audit log (docs/compliance.md)."
     )
     fine_tuned_model: str | None = Field(
         default=None, description="URI of the fine-tuned model (models:/name/version)."

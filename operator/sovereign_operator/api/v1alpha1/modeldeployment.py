@@ -13,6 +13,7 @@ from .common import (
     DNS_SUBDOMAIN,
     MAX_REGIONS,
     ApiModel,
+    AuditTrail,
     Condition,
     ErrorInfo,
     OperatorStatus,
@@ -293,6 +294,9 @@ class ModelDeploymentStatus(OperatorStatus):
             "Where the served model (and an adapter's base) come from: the SovereigntyPolicy "
             "endpoint (URL, region) each resolved to (residency evidence)."
         ),
+    )
+    audit: AuditTrail | None = Field(
+        default=None, description="Its records in the operator's audit log (docs/compliance.md)."
     )
     error: ErrorInfo | None = Field(
         default=None, description="Why the deployment failed, if it did."

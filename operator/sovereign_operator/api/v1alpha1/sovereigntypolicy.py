@@ -18,6 +18,7 @@ from .common import (
     NamespacedSecretKeyRef,
     RegionName,
 )
+from .finetunejob import S3_BUCKET, S3_PATH
 
 KIND: Final = "SovereigntyPolicy"
 PLURAL: Final = "sovereigntypolicies"
@@ -240,6 +241,53 @@ ENDPOINT_REGION_RULE: JsonDict = {
 }
 
 
+# The base model URIs a fact may be declared for: those of FineTuneJob.spec.baseModel.uri that
+# name the same model wherever they are used. Not pvc:// or file:// (a claim is per namespace, a
+# path per node), nor models:/name@alias (an alias moves to another version).
+BASE_MODEL_FACT_URI_PATTERN = (
+    r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+    rf"|{S3_BUCKET}(/{S3_PATH}*)?"
+    r"|models:/[A-Za-z0-9][^\s/@]*/[0-9]+)$"
+)
+
+
+class BaseModelFacts(ApiModel):
+    """What the platform team declares about one base model, which its weights do not say."""
+
+    uri: str = Field(
+        description=(
+            "The base model, exactly as FineTuneJobs name it in spec.baseModel.uri: "
+            "hf://org/name, s3://bucket/path or models:/name/version."
+        ),
+        pattern=BASE_MODEL_FACT_URI_PATTERN,
+        max_length=2048,
+    )
+    training_flops: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "The base model's own training compute in FLOP (floating-point operations), as "
+            "its provider documents it, e.g. 3.8e+25."
+        ),
+    )
+
+
+class Energy(ApiModel):
+    """Facts about the data centres the policy's regions run in, for energy estimates."""
+
+    pue: float | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description=(
+            "Power usage effectiveness of the data centres the allowed regions run in (the "
+            "facility's energy / the IT equipment's energy), 1 to 5. FineTuneJobs' energy "
+            "estimate (status.compute.energyKwh) is multiplied by it; without it the estimate "
+            "is the GPUs' own energy."
+        ),
+    )
+
+
 def _endpoint_declared_rule(list_name: str) -> JsonDict:
     names = "self.storageEndpoints.map(e, e.name)"
     return {
@@ -321,6 +369,25 @@ class SovereigntyPolicySpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 
+    base_models: list[BaseModelFacts] = Field(
+        default=[],
+        max_length=MAX_LIST,
+        description=(
+            "The training compute of base models, by exact URI, for the EU AI Act's one-third "
+            "threshold: the trainer of a FineTuneJob whose spec.baseModel.uri is listed "
+            "compares the fine-tune's compute with the base model's "
+            "(status.compute.baseComputeRatio), and the job's condition "
+            "ModificationThresholdExceeded says whether it was more than one third (whoever "
+            "modifies a general-purpose AI model with more than that becomes the provider of "
+            "the modified model). A model not listed is compared only when its config.json "
+            "declares training_flops."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uri"]},
+    )
+    energy: Energy | None = Field(
+        default=None, description="Facts about the data centres, for energy estimates."
+    )
+
     @field_validator("ray_clusters")
     @classmethod
     def _unique_cluster_names(cls, clusters: list[RayClusterEndpoint]) -> list[RayClusterEndpoint]:
@@ -333,6 +400,12 @@ class SovereigntyPolicySpec(ApiModel):
     def _unique_endpoint_names(cls, endpoints: list[StorageEndpoint]) -> list[StorageEndpoint]:
         _refuse_duplicates("spec.storageEndpoints", [e.name for e in endpoints])
         return endpoints
+
+    @field_validator("base_models")
+    @classmethod
+    def _unique_base_models(cls, models: list[BaseModelFacts]) -> list[BaseModelFacts]:
+        _refuse_duplicates("spec.baseModels", [m.uri for m in models], "URIs")
+        return models
 
     @model_validator(mode="after")
     def _endpoints_declared(self) -> SovereigntyPolicySpec:
@@ -362,11 +435,15 @@ class SovereigntyPolicySpec(ApiModel):
         """The storageEndpoints entry called ``name``, if declared."""
         return next((e for e in self.storage_endpoints if e.name == name), None)
 
+    def base_model_training_flops(self, uri: str) -> float | None:
+        """The training FLOPs declared in baseModels for exactly this URI, if any."""
+        return next((m.training_flops for m in self.base_models if m.uri == uri), None)
 
-def _refuse_duplicates(field: str, names: list[str]) -> None:
+
+def _refuse_duplicates(field: str, names: list[str], what: str = "names") -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"{field}: duplicate names {duplicates}")
+        raise ValueError(f"{field}: duplicate {what} {duplicates}")
 
 
 class SovereigntyPolicy(ApiModel):

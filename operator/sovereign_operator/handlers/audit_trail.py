@@ -1,0 +1,58 @@
+"""The handlers' side of the audit log: record a pass's facts, or hold the pass back.
+
+A pass whose facts cannot be recorded writes no status and changes nothing more: it raises,
+and is retried (Kopf's retry for handlers, the next tick for the sweep), with a Warning Event
+that says why. Nothing the operator did goes unrecorded, and nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from ..api.v1alpha1.common import AuditTrail
+from ..audit.facts import ADMITTED
+from ..audit.log import AuditUnavailable
+from ..audit.records import Fact, Subject
+from .runtime import Runtime
+
+RETRY_SECONDS = 10
+
+
+def subject(kind: str, body: Mapping[str, Any]) -> Subject:
+    meta = body.get("metadata") or {}
+    return Subject(kind, str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")))
+
+
+def record(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    about: Subject,
+    facts: Sequence[Fact],
+    policy_digest: str | None = None,
+) -> AuditTrail | None:
+    """Append the facts not yet recorded; the object's trail for its status (None when the
+    operator keeps no audit log). kopf.TemporaryError when the log cannot be written now."""
+    if rt.audit is None:
+        return None
+    try:
+        heads = rt.audit.append(facts)
+        admission = rt.audit.first(about.uid, ADMITTED)
+    except AuditUnavailable as error:
+        rt.metrics.errors.labels(about.kind, "audit", "AuditUnavailable").inc()
+        # One Event an hour per object is enough to say why it is held back.
+        hour = datetime.now(UTC).strftime("%Y%m%d%H")
+        message = f"the audit log cannot be written, so this pass waits: {error}"
+        rt.event(body, "Warning", "AuditLogUnavailable", message[:1000], f"audit@{hour}")
+        rt.seen.pop(about.uid, None)  # the sweep retries on its next tick
+        raise kopf.TemporaryError(message, delay=RETRY_SECONDS) from error
+    head = heads.get(about.uid)
+    return AuditTrail(
+        log=str(rt.audit.location),
+        head=str(head) if head else None,
+        admission=str(admission) if admission else None,
+        policy_digest=policy_digest,
+    )
