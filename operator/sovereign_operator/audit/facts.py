@@ -171,5 +171,15 @@ def serving_facts(subject: Subject, status: ModelDeploymentStatus) -> list[Fact]
     return facts
 
 
+def stopped(subject: Subject, generation: int, reason: str, message: str) -> Fact:
+    """What ran was stopped by the operator (its policy no longer allows it)."""
+    return Fact(
+        subject,
+        "Stopped",
+        f"stopped/{generation}/{reason}",
+        {"reason": reason, "message": message[:1000]},
+    )
+
+
 def deletion(subject: Subject, phase: str | None) -> Fact:
     return Fact(subject, "Deleted", "deleted", {"phase": phase} if phase else {})

@@ -204,8 +204,12 @@ class KubeRayBackend:
         return last_progress(text), parse_result(text)
 
     def stop(self, ctx: JobContext) -> None:
-        """Give up on a job that cannot start: delete its RayJob (and so its pods)."""
-        owner = ctx.owner
+        """Give up on a job that cannot start."""
+        self.stop_owned(ctx.owner)
+
+    def stop_owned(self, owner: Owner) -> None:
+        """Delete the job's RayJob, and so its pods (it cannot start, or its policy no longer
+        allows it). The NetworkPolicy stays while they terminate."""
         delete_owned(self.kube, RAYJOB, owner.namespace, rayjob_name(owner.name), owner.uid)
 
     def delete(self, owner: Owner, status: FineTuneJobStatus | None) -> None:

@@ -248,6 +248,13 @@ def reconcile(
         )
         new = compute_status(spec, observed, previous, _now())
         facts = _job_facts(about, generation, validation, new, observation)
+        if not validation.ok and (live is not None or (previous and previous.submission_id)):
+            # The policy no longer allows what runs (tightened, or gone): stop it, recorded
+            # first, rather than leave its pods where they may not be.
+            reason = validation.code or "PolicyViolation"
+            facts.append(audit_facts.stopped(about, generation, reason, validation.message or ""))
+            record(rt, body, about, facts, policy_digest)
+            _stop_violating(rt, body, Owner(name=name, namespace=namespace, uid=uid), previous)
         trail = record(rt, body, about, facts, policy_digest)
         if trail is not None:
             new = new.model_copy(update={"audit": trail})
@@ -287,6 +294,30 @@ def reconcile(
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
+
+
+def _stop_violating(
+    rt: Runtime, body: kopf.Body, owner: Owner, previous: FineTuneJobStatus | None
+) -> None:
+    """Stop a job's RayJob (and so its pods), or its submission on a Ray cluster, once the
+    policy it was admitted under no longer allows it."""
+    rt.kuberay.stop_owned(owner)
+    raw = body.get("spec") or {}
+    bound = previous.policy_name if previous else None
+    policies = policies_of(rt.indexes.get("sovai_policies"))
+    if previous is not None and previous.submission_id and bound in policies:
+        ref = (raw.get("execution") or {}).get("rayClusterRef")
+        try:
+            rt.raycluster.delete_run(policies[bound], ref, owner, previous)
+        except Exception:
+            log.warning("could not stop the Ray job of %s/%s", owner.namespace, owner.name)
+    rt.event(
+        body,
+        "Warning",
+        "Stopped",
+        "its pods were stopped: the SovereigntyPolicy no longer allows the job",
+        "stopped-by-policy",
+    )
 
 
 def _job_facts(

@@ -11,7 +11,11 @@ update, resume, delete) are Kopf's handlers' business, as before.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from .finetunejob import follow, needs_pass
 from .runtime import JobRef, Runtime
@@ -28,9 +32,21 @@ def _follow_logged(rt: Runtime, uid: str, job: JobRef) -> None:
         log.exception("follow-up of FineTuneJob %s/%s failed", job.namespace, job.name)
 
 
+def policies_fingerprint(index: Mapping[str, Any] | None) -> str:
+    """A digest of every SovereigntyPolicy's spec, as the index holds them now."""
+    specs = {name: [dict(spec) for spec in (index or {}).get(name, ())] for name in index or {}}
+    return hashlib.sha256(json.dumps(specs, sort_keys=True, default=str).encode()).hexdigest()
+
+
 async def sweep(rt: Runtime) -> int:
     """Pass over every job that needs it, as many at once as the thread pool runs; returns
-    how many were due."""
+    how many were due. A policy that changed (or went) makes every job due: what runs must
+    still be allowed, and a tightened policy stops what it no longer allows."""
+    fingerprint = policies_fingerprint(rt.indexes.get("sovai_policies"))
+    if fingerprint != rt.policies_seen:
+        if rt.policies_seen is not None:
+            rt.seen.clear()
+        rt.policies_seen = fingerprint
     due = [(uid, job) for uid, job in list(rt.jobs.items()) if needs_pass(rt, uid)]
     await asyncio.gather(*(rt.in_thread(_follow_logged, rt, uid, job) for uid, job in due))
     return len(due)

@@ -60,6 +60,8 @@ class Runtime:
     # Per job: what the last pass saw of its children, and until when an unchanged job needs
     # no new pass.
     seen: dict[str, tuple[Hashable, float]] = field(default_factory=dict)
+    # The policies' fingerprint at the last sweep (finetunejob_follow.policies_fingerprint).
+    policies_seen: str | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
