@@ -25,7 +25,7 @@ from ..api.v1alpha1.finetunejob import (
 )
 from ..audit import facts as audit_facts
 from ..audit.facts import ADMITTED
-from ..audit.records import Fact, Subject
+from ..audit.records import Fact, Head, Subject
 from ..backends.context import JobContext
 from ..backends.kuberay import KubeRayBackend
 from ..backends.pods import PodFacts
@@ -215,7 +215,7 @@ def reconcile(
             )
             policy_digest = audit_facts.content_digest(policy)
             record(rt, body, about, [*bound, audit_facts.job_admission(about, generation, spec)])
-            admission = rt.audit.first(uid, ADMITTED) if rt.audit else None
+            admission = admission_head(rt, uid, previous)
             ctx = JobContext(
                 spec=spec,
                 owner=Owner(name=name, namespace=namespace, uid=uid),
@@ -294,6 +294,19 @@ def reconcile(
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
+
+
+def admission_head(rt: Runtime, uid: str, previous: FineTuneJobStatus | None) -> Head | None:
+    """The admission record to give the trainer: from the chain, for a job not started yet or
+    already given one. A job that started before the operator kept a log gets none, so that
+    its job.json (and so its running RayJob) does not change when the log is turned on."""
+    if rt.audit is None:
+        return None
+    started = previous is not None and previous.start_time is not None
+    given = previous is not None and previous.audit is not None and previous.audit.admission
+    if started and not given:
+        return None
+    return rt.audit.first(uid, ADMITTED)
 
 
 def _stop_violating(
