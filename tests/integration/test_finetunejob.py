@@ -439,3 +439,42 @@ def test_a_deleted_policy_stops_the_jobs_rayjob(
         "the job Failed and its RayJob gone",
         on_timeout=operator.log_tail,
     )
+
+
+def test_a_pod_left_in_a_dropped_region_stops_the_job(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """A job that named no regions is pinned to every allowed one; the policy then drops the
+    region one of its pods already runs in. Still valid on paper, the job is not: residency is
+    where the pods are."""
+    crds.apply(finetunejob("anywhere", namespace))
+    obj = wait_for(
+        lambda: (
+            (o := ftj(crds, namespace, "anywhere"))
+            and (o.get("status") or {}).get("placement")
+            and o
+        ),
+        90,
+        "a pod of the job bound to a node",
+        on_timeout=operator.log_tail,
+    )
+    dropped = obj["status"]["placement"][0]["region"]
+    [kept] = [region for region in EU_REGIONS if region != dropped]
+    endpoint = {"name": "scw", "url": "https://s3.fr-par.scw.cloud", "region": kept}
+    crds.apply(
+        policy_for(
+            namespace,
+            allowedRegions=[kept],
+            storageEndpoints=[endpoint],
+            allowedStorage=[{"scheme": "s3", "host": "eu-*", "endpoint": "scw"}],
+        )
+    )
+    wait_for(
+        lambda: stopped(crds, namespace, "anywhere"),
+        45,
+        "the job Failed and its RayJob gone",
+        on_timeout=operator.log_tail,
+    )
+    residency = conditions(ftj(crds, namespace, "anywhere") or {})["ResidencyVerified"]
+    assert (residency["status"], residency["reason"]) == ("False", "PodOutsideAllowedRegions")
+    assert f"in {dropped}, outside" in residency["message"]

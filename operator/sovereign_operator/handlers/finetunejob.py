@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -201,6 +202,13 @@ def reconcile(
         about = subject(KIND, body)
         policy_digest = previous.audit.policy_digest if previous and previous.audit else None
         if spec is not None and validation.ok:
+            # Residency is also where the pods are, not only where they were pinned: a region
+            # the policy dropped while they ran is a violation too.
+            bound_policy = policies[str(validation.policy_name)]
+            validation = pods_within_regions(
+                validation, _placement(pods, indexes.get("sovai_nodes"), bound_policy.region_label)
+            )
+        if spec is not None and validation.ok:
             assert validation.policy_name is not None
             assert validation.hyperparameters is not None
             policy = policies[validation.policy_name]
@@ -294,6 +302,27 @@ def reconcile(
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
+
+
+def pods_within_regions(validation: Validation, pods: tuple[PodPlacement, ...]) -> Validation:
+    """The validation, failed when a pod runs in a region outside the job's (a region whose
+    node label is not known yet is not judged)."""
+    outside = [p for p in pods if p.region != "unknown" and p.region not in validation.regions]
+    if not outside:
+        return validation
+    where = "; ".join(f"pod {p.pod} runs on node {p.node} in {p.region}" for p in outside)
+    message = (
+        f"{where}, outside the regions SovereigntyPolicy {validation.policy_name} allows for "
+        f"this job [{', '.join(validation.regions)}]"
+    )
+    return replace(
+        validation,
+        ok=False,
+        code="PodOutsideAllowedRegions",
+        message=message,
+        field="spec.placement.regions",
+        residency=True,
+    )
 
 
 def admission_head(rt: Runtime, uid: str, previous: FineTuneJobStatus | None) -> Head | None:
