@@ -28,20 +28,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "operator")]
-
-from sovereign_operator.audit.log import AuditLog, Location  # noqa: E402
-from sovereign_operator.audit.records import Fact, Subject  # noqa: E402
-from sovereign_operator.audit.verify import check_chain, read_store  # noqa: E402
-from sovereign_operator.devcluster import s3store  # noqa: E402
-from sovereign_operator.devcluster.binaries import ensure_binaries  # noqa: E402
+from sovereign_operator.audit.log import AuditLog, Location
+from sovereign_operator.audit.records import Fact, Subject
+from sovereign_operator.audit.verify import check_chain, read_store
+from sovereign_operator.devcluster import ensure_binaries, s3store
 
 
 class CountingClient:
     """A boto3 client that counts refused conditional PUTs (a conflict between writers)."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
         self.conflicts = 0
 
@@ -50,7 +48,7 @@ class CountingClient:
 
     def put_object(self, **kwargs: object) -> object:
         try:
-            return self._client.put_object(**kwargs)  # type: ignore[attr-defined]
+            return self._client.put_object(**kwargs)
         except Exception:
             self.conflicts += 1
             raise

@@ -9,12 +9,9 @@ the command line, so that the pure parts (``status_claims``, ``version_claims``)
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-from urllib3.exceptions import MaxRetryError
 
 from ..k8s import client as k8s
 from ..k8s.credentials import kubeconfig_credentials, load_credentials
@@ -27,7 +24,6 @@ MODELDEPLOYMENT = "ModelDeployment"
 HEAD_TAG = "sovai.audit.chain_head"
 JOB_UID_TAG = "sovai.job.uid"
 HTTP_TIMEOUT_S = 30.0
-LIST_ATTEMPTS = 15
 
 
 class Unreadable(Exception):
@@ -51,26 +47,17 @@ def cluster_objects(kubeconfig: str | None) -> tuple[list[dict[str, Any]], list[
 
 
 def _everywhere(kube: k8s.Kube, kind: k8s.Kind) -> list[dict[str, Any]]:
-    """The kind's objects in all namespaces: the same plural without a namespace in its path."""
+    """The kind's objects in all namespaces: the same plural without a namespace in its path.
+    (A 429 is waited out by the client, after its Retry-After.)"""
     everywhere = k8s.Kind(kind.api_version, kind.plural, namespaced=False)
-    for _ in range(LIST_ATTEMPTS):
-        try:
-            return kube.list(everywhere, None)
-        except k8s.ApiError as error:
-            if error.status == 404:  # the kind is not installed, so none exist
-                return []
-            if error.status != 429:
-                raise Unreadable(f"cannot list {kind.plural}: {error}") from None
-        except MaxRetryError as error:
-            # 429 with Retry-After: the API server's cache of a new kind is still filling.
-            if "429" not in str(error.reason):
-                raise Unreadable(f"cannot list {kind.plural} in the cluster: {error}") from None
-        except Exception as error:  # refused connections, TLS
-            raise Unreadable(f"cannot list {kind.plural} in the cluster: {error}") from None
-        time.sleep(1.0)
-    raise Unreadable(
-        f"cannot list {kind.plural}: the API server asked to wait, {LIST_ATTEMPTS} times"
-    )
+    try:
+        return kube.list(everywhere, None)
+    except k8s.ApiError as error:
+        if error.status == 404:  # the kind is not installed, so none exist
+            return []
+        raise Unreadable(f"cannot list {kind.plural}: {error}") from None
+    except Exception as error:  # refused connections, TLS
+        raise Unreadable(f"cannot list {kind.plural} in the cluster: {error}") from None
 
 
 def _same_log(uri: Any, location: Location) -> bool:

@@ -25,6 +25,11 @@ POLICY_CHANGED = "PolicyChanged"
 ADMITTED = "Admitted"
 
 
+def known(**details: Any) -> dict[str, Any]:
+    """The details whose value is known (a record leaves an unknown out, never null)."""
+    return {name: value for name, value in details.items() if value is not None}
+
+
 def content_digest(model: BaseModel) -> str:
     """sha256 of a model's canonical JSON (a policy's spec: which rules a job ran under)."""
     data = json.dumps(model.model_dump(mode="json", by_alias=True), sort_keys=True)
@@ -104,20 +109,14 @@ def job_outcome_facts(
     mlflow = status.mlflow
     if mlflow is not None and (mlflow.model_uri or status.output_uri):
         uri = mlflow.model_uri or status.output_uri or ""
-        details = {
-            "modelUri": uri,
-            "modelDigest": mlflow.model_digest,
-            "runId": mlflow.run_id,
-            "outputUri": status.output_uri,
-        }
-        facts.append(
-            Fact(
-                subject,
-                "ModelRegistered",
-                f"model/{uri}/{mlflow.model_digest}",
-                {k: v for k, v in details.items() if v is not None},
-            )
+        details = known(
+            modelUri=uri,
+            modelDigest=mlflow.model_digest,
+            runId=mlflow.run_id,
+            outputUri=status.output_uri,
         )
+        key = f"model/{uri}/{mlflow.model_digest}"
+        facts.append(Fact(subject, "ModelRegistered", key, details))
     if status.compute is not None:
         compute = status.compute.model_dump(mode="json", by_alias=True, exclude_none=True)
         facts.append(Fact(subject, "ComputeAccounted", "compute", compute))
@@ -143,20 +142,14 @@ def serving_facts(subject: Subject, status: ModelDeploymentStatus) -> list[Fact]
     facts = [phase_fact(subject, status.phase.value, status.observed_generation, status)]
     generation = status.observed_generation
     if status.phase.value == "Ready" and status.model_uri:
-        details: dict[str, Any] = {
-            "modelUri": status.model_uri,
-            "modelDigest": status.model_digest,
-            "replicas": status.ready_replicas,
-            "url": status.url,
-        }
-        facts.append(
-            Fact(
-                subject,
-                "Served",
-                f"served/{status.model_uri}/{status.model_digest}",
-                {k: v for k, v in details.items() if v is not None},
-            )
+        details = known(
+            modelUri=status.model_uri,
+            modelDigest=status.model_digest,
+            replicas=status.ready_replicas,
+            url=status.url,
         )
+        key = f"served/{status.model_uri}/{status.model_digest}"
+        facts.append(Fact(subject, "Served", key, details))
     if status.replicas is not None:
         facts.append(
             Fact(

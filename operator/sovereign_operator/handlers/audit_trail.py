@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
 from ..api.v1alpha1.common import AuditTrail
+from ..api.v1alpha1.finetunejob import FineTuneJobStatus
+from ..api.v1alpha1.modeldeployment import ModelDeploymentStatus
 from ..audit.facts import ADMITTED
 from ..audit.log import AuditUnavailable
 from ..audit.records import Fact, Subject
 from .runtime import Runtime
 
 RETRY_SECONDS = 10
+# Either kind's status: both carry `audit`.
+StatusT = TypeVar("StatusT", FineTuneJobStatus, ModelDeploymentStatus)
 
 
 def subject(kind: str, body: Mapping[str, Any]) -> Subject:
@@ -56,3 +60,10 @@ def record(
         admission=str(admission) if admission else None,
         policy_digest=policy_digest,
     )
+
+
+def with_trail(new: StatusT, trail: AuditTrail | None, previous: StatusT | None) -> StatusT:
+    """The new status with the object's trail: this pass's, else the one it had (a status is
+    computed afresh, and an operator without a log leaves a trail written before alone)."""
+    kept = trail or (previous.audit if previous is not None else None)
+    return new if kept is None else new.model_copy(update={"audit": kept})

@@ -24,6 +24,7 @@ from ..api.v1alpha1.finetunejob import (
     FineTuneJobSpec,
     FineTuneJobStatus,
 )
+from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..audit import facts as audit_facts
 from ..audit.facts import ADMITTED
 from ..audit.records import Fact, Head, Subject
@@ -36,7 +37,7 @@ from ..builders.context import Owner, Residency
 from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
-from .audit_trail import record, subject
+from .audit_trail import record, subject, with_trail
 from .finetunejob_status import TERMINAL, Observed, Validation, compute_status
 from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
@@ -256,18 +257,18 @@ def reconcile(
         )
         new = compute_status(spec, observed, previous, _now())
         facts = _job_facts(about, generation, validation, new, observation)
-        if not validation.ok and (live is not None or (previous and previous.submission_id)):
+        violating = not validation.ok and (
+            live is not None or bool(previous and previous.submission_id)
+        )
+        if violating:
             # The policy no longer allows what runs (tightened, or gone): stop it, recorded
             # first, rather than leave its pods where they may not be.
             reason = validation.code or "PolicyViolation"
             facts.append(audit_facts.stopped(about, generation, reason, validation.message or ""))
-            record(rt, body, about, facts, policy_digest)
-            _stop_violating(rt, body, Owner(name=name, namespace=namespace, uid=uid), previous)
-        trail = record(rt, body, about, facts, policy_digest)
-        if trail is not None:
-            new = new.model_copy(update={"audit": trail})
-        elif previous is not None and previous.audit is not None:
-            new = new.model_copy(update={"audit": previous.audit})
+        new = with_trail(new, record(rt, body, about, facts, policy_digest), previous)
+        if violating:
+            owner = Owner(name=name, namespace=namespace, uid=uid)
+            _stop_violating(rt, body, owner, previous, policies)
         if (
             ctx is not None
             and spec is not None
@@ -339,15 +340,18 @@ def admission_head(rt: Runtime, uid: str, previous: FineTuneJobStatus | None) ->
 
 
 def _stop_violating(
-    rt: Runtime, body: kopf.Body, owner: Owner, previous: FineTuneJobStatus | None
+    rt: Runtime,
+    body: kopf.Body,
+    owner: Owner,
+    previous: FineTuneJobStatus | None,
+    policies: Mapping[str, SovereigntyPolicySpec],
 ) -> None:
     """Stop a job's RayJob (and so its pods), or its submission on a Ray cluster, once the
     policy it was admitted under no longer allows it."""
     rt.kuberay.stop_owned(owner)
     raw = body.get("spec") or {}
     bound = previous.policy_name if previous else None
-    policies = policies_of(rt.indexes.get("sovai_policies"))
-    if previous is not None and previous.submission_id and bound in policies:
+    if previous is not None and previous.submission_id and bound is not None and bound in policies:
         ref = (raw.get("execution") or {}).get("rayClusterRef")
         try:
             rt.raycluster.delete_run(policies[bound], ref, owner, previous)

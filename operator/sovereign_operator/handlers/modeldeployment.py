@@ -62,7 +62,7 @@ from ..k8s.client import (
 from ..k8s.ensure import delete_owned, ensure
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
-from .audit_trail import record, subject
+from .audit_trail import record, subject, with_trail
 from .finetunejob import _now
 from .indexes import labels_of_namespace, one, policies_of
 from .modeldeployment_observe import blockers, deployment_facts, fetch_record, fetched_digest
@@ -305,9 +305,7 @@ def reconcile(
                 )
         new = compute_status(observed, previous, _now())
         facts = _serving_facts(about, generation, observed, live, new)
-        trail = record(rt, body, about, facts, policy_digest)
-        if trail is not None or (previous is not None and previous.audit is not None):
-            new = new.model_copy(update={"audit": trail or (previous.audit if previous else None)})
+        new = with_trail(new, record(rt, body, about, facts, policy_digest), previous)
         write_status(rt, namespace, name, status, new)
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:

@@ -11,8 +11,23 @@ import urllib3
 
 from .credentials import Credentials
 
-# Only failures to connect are retried: a request that reached the server may have acted.
-RETRIES = urllib3.Retry(total=3, connect=3, read=0, redirect=0, status=0, other=0)
+# Failures to connect are retried, and 429s after their Retry-After: the API server refused
+# those before acting (priority and fairness, or a new kind's cache still filling), so any
+# method may go again. Nothing else is: a request that reached the server may have acted.
+RETRIES = urllib3.Retry(
+    total=None,
+    connect=3,
+    read=0,
+    redirect=0,
+    other=0,
+    status=10,
+    status_forcelist=(429,),
+    allowed_methods=None,
+    respect_retry_after_header=True,
+    backoff_factor=0.5,
+    backoff_max=5,
+    raise_on_status=False,
+)
 TIMEOUT_S = 30.0
 
 
