@@ -2,14 +2,6 @@
 
 import sys
 
-from .k8s import keep_kubernetes_client_out
+from .main import main
 
-
-def _run() -> int:
-    keep_kubernetes_client_out()
-    from .main import main  # after the line above: Kopf is imported here
-
-    return main(sys.argv[1:])
-
-
-sys.exit(_run())
+sys.exit(main(sys.argv[1:]))

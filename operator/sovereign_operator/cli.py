@@ -42,9 +42,6 @@ def _dev_cluster(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    from .k8s import keep_kubernetes_client_out
-
-    keep_kubernetes_client_out()
     from .main import main as run_operator  # imported here: Kopf is not needed otherwise
 
     return run_operator()

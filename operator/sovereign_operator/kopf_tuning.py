@@ -12,13 +12,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import aiohttp
 import kopf
 
-from .k8s.credentials import Credentials
+from .k8s.client import USER_AGENT
 
 
 class StatusDiffBase(kopf.StatusDiffBaseStorage):
@@ -173,31 +172,26 @@ def connection_limit(namespaces: int) -> int:
 
 
 def login_with_bounded_pool(
-    credentials: Credentials, namespaces: int, trust_env: bool
+    namespaces: int, settings: kopf.OperatorSettings, logger: kopf.Logger
 ) -> kopf.AiohttpSession:
-    """Kopf's session from the operator's own credentials, on a connection pool of bounded
-    size. Kopf logs in again when the server answers 401 or the token is about to expire:
-    each login asks the token source afresh (a rotated file is read again, an exec plugin
-    runs again). Called from Kopf's event loop, which the aiohttp session binds to."""
-    if credentials.token is not None:
-        credentials.token.invalidate()
-    headers = {}
-    authorization = credentials.authorization()
-    if authorization:
-        headers["Authorization"] = authorization
-    expires_at = credentials.token.expires_at() if credentials.token is not None else None
+    """Kopf's login with the kubernetes client library (``kopf.login_via_client``: a pod's
+    service account, else the kubeconfig), on a connection pool of bounded size. Kopf logs in
+    again when the server answers 401, so a rotated token is read afresh. Called from Kopf's
+    event loop, which the aiohttp session binds to."""
+    info = kopf.login_via_client(logger=logger, settings=settings)
+    if info is None:
+        raise kopf.LoginError("the kubernetes client library is not installed")
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=connection_limit(namespaces),
-            ssl=credentials.ssl_context(),
+            limit=connection_limit(namespaces), ssl=info.as_ssl_context()
         ),
-        headers=headers,
-        proxy=credentials.proxy_url,
-        trust_env=trust_env,
+        headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
     )
     return kopf.AiohttpSession(
-        server=credentials.server,
-        default_namespace=credentials.namespace,
-        expiration=datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
         aiohttp_session=session,
     )

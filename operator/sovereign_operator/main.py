@@ -13,11 +13,12 @@ import contextlib
 import ctypes
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
+from kubernetes.client import Configuration
 from pydantic import ValidationError
 
 from .api.v1alpha1.common import FINALIZER, GROUP, LAST_HANDLED_FIELD, VERSION
@@ -32,8 +33,7 @@ from .handlers import finetunejob, indexes, modeldeployment, terminating
 from .handlers.finetunejob_follow import follow_jobs
 from .handlers.runtime import Runtime
 from .images.references import VERSION as PRODUCT_VERSION
-from .k8s.client import Kube
-from .k8s.credentials import Credentials, CredentialsError, load_credentials
+from .k8s.client import ConfigurationError, Kube, load_configuration
 from .k8s.events import COMPONENT as EVENT_COMPONENT
 from .kopf_tuning import (
     DigestDiffBase,
@@ -112,7 +112,9 @@ def open_audit_log(settings: Settings) -> AuditLog | None:
     return audit
 
 
-def register(registry: kopf.OperatorRegistry, settings: Settings, credentials: Credentials) -> None:
+def register(
+    registry: kopf.OperatorRegistry, settings: Settings, load: Callable[[], Configuration]
+) -> None:
     """Register every handler with an explicit, stable id."""
     ftj = (GROUP, VERSION, FTJ_PLURAL)
 
@@ -120,14 +122,16 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, credentials: C
 
     # Own registry: Kopf's default login handlers are not in it.
     @kopf.on.login(registry=registry, id="sovai-login")
-    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSession:
-        return login_with_bounded_pool(credentials, namespaces, settings.networking.trust_env)
+    async def login(
+        settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
+    ) -> kopf.AiohttpSession:
+        return login_with_bounded_pool(namespaces, settings, logger)
 
     @kopf.on.startup(registry=registry, id="sovai-startup")
     def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure_kopf(settings, memo.settings)
         # One connection per handler thread, so threads never queue for a socket.
-        kube = Kube(credentials, pool_size=memo.settings.max_workers + 4)
+        kube = Kube(load, pool_size=memo.settings.max_workers + 4)
         metrics = Metrics()
         metrics.serve(memo.settings.metrics_port)
         memo.runtime = Runtime(
@@ -214,9 +218,9 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
     )
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("kopf.objects").addFilter(QuietTimerSuccesses())
-    credentials = load_credentials()  # a bad kubeconfig fails here, before Kopf starts
+    load_configuration()  # a bad kubeconfig fails here, before Kopf starts
     registry = kopf.OperatorRegistry()
-    register(registry, settings, credentials)
+    register(registry, settings, load_configuration)
     memo = kopf.Memo(settings=settings)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
@@ -267,7 +271,7 @@ def main(argv: Sequence[str] = ()) -> int:
         return 2
     try:
         run(settings)
-    except CredentialsError as error:
+    except ConfigurationError as error:
         log.critical("cannot authenticate to the Kubernetes API: %s", error)
         return 2
     return 0

@@ -309,9 +309,9 @@ def test_the_fuzzed_operator_kept_running_and_found_nothing(fuzzer: Fuzzer) -> N
     # A child patched again and again is a loop (the API server stores a spelling the operator
     # keeps "correcting"): once is a repair, more is not.
     patches = Counter(
-        line.split("patching drift of ", 1)[1].split('"', 1)[0]
+        line.split("re-applying ", 1)[1].split(":", 1)[0]
         for line in log.splitlines()
-        if "patching drift of " in line
+        if "re-applying " in line
     )
     loops = [
         (child, count, fuzzer.accepted.get(child.rsplit("/", 1)[-1]))

@@ -6,6 +6,7 @@ passes would run it (the pattern of test_reliability's job.json test)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,8 +20,13 @@ from sovereign_operator.builders.context import BuildConfig, Owner, Residency
 from sovereign_operator.builders.names import configmap_name, network_policy_name, rayjob_name
 from sovereign_operator.builders.network import build_job_network_policy
 from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.k8s.client import CONFIGMAP, NETWORK_POLICY, RAYJOB, Kube
-from sovereign_operator.k8s.credentials import kubeconfig_credentials
+from sovereign_operator.k8s.client import (
+    CONFIGMAP,
+    NETWORK_POLICY,
+    RAYJOB,
+    Kube,
+    load_configuration,
+)
 
 from .operator_process import finetunejob, ftj, policy_for, setup_namespace, wait_for
 
@@ -45,7 +51,7 @@ class Job:
         setup_namespace(crds, namespace)
         crds.apply(finetunejob(name, namespace))
         uid = str((ftj(crds, namespace, name) or {})["metadata"]["uid"])
-        self.kube = Kube(kubeconfig_credentials([crds.kubeconfig]), pool_size=2)
+        self.kube = Kube(partial(load_configuration, str(crds.kubeconfig)), pool_size=2)
         self.backend = KubeRayBackend(self.kube)
         self.owner = Owner(name=name, namespace=namespace, uid=uid)
         self.spec = FineTuneJobSpec.model_validate(finetunejob(name, namespace)["spec"])

@@ -1,23 +1,35 @@
-"""The operator's API client and Kopf's session against the real kube-apiserver: mutual TLS
-with the admin certificate, ServiceAccount tokens, a revoked token read again after a 401."""
+"""The operator's API client and Kopf's session against the real kube-apiserver, with the
+credentials the kubernetes client library reads from kubeconfig files as users write them:
+mutual TLS, a token file rotated and revoked, an exec plugin; server-side apply as the
+operator's field manager."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
+import logging
+import stat
 import time
 from pathlib import Path
+from typing import Any
 
+import kopf
 import pytest
+import yaml
+from kubernetes.config import kube_config
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.pki import CertificateAuthority
-from sovereign_operator.k8s.client import CONFIGMAP, ApiError, Kube
-from sovereign_operator.k8s.credentials import (
-    Credentials,
-    StaticToken,
-    TokenFile,
-    kubeconfig_credentials,
+from sovereign_operator.k8s.client import (
+    CONFIGMAP,
+    FIELD_MANAGER,
+    SECRET,
+    USER_AGENT,
+    ApiError,
+    ApiUnavailable,
+    ConfigurationError,
+    Kube,
+    load_configuration,
 )
 from sovereign_operator.k8s.ensure import ensure
 from sovereign_operator.kopf_tuning import login_with_bounded_pool
@@ -25,13 +37,33 @@ from sovereign_operator.kopf_tuning import login_with_bounded_pool
 pytestmark = pytest.mark.integration
 
 
-def admin(cluster: LocalCluster) -> Credentials:
-    return kubeconfig_credentials([cluster.kubeconfig])
+def kube_of(kubeconfig: Path, pool_size: int = 1) -> Kube:
+    return Kube(lambda: load_configuration(str(kubeconfig)), pool_size)
+
+
+def kubeconfig_with(cluster: LocalCluster, path: Path, user: dict[str, Any], **tls: Any) -> Path:
+    """A kubeconfig for the cluster's server with ``user``; ``tls`` replaces the CA entry."""
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server["server"], **(tls or server)}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def admin_user(cluster: LocalCluster) -> dict[str, Any]:
+    return dict(yaml.safe_load(cluster.kubeconfig.read_text())["users"][0]["user"])
 
 
 def reader_token(cluster: LocalCluster, namespace: str, secret: str | None = None) -> str:
-    """A token of a ServiceAccount that may read ConfigMaps in ``namespace``; bound to
-    ``secret`` when one is named, so that deleting the Secret revokes it."""
+    """A token of a ServiceAccount that may read and patch ConfigMaps in ``namespace``; bound
+    to ``secret`` when one is named, so that deleting the Secret revokes it."""
     bound = ["--bound-object-kind=Secret", f"--bound-object-name={secret}"] if secret else []
     return str(cluster.kubectl("create", "token", "reader", "-n", namespace, *bound).stdout.strip())
 
@@ -40,8 +72,9 @@ def reader_token(cluster: LocalCluster, namespace: str, secret: str | None = Non
 def reader(cluster: LocalCluster, namespace: str) -> str:
     cluster.kubectl("create", "serviceaccount", "reader", "-n", namespace)
     cluster.kubectl(
-        "create", "role", "read", "--verb=get,list", "--resource=configmaps", "-n", namespace
-    )
+        "create", "role", "read", "--verb=get,list,patch", "--resource=configmaps",
+        "-n", namespace,
+    )  # fmt: skip
     cluster.kubectl(
         "create", "rolebinding", "read", "--role=read", f"--serviceaccount={namespace}:reader",
         "-n", namespace,
@@ -49,9 +82,12 @@ def reader(cluster: LocalCluster, namespace: str) -> str:
     return namespace
 
 
-def test_crud_and_ensure_over_mutual_tls(cluster: LocalCluster, namespace: str) -> None:
-    credentials = admin(cluster)
-    kube = Kube(credentials, pool_size=2)
+def managers(obj: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(entry["manager"], entry["operation"]) for entry in obj["metadata"]["managedFields"]}
+
+
+def test_crud_and_server_side_apply_over_mutual_tls(cluster: LocalCluster, namespace: str) -> None:
+    kube = kube_of(cluster.kubeconfig, pool_size=2)
     manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -60,9 +96,18 @@ def test_crud_and_ensure_over_mutual_tls(cluster: LocalCluster, namespace: str) 
     }
     assert ensure(kube, manifest).action == "created"
     assert ensure(kube, manifest).action == "unchanged"  # 409, then get: nothing drifted
-    drifted = {**manifest, "data": {"k": "changed"}}
-    patched = ensure(kube, drifted)
-    assert (patched.action, patched.obj["data"]) == ("patched", {"k": "changed"})
+
+    # Someone else changes a field the operator owns, and adds one of their own: the next
+    # apply takes back its field and keeps theirs.
+    cluster.kubectl(
+        "patch", "configmap", "cfg", "-n", namespace, "--type=merge",
+        "-p", '{"data": {"k": "edited", "theirs": "kept"}}',
+    )  # fmt: skip
+    corrected = ensure(kube, manifest)
+    assert (corrected.action, corrected.obj["data"]) == ("patched", {"k": "v", "theirs": "kept"})
+    assert (FIELD_MANAGER, "Apply") in managers(corrected.obj)
+    changed = ensure(kube, {**manifest, "data": {"k": "changed"}})
+    assert changed.obj["data"] == {"k": "changed", "theirs": "kept"}
 
     selected = kube.list(CONFIGMAP, namespace, "a=1,b notin (x,y)")
     assert [item["metadata"]["name"] for item in selected] == ["cfg"]
@@ -70,15 +115,18 @@ def test_crud_and_ensure_over_mutual_tls(cluster: LocalCluster, namespace: str) 
     assert kube.delete(CONFIGMAP, namespace, "cfg") is False
     assert kube.get_or_none(CONFIGMAP, namespace, "cfg") is None
 
-    # The client certificate is what the server authorised: without it, anonymous is refused.
-    anonymous = Kube(Credentials(server=credentials.server, ca_file=credentials.ca_file), 1)
+
+def test_the_client_certificate_is_what_the_server_authorised(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    anonymous = kube_of(kubeconfig_with(cluster, tmp_path / "anonymous", {}))
     with pytest.raises(ApiError) as raised:
         anonymous.get_or_none(CONFIGMAP, namespace, "cfg")
     assert raised.value.status == 403
 
 
 def test_errors_carry_the_servers_message(cluster: LocalCluster, namespace: str) -> None:
-    kube = Kube(admin(cluster), pool_size=1)
+    kube = kube_of(cluster.kubeconfig)
     with pytest.raises(ApiError) as raised:
         kube.get(CONFIGMAP, namespace, "absent")
     assert raised.value.status == 404
@@ -86,21 +134,27 @@ def test_errors_carry_the_servers_message(cluster: LocalCluster, namespace: str)
 
 
 def test_untrusted_server_is_refused(cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
-    credentials = admin(cluster)
-    stranger = CertificateAuthority(tmp_path)  # not the CA that signed the server
-    untrusting = Kube(Credentials(server=credentials.server, ca_file=str(stranger.pair.cert)), 1)
-    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+    stranger = CertificateAuthority(tmp_path / "ca")  # not the CA that signed the server
+    untrusting = kube_of(
+        kubeconfig_with(
+            cluster, tmp_path / "untrusting", admin_user(cluster),
+            **{"certificate-authority": str(stranger.pair.cert)},
+        )
+    )  # fmt: skip
+    with pytest.raises(ApiUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         untrusting.get(CONFIGMAP, namespace, "x")
-    insecure = Kube(
-        Credentials(
-            server=credentials.server,
-            insecure=True,
-            cert_file=credentials.cert_file,
-            key_file=credentials.key_file,
-        ),
-        pool_size=1,
-    )
+    insecure = kube_of(
+        kubeconfig_with(
+            cluster, tmp_path / "insecure", admin_user(cluster),
+            **{"insecure-skip-tls-verify": True},
+        )
+    )  # fmt: skip
     assert insecure.get_or_none(CONFIGMAP, namespace, "x") is None
+
+
+def test_a_missing_kubeconfig_names_itself(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=str(tmp_path / "absent")):
+        load_configuration(str(tmp_path / "absent"))
 
 
 def test_revoked_token_is_read_again_after_401(
@@ -110,54 +164,96 @@ def test_revoked_token_is_read_again_after_401(
     cluster.kubectl("create", "secret", "generic", "first", "-n", namespace)
     token_file = tmp_path / "token"
     token_file.write_text(reader_token(cluster, namespace, "first"))
-    server, ca_file = admin(cluster).server, admin(cluster).ca_file
-    kube = Kube(Credentials(server=server, ca_file=ca_file, token=TokenFile(token_file)), 1)
+    kube = kube_of(kubeconfig_with(cluster, tmp_path / "reader", {"tokenFile": str(token_file)}))
     assert kube.get_or_none(CONFIGMAP, namespace, "x") is None
 
-    # The token is rotated. Its mtime stays the same here, so only the server's 401 can tell
-    # the client to read the file again; then the old token is revoked.
-    old = StaticToken(token_file.read_text())
-    stamp = token_file.stat().st_mtime_ns
-    token_file.write_text(reader_token(cluster, namespace))
-    os.utime(token_file, ns=(stamp, stamp))
+    # The token is rotated, then the old one revoked: only the server's 401 tells the client
+    # to read its credentials again.
+    cluster.kubectl("create", "secret", "generic", "second", "-n", namespace)
+    old = token_file.read_text()
+    second = reader_token(cluster, namespace, "second")
+    token_file.write_text(second)
     cluster.kubectl("delete", "secret", "first", "-n", namespace)
-    with_old = Kube(Credentials(server=server, ca_file=ca_file, token=old), 1)
-
-    def revoked() -> bool:
-        try:
-            with_old.get_or_none(CONFIGMAP, namespace, "x")
-        except ApiError as error:
-            return error.status == 401
-        return False
-
-    deadline = time.monotonic() + 60  # the API server caches a token's review for 10 s
-    while not revoked():
-        assert time.monotonic() < deadline, "the revoked token is still accepted"
-        time.sleep(1)
-
+    wait_until_refused(cluster, tmp_path / "old", {"token": old}, namespace)
     assert kube.get_or_none(CONFIGMAP, namespace, "x") is None  # the 401, then the new token
+
+    # Revoked again, and the file now holds nothing valid: the 401 reaches the caller.
     token_file.write_text("not-a-token")
+    cluster.kubectl("delete", "secret", "second", "-n", namespace)
+    wait_until_refused(cluster, tmp_path / "second", {"token": second}, namespace)
     with pytest.raises(ApiError, match="401"):
         kube.get(CONFIGMAP, namespace, "x")
 
 
-def test_kopf_session_uses_the_same_credentials(cluster: LocalCluster, reader: str) -> None:
-    namespace = reader
-    credentials = Credentials(
-        server=admin(cluster).server,
-        ca_file=admin(cluster).ca_file,
-        token=StaticToken(reader_token(cluster, namespace)),
-        namespace=namespace,
-    )
-
-    async def login_and_get() -> tuple[int, str | None]:
-        session = login_with_bounded_pool(credentials, namespaces=1, trust_env=False)
+def wait_until_refused(
+    cluster: LocalCluster, path: Path, user: dict[str, Any], namespace: str
+) -> None:
+    """Until the API server refuses ``user`` (it caches a token's review for 10 s)."""
+    client = kube_of(kubeconfig_with(cluster, path, user))
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            async with session.aiohttp_session.get(
-                f"{session.server}/api/v1/namespaces/{namespace}/configmaps/x"
-            ) as response:
-                return response.status, session.default_namespace
+            client.get_or_none(CONFIGMAP, namespace, "x")
+        except ApiError as error:
+            if error.status == 401:
+                return
+            raise
+        assert time.monotonic() < deadline, "the revoked token is still accepted"
+        time.sleep(1)
+
+
+def test_an_exec_plugins_token_is_used(cluster: LocalCluster, reader: str, tmp_path: Path) -> None:
+    namespace = reader
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": reader_token(cluster, namespace)},
+    }
+    plugin = tmp_path / "plugin"
+    plugin.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(credential)}\nEOF\n")
+    plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": str(plugin),
+            "interactiveMode": "Never",
+        }
+    }
+    kube = kube_of(kubeconfig_with(cluster, tmp_path / "exec", user))
+    assert kube.get_or_none(CONFIGMAP, namespace, "x") is None
+    with pytest.raises(ApiError) as refused:  # the reader, not the admin: no Secrets
+        kube.list(SECRET, namespace)
+    assert refused.value.status == 403
+
+
+def test_kopf_logs_in_through_the_client_library(
+    cluster: LocalCluster, reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kopf's own login with the library (as when it runs with no login handler of ours),
+    on the bounded session, which names the product in its User-Agent."""
+    namespace = reader
+    kube_of(cluster.kubeconfig).apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": namespace}}
+    )
+    kubeconfig = kubeconfig_with(
+        cluster, tmp_path / "reader", {"token": reader_token(cluster, namespace)}
+    )
+    # The library reads $KUBECONFIG once, when it is imported.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    async def login_and_patch() -> tuple[str, dict[str, Any]]:
+        session = login_with_bounded_pool(1, kopf.OperatorSettings(), logging.getLogger("test"))
+        try:
+            url = f"{session.server}/api/v1/namespaces/{namespace}/configmaps/x"
+            headers = {"Content-Type": "application/merge-patch+json"}
+            body = json.dumps({"data": {"by": "kopf"}})
+            async with session.aiohttp_session.patch(url, data=body, headers=headers) as answer:
+                assert answer.status == 200, await answer.text()
+                return session.aiohttp_session.headers["User-Agent"], dict(await answer.json())
         finally:
             await session.aiohttp_session.close()
 
-    assert asyncio.run(login_and_get()) == (404, namespace)  # authenticated and trusted; absent
+    user_agent, patched = asyncio.run(login_and_patch())
+    assert patched["data"] == {"by": "kopf"}  # authenticated as the reader, and trusted
+    assert user_agent == USER_AGENT

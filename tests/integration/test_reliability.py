@@ -7,6 +7,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,7 @@ from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
 from sovereign_operator.builders.names import configmap_name, rayjob_name
 from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.k8s.client import CONFIGMAP, RAYJOB, Kube
-from sovereign_operator.k8s.credentials import kubeconfig_credentials
+from sovereign_operator.k8s.client import CONFIGMAP, RAYJOB, Kube, load_configuration
 
 from .operator_process import (
     MODEL_SOURCES,
@@ -173,7 +173,7 @@ def test_a_spec_change_that_only_touches_job_json_reaches_the_configmap(
     keeps the operator from meeting this later; a pass between creating the RayJob and
     recording the start is where it met it)."""
     setup_namespace(crds, namespace)
-    kube = Kube(kubeconfig_credentials([crds.kubeconfig]), pool_size=2)
+    kube = Kube(partial(load_configuration, str(crds.kubeconfig)), pool_size=2)
     backend = KubeRayBackend(kube)
     # A real owner (no operator runs here): children of a missing owner are garbage-collected.
     crds.apply(finetunejob("retune", namespace))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from kubernetes.client import Configuration
+
 from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.backends.raycluster import RayClusterBackend
 from sovereign_operator.config import Settings
 from sovereign_operator.handlers.runtime import Runtime
 from sovereign_operator.k8s.client import Kube
-from sovereign_operator.k8s.credentials import Credentials
 from sovereign_operator.main import build_config
 from sovereign_operator.metrics import Metrics
 
@@ -15,7 +16,7 @@ from sovereign_operator.metrics import Metrics
 def offline_runtime() -> Runtime:
     """A Runtime whose client points at a closed port: a test that reaches it fails."""
     settings = Settings()
-    kube = Kube(Credentials(server="https://127.0.0.1:9"), pool_size=1)
+    kube = Kube(lambda: Configuration(host="https://127.0.0.1:9"), pool_size=1)
     return Runtime(
         settings=settings,
         kube=kube,

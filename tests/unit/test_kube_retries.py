@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from kubernetes.client import Configuration
 
-from sovereign_operator.k8s.client import CONFIGMAP, ApiError, Kube
-from sovereign_operator.k8s.credentials import Credentials
+from sovereign_operator.k8s.client import CONFIGMAP, ApiError, ApiUnavailable, Kube
+
+CONFIG_MAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a"}}
 
 
 class Server(ThreadingHTTPServer):
@@ -40,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = _answer
+    do_GET = do_PATCH = _answer
 
     def log_message(self, *args: object) -> None:
         pass
@@ -51,7 +53,8 @@ def serving(answers: list[int]) -> Iterator[tuple[Server, Kube]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server, Kube(Credentials(server=f"http://127.0.0.1:{server.server_port}"), 1)
+        address = f"http://127.0.0.1:{server.server_port}"
+        yield server, Kube(lambda: Configuration(host=address), 1)
     finally:
         server.shutdown()
 
@@ -74,13 +77,19 @@ def test_a_read_waits_out_429s(throttled: tuple[Server, Kube]) -> None:
 
 def test_a_write_waits_out_429s(throttled: tuple[Server, Kube]) -> None:
     server, kube = throttled
-    kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": "a"}})
-    assert server.requests == ["POST", "POST", "POST"]
+    kube.apply(CONFIG_MAP)
+    assert server.requests == ["PATCH", "PATCH", "PATCH"]
 
 
 def test_another_error_is_not_retried(failing: tuple[Server, Kube]) -> None:
     server, kube = failing
     with pytest.raises(ApiError) as refused:
-        kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": "a"}})
+        kube.apply(CONFIG_MAP)
     assert refused.value.status == 500
-    assert server.requests == ["POST"]
+    assert server.requests == ["PATCH"]
+
+
+def test_an_unreachable_server_is_the_clients_own_error() -> None:
+    kube = Kube(lambda: Configuration(host="http://127.0.0.1:9"), 1)
+    with pytest.raises(ApiUnavailable, match="GET /api/v1/namespaces/a/configmaps"):
+        kube.list(CONFIGMAP, "a")

@@ -25,7 +25,7 @@
   resources: [finetunejobs/finalizers, modeldeployments/finalizers]
   verbs: [update]
 # backends/kuberay.py: reconcile() ensures the RayJob (k8s/ensure.py: create, on 409 get, then
-# patch drift); stop() and delete() delete it.
+# server-side apply of what drifted); stop() and delete() delete it.
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [create, get, patch, delete]
@@ -50,8 +50,9 @@
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# handlers/modeldeployment.py _ensure_children() (k8s/ensure.py: create, on 409 get, then patch
-# drift; plus a replicas patch when an HPA resumes from zero) and delete_children().
+# handlers/modeldeployment.py _ensure_children() (k8s/ensure.py: create, on 409 get, then
+# server-side apply of what drifted; plus a replicas patch when an HPA resumes from zero) and
+# delete_children().
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [create, get, patch, delete]

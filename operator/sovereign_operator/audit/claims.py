@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from ..k8s import client as k8s
-from ..k8s.credentials import kubeconfig_credentials, load_credentials
 from .log import Location
 from .records import RecordError, parse_head
 from .verify import Claim, Finding
@@ -33,12 +32,7 @@ class Unreadable(Exception):
 def cluster_objects(kubeconfig: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every FineTuneJob and ModelDeployment in the cluster, all namespaces."""
     try:
-        credentials = (
-            kubeconfig_credentials([Path(p) for p in kubeconfig.split(os.pathsep) if p])
-            if kubeconfig
-            else load_credentials()
-        )
-        kube = k8s.Kube(credentials, pool_size=2)
+        kube = k8s.Kube(partial(k8s.load_configuration, kubeconfig), pool_size=2)
     except Exception as error:  # no kubeconfig, a bad one, unreadable certificates
         raise Unreadable(
             f"cannot reach the cluster: {error} (--no-cluster: the log alone)"

@@ -1,15 +1,30 @@
-"""Generic CRUD over any kind: JSON over urllib3, called from Kopf's thread pool."""
+"""Generic CRUD over any kind, JSON dicts in and out, on the official ``kubernetes`` client.
+
+The library reads the credentials (a pod's service account, else the kubeconfig with its exec
+plugins, auth providers and token files) and owns the transport (TLS, proxies, the connection
+pool). This module only turns a kind and a name into a path, and the API server's answers into
+dicts or ``ApiError``. Called from Kopf's thread pool: one instance serves every thread.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlencode
 
 import urllib3
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
 
-from .credentials import Credentials
+from ..images.references import VERSION
+
+FIELD_MANAGER = "sovereign-ai-operator"
+USER_AGENT = f"{FIELD_MANAGER}/{VERSION}"
 
 # Failures to connect are retried, and 429s after their Retry-After: the API server refused
 # those before acting (priority and fairness, or a new kind's cache still filling), so any
@@ -29,6 +44,36 @@ RETRIES = urllib3.Retry(
     raise_on_status=False,
 )
 TIMEOUT_S = 30.0
+
+
+class ConfigurationError(Exception):
+    """No usable credentials: neither a pod's service account nor a readable kubeconfig."""
+
+
+def load_configuration(kubeconfig: str | None = None) -> Configuration:
+    """What the library reads: in a pod, its service account; elsewhere ``kubeconfig``, else
+    ``$KUBECONFIG`` (a list of files) or ``~/.kube/config``, at its current context."""
+    configuration = Configuration()
+    if kubeconfig is None:
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except kube_config.ConfigException:
+            pass
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        kube_config.load_kube_config(
+            config_file=path, client_configuration=configuration, persist_config=False
+        )
+    except (kube_config.ConfigException, OSError, ValueError, TypeError, KeyError) as error:
+        raise ConfigurationError(
+            f"no in-cluster service account, and the kubeconfig {path} is not usable: {error}"
+        ) from error
+    return configuration
+
+
+class ApiUnavailable(Exception):
+    """The API server could not be reached or its TLS was refused: nothing was answered."""
 
 
 class ApiError(Exception):
@@ -102,26 +147,31 @@ def kind_of(manifest: dict[str, Any]) -> Kind:
 
 
 class Kube:
-    """A thin, thread-safe client: JSON dicts in, JSON dicts out, ApiError on errors."""
+    """A thin, thread-safe client: JSON dicts in, JSON dicts out, ApiError on errors.
 
-    def __init__(self, credentials: Credentials, pool_size: int) -> None:
-        self.credentials = credentials
-        options: dict[str, Any] = {
-            "maxsize": pool_size,
-            "block": True,  # a thread waits for a free connection rather than opening more
-            "ssl_context": credentials.ssl_context(),
-            "retries": RETRIES,
-            "timeout": urllib3.Timeout(total=TIMEOUT_S),
-        }
-        if credentials.tls_server_name:
-            options["server_hostname"] = credentials.tls_server_name
-        if credentials.insecure:
-            options |= {"cert_reqs": "CERT_NONE", "assert_hostname": False}
-        self.http: urllib3.PoolManager = (
-            urllib3.ProxyManager(credentials.proxy_url, **options)
-            if credentials.proxy_url
-            else urllib3.PoolManager(**options)
-        )
+    ``load`` makes the library's Configuration; it runs again after a 401, once, so that a
+    rotated token (a file, an exec plugin) is read afresh.
+    """
+
+    def __init__(
+        self, load: Callable[[], Configuration] = load_configuration, pool_size: int = 4
+    ) -> None:
+        self._load = load
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._api = self._connect()
+
+    def _connect(self) -> ApiClient:
+        configuration = self._load()
+        configuration.retries = RETRIES
+        configuration.connection_pool_maxsize = self._pool_size
+        api = ApiClient(configuration)
+        api.user_agent = USER_AGENT
+        return api
+
+    @property
+    def server(self) -> str:
+        return str(self._api.configuration.host)
 
     def _call(
         self,
@@ -131,38 +181,51 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        payload = None if body is None else json.dumps(body).encode()
-        response = self._request(method, path, payload, query, content_type)
-        result: Any = json.loads(response.data) if response.data else {}
+        data = self._request(method, path, body, query, content_type)
+        result: Any = json.loads(data) if data else {}
         return cast(dict[str, Any], result or {})
 
     def _request(
         self,
         method: str,
         path: str,
-        payload: bytes | None,
+        body: Any,
         query: list[tuple[str, Any]] | None,
         content_type: str,
         accept: str = "application/json",
-    ) -> urllib3.BaseHTTPResponse:
-        url = self.credentials.server + path + (f"?{urlencode(query)}" if query else "")
-        response = self._send(method, url, payload, content_type, accept)
-        if response.status == 401 and self.credentials.token is not None:
-            # A rotated or expired token: fetch it again, once.
-            self.credentials.token.invalidate()
-            response = self._send(method, url, payload, content_type, accept)
-        if response.status >= 400:
-            raise ApiError(response.status, response.reason or "", response.data.decode())
-        return response
+    ) -> bytes:
+        url = path + (f"?{urlencode(query)}" if query else "")
+        api = self._api
+        status, reason, data = self._send(api, method, url, body, content_type, accept)
+        if status == 401:
+            with self._lock:
+                if self._api is api:  # another thread may have reconnected already
+                    self._api = self._connect()
+            status, reason, data = self._send(self._api, method, url, body, content_type, accept)
+        if status >= 400:
+            raise ApiError(status, reason, data.decode(errors="replace"))
+        return data
 
+    @staticmethod
     def _send(
-        self, method: str, url: str, payload: bytes | None, content_type: str, accept: str
-    ) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": accept, "Content-Type": content_type}
-        authorization = self.credentials.authorization()
-        if authorization:
-            headers["Authorization"] = authorization
-        return self.http.request(method, url, body=payload, headers=headers)
+        api: ApiClient, method: str, url: str, body: Any, content_type: str, accept: str
+    ) -> tuple[int, str, bytes]:
+        configuration = api.configuration
+        headers = {**api.default_headers, "Accept": accept, "Content-Type": content_type}
+        for setting in configuration.auth_settings().values():
+            if setting.get("value"):
+                headers[setting["key"]] = setting["value"]
+        try:
+            response = api.call_api(
+                method, configuration.host + url, header_params=headers, body=body,
+                _request_timeout=TIMEOUT_S,
+            )  # fmt: skip
+            data = response.read()
+        except ApiException as error:  # the library's name for a TLS failure (status 0)
+            raise ApiUnavailable(f"{method} {url}: {error.reason}") from None
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiUnavailable(f"{method} {url}: {error}") from None
+        return int(response.status), str(response.reason or ""), bytes(data or b"")
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return self._call("GET", kind.path(namespace, name))
@@ -183,8 +246,24 @@ class Kube:
         return cast(list[dict[str, Any]], items)
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create, with the operator's field manager; 409 when the name is taken."""
         kind = kind_of(manifest)
-        return self._call("POST", kind.path(manifest["metadata"].get("namespace")), manifest)
+        path = kind.path(manifest["metadata"].get("namespace"))
+        return self._call("POST", path, manifest, query=[("fieldManager", FIELD_MANAGER)])
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager: the fields ``manifest`` holds
+        become the operator's, whoever set them before (``force``); fields it leaves out
+        and another manager owns are kept."""
+        kind = kind_of(manifest)
+        metadata = manifest["metadata"]
+        return self._call(
+            "PATCH",
+            kind.path(metadata.get("namespace"), metadata["name"]),
+            manifest,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
 
     def merge_patch(
         self,
@@ -208,8 +287,8 @@ class Kube:
         the kubelet serves, so a job's progress costs a few kilobytes however long it runs."""
         query = [("container", container), ("tailLines", lines), ("limitBytes", limit_bytes)]
         path = POD.path(namespace, pod, "log")
-        response = self._request("GET", path, None, query, "application/json", accept="*/*")
-        return response.data.decode(errors="replace")
+        data = self._request("GET", path, None, query, "application/json", accept="*/*")
+        return data.decode(errors="replace")
 
     def delete(self, kind: Kind, namespace: str | None, name: str, uid: str | None = None) -> bool:
         """Delete in the background; False when it was already gone (or, with ``uid``, when

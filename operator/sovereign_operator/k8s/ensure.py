@@ -1,4 +1,5 @@
-"""Ensure a child exists as built: create; on 409 get, check the owner, and patch what drifted."""
+"""Ensure a child exists as built: create it when it is missing; server-side apply when what the
+operator owns of it drifted; never touch another owner's object."""
 
 from __future__ import annotations
 
@@ -86,10 +87,10 @@ def drift(desired: Any, actual: Any, key: str = "") -> bool:
     return bool(desired != actual)
 
 
-def _patch_of(desired: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a manifest the operator owns and may correct: labels, annotations, spec/data."""
+def _owned_parts(desired: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a manifest compared for drift: labels, annotations, spec or data."""
     metadata = desired["metadata"]
-    patch: dict[str, Any] = {
+    parts: dict[str, Any] = {
         "metadata": {
             "labels": metadata.get("labels", {}),
             "annotations": metadata.get("annotations", {}),
@@ -97,16 +98,19 @@ def _patch_of(desired: dict[str, Any]) -> dict[str, Any]:
     }
     for key in ("spec", "data"):
         if key in desired:
-            patch[key] = desired[key]
-    return patch
+            parts[key] = desired[key]
+    return parts
 
 
 def ensure(kube: Kube, desired: dict[str, Any], live: dict[str, Any] | None = None) -> Ensured:
     """Make the child ``desired`` exist and match. ``live`` (e.g. from a cache) skips the get.
 
-    Safe to call again and again and from a restarted operator: a deterministic name means a
-    second create answers 409 and never makes a copy. An existing object that another owner
-    controls raises ForeignChild instead of being patched.
+    Safe to call again and again and from a restarted operator: the name is deterministic, so a
+    second create answers 409 and never makes a copy. A missing child is created (one request,
+    and the cheapest for the API server when thousands of jobs arrive at once); an existing one
+    is changed only by server-side apply, and only when what the operator owns of it differs
+    from what it builds. An existing object that another owner controls raises ForeignChild
+    instead of being changed.
     """
     kind = kind_of(desired)
     namespace = desired["metadata"].get("namespace")
@@ -121,11 +125,12 @@ def ensure(kube: Kube, desired: dict[str, Any], live: dict[str, Any] | None = No
     wanted_owner = controller_uid(desired)
     if wanted_owner is not None and controller_uid(live) != wanted_owner:
         raise ForeignChild(desired, live)
-    patch = _patch_of(desired)
-    if not drift(patch, live):
+    if not drift(_owned_parts(desired), live):
         return Ensured(live, "unchanged")
-    log.info("patching drift of %s %s/%s", desired["kind"], namespace, name)
-    return Ensured(kube.merge_patch(kind, namespace, name, patch), "patched")
+    log.info(
+        "re-applying %s %s/%s: it differs from what is built", desired["kind"], namespace, name
+    )
+    return Ensured(kube.apply(desired), "patched")
 
 
 def delete_owned(kube: Kube, kind: Kind, namespace: str, name: str, owner_uid: str) -> bool:
