@@ -169,10 +169,6 @@ class Kube:
         api.user_agent = USER_AGENT
         return api
 
-    @property
-    def server(self) -> str:
-        return str(self._api.configuration.host)
-
     def _call(
         self,
         method: str,
