@@ -403,20 +403,30 @@ def stopped(crds: LocalCluster, namespace: str, name: str) -> bool:
     return phase == "Failed" and not rayjobs(crds, namespace)
 
 
-def test_a_tightened_policy_stops_the_jobs_rayjob(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess
+def queued_in_frankfurt(
+    crds: LocalCluster, namespace: str, name: str, operator: OperatorProcess
 ) -> None:
-    crds.apply(in_frankfurt("fra", namespace))
-    wait_phase(crds, namespace, "fra", "Queued", log=operator.log_tail)
+    crds.apply(in_frankfurt(name, namespace))
+    wait_phase(crds, namespace, name, "Queued", log=operator.log_tail)
     assert rayjobs(crds, namespace)
-    # Frankfurt is no longer allowed: nothing about the job changed, only the policy.
-    crds.apply(policy_for(namespace, allowedRegions=["eu-west-par"]))
+
+
+def wait_stopped(crds: LocalCluster, namespace: str, name: str, operator: OperatorProcess) -> None:
     wait_for(
-        lambda: stopped(crds, namespace, "fra"),
+        lambda: stopped(crds, namespace, name),
         45,
         "the job Failed and its RayJob gone",
         on_timeout=operator.log_tail,
     )
+
+
+def test_a_tightened_policy_stops_the_jobs_rayjob(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    queued_in_frankfurt(crds, namespace, "fra", operator)
+    # Frankfurt is no longer allowed: nothing about the job changed, only the policy.
+    crds.apply(policy_for(namespace, allowedRegions=["eu-west-par"]))
+    wait_stopped(crds, namespace, "fra", operator)
     obj = ftj(crds, namespace, "fra")
     assert obj is not None  # the job, and its evidence, stay
     residency = conditions(obj)["ResidencyVerified"]
@@ -429,16 +439,9 @@ def test_a_tightened_policy_stops_the_jobs_rayjob(
 def test_a_deleted_policy_stops_the_jobs_rayjob(
     crds: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    crds.apply(in_frankfurt("orphan", namespace))
-    wait_phase(crds, namespace, "orphan", "Queued", log=operator.log_tail)
-    assert rayjobs(crds, namespace)
+    queued_in_frankfurt(crds, namespace, "orphan", operator)
     crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}")
-    wait_for(
-        lambda: stopped(crds, namespace, "orphan"),
-        45,
-        "the job Failed and its RayJob gone",
-        on_timeout=operator.log_tail,
-    )
+    wait_stopped(crds, namespace, "orphan", operator)
 
 
 def test_a_pod_left_in_a_dropped_region_stops_the_job(

@@ -208,9 +208,8 @@ class Kube:
     ) -> tuple[int, str, bytes]:
         configuration = api.configuration
         headers = {**api.default_headers, "Accept": accept, "Content-Type": content_type}
-        for setting in configuration.auth_settings().values():
-            if setting.get("value"):
-                headers[setting["key"]] = setting["value"]
+        # The library's own step: the bearer token (refreshed by its hook), as its APIs do.
+        api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
         try:
             response = api.call_api(
                 method, configuration.host + url, header_params=headers, body=body,
