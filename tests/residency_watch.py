@@ -89,6 +89,9 @@ class ResidencyWatch:
             if node:
                 if node not in self._regions:  # nodes come and go rarely: read them on a miss
                     for item in core.list_node().items:
+                        # A node read from the API server always has its metadata and name.
+                        assert item.metadata is not None
+                        assert item.metadata.name is not None
                         labels = item.metadata.labels or {}
                         self._regions[item.metadata.name] = labels.get(REGION_LABEL)
                 key = (pod.metadata.namespace, pod.metadata.name, node)

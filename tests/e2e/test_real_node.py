@@ -31,7 +31,7 @@ def wait_for_phase(cluster: LocalCluster, name: str, namespace: str, timeout: fl
     deadline = time.monotonic() + timeout
     phase = ""
     while time.monotonic() < deadline:
-        phase = pod_json(cluster, name, namespace).get("status", {}).get("phase", "")
+        phase = str(pod_json(cluster, name, namespace).get("status", {}).get("phase", ""))
         if phase in ("Succeeded", "Failed"):
             return phase
         time.sleep(0.5)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from image_inspect import REPO_ROOT
 
 from sovereign_operator.images.build import BuiltImage, build_images
 from sovereign_operator.images.container import Bundle, unpack
+
+from .image_inspect import REPO_ROOT
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def locked(image: str) -> dict[str, str]:
 
 def installed(bundle: Bundle) -> dict[str, str]:
     """name -> version of every distribution in the image's virtual environment."""
-    found = {}
+    found: dict[str, str] = {}
     for info in (bundle.rootfs / SITE_PACKAGES).glob("*.dist-info"):
         name, _, version = info.name.removesuffix(".dist-info").partition("-")
         found[canonicalize_name(name)] = version

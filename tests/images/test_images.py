@@ -8,11 +8,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from image_inspect import REPO_ROOT, SITE_PACKAGES, installed, locked, sbom_components
 
 from sovereign_operator.config import Settings
 from sovereign_operator.images.build import BuiltImage, build_images
 from sovereign_operator.images.container import Bundle
+
+from .image_inspect import REPO_ROOT, SITE_PACKAGES, installed, locked, sbom_components
 
 pytestmark = pytest.mark.images
 

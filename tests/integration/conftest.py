@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def crds(cluster: LocalCluster) -> LocalCluster:
     """The cluster with crds/ applied (CRDs Established, admission policies in place)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR), timeout=120)
     for name in OUR_CRDS:
-        wait_for(lambda n=name: established(cluster, n), 60, f"CRD {name} to be Established")
+        wait_for(partial(established, cluster, name), 60, f"CRD {name} to be Established")
     wait_for(lambda: admission_configured(cluster), 120, "the admission policies to find paramKind")
     return cluster
 

@@ -21,6 +21,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -238,16 +239,18 @@ class Fuzzer:
         """Wait until the operator has written a status on every accepted object, judge it,
         then delete the batch."""
 
-        def status_of(kind: str, name: str) -> dict[str, Any]:
+        def phased_status(kind: str, name: str) -> dict[str, Any] | None:
+            """The object's status once it has a phase; None before."""
             obj = self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, self.plural(kind), name
             )
+            assert isinstance(obj, dict)  # the client reads a custom object as its JSON
             status: dict[str, Any] = obj.get("status") or {}
-            return status
+            return status if status.get("phase") else None
 
         for kind, name, mutations in self.pending:
             status = wait_for(
-                lambda k=kind, n=name: status_of(k, n) if status_of(k, n).get("phase") else None,
+                partial(phased_status, kind, name),
                 60,
                 f"{kind} {name} ({mutations!r}) to get a phase",
                 interval=0.2,

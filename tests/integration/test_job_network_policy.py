@@ -72,6 +72,9 @@ class Job:
     def get(self, kind: Any, name: str) -> dict[str, Any] | None:
         return self.kube.get_or_none(kind, self.owner.namespace, name)
 
+    def gone(self, kind: Any, name: str) -> bool:
+        return self.get(kind, name) is None
+
 
 @pytest.fixture
 def job(crds: LocalCluster, namespace: str) -> Iterator[Job]:
@@ -140,4 +143,4 @@ def test_delete_removes_the_network_policy_with_the_rest(job: Job) -> None:
         live = job.get(kind, name)
         assert live is None or live["metadata"].get("deletionTimestamp"), (kind.plural, live)
     for kind, name in children:
-        wait_for(lambda k=kind, n=name: job.get(k, n) is None, 60, f"{kind.plural}/{name} gone")
+        wait_for(partial(job.gone, kind, name), 60, f"{kind.plural}/{name} gone")

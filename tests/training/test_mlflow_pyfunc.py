@@ -42,7 +42,7 @@ def test_an_unmerged_adapter_loads_on_its_base_with_mlflow_pyfunc(
 ) -> None:
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     adapter = tmp_path / "adapter"
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(str(adapter))
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(adapter)
     # As training writes it: the base named by where it came from (here a local folder).
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -68,7 +68,7 @@ def test_a_missing_base_is_named(
 ) -> None:
     adapter = tmp_path / "adapter"
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(str(adapter))
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(tmp_path / "not-here")
     (adapter / "adapter_config.json").write_text(json.dumps(config))

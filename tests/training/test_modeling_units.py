@@ -26,7 +26,9 @@ def tiny_lora_model(dtype: torch.dtype) -> torch.nn.Module:
         use_cache=False,
     )
     torch.manual_seed(0)
-    base = LlamaForCausalLM(config).to(dtype=dtype)
+    # transformers wraps PreTrainedModel.to with functools.wraps, which mypy does not bind as a
+    # method.
+    base = LlamaForCausalLM(config).to(dtype=dtype)  # type: ignore[call-arg]
     settings = LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     model: torch.nn.Module = add_lora(base, settings, gradient_checkpointing=False)
     return model
@@ -45,9 +47,9 @@ def test_fp32_adapters_on_a_bf16_base_compute_in_bf16_and_keep_fp32_grads() -> N
     adapters = [p for p in model.parameters() if p.requires_grad]
     assert adapters
     assert {p.dtype for p in adapters} == {torch.float32}  # PEFT keeps them fp32
-    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    lora_a = model.get_submodule("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default")
     seen: list[torch.dtype] = []
-    q_proj.lora_A["default"].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    lora_a.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     ids = torch.randint(0, 128, (2, 16))
     with adapter_precision(CPU, torch.bfloat16, lora=True):
         assert torch.is_autocast_enabled("cpu")

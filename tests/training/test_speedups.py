@@ -59,7 +59,8 @@ def test_fp8_matmul_forward_and_both_gradients_are_within_fp8_rounding() -> None
     out = _Float8Matmul.apply(x, w)
     out.backward(grad)
     x_ref, w_ref = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    (x_ref @ w_ref.t()).backward(grad.double())
+    # torch's Tensor.backward carries no annotations.
+    (x_ref @ w_ref.t()).backward(grad.double())  # type: ignore[no-untyped-call]
     # e4m3 keeps 3 mantissa bits, e5m2 2: a few percent, not more, and never a wrong layout.
     assert relative_error(out, x_ref @ w_ref.t()) < 0.06
     assert x.grad is not None
@@ -169,7 +170,8 @@ def test_packed_rows_have_the_loss_of_the_rows_alone(tiny_model: Path) -> None:
     packed into one block equals the sum over the rows run one by one."""
     tokenizer, _ = load_tokenizer(tiny_model)
     rows = read_rows(sample_dataset_path(), "chat", "sample")[:6]
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    # transformers' PreTrainedModel.eval carries no annotations.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()  # type: ignore[no-untyped-call]
     module = CausalLMLoss(model, compile_head=False)
     blocks = build_blocks(tokenizer, rows, 1024)
     assert len(blocks) == 1
@@ -233,8 +235,9 @@ def test_packed_documents_do_not_see_each_other(attention: str) -> None:
     second = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(8))
     packed = torch.cat([first, second], dim=1)
     positions = torch.cat([torch.arange(11), torch.arange(21)]).unsqueeze(0)
-    model = tiny_llama(attention=attention).eval()
-    alone = tiny_llama().eval()
+    # transformers' PreTrainedModel.eval carries no annotations.
+    model = tiny_llama(attention=attention).eval()  # type: ignore[no-untyped-call]
+    alone = tiny_llama().eval()  # type: ignore[no-untyped-call]
     with torch.no_grad():
         together = model(input_ids=packed, position_ids=positions).logits
         want = torch.cat([alone(input_ids=first).logits, alone(input_ids=second).logits], dim=1)

@@ -307,7 +307,8 @@ def test_killed_worker_resumes_lora_from_checkpoint(
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     with_adapter = PeftModel.from_pretrained(base, adapter).eval()
-    merged_model = AutoModelForCausalLM.from_pretrained(merged).eval()
+    # transformers' PreTrainedModel.eval carries no annotations.
+    merged_model = AutoModelForCausalLM.from_pretrained(merged).eval()  # type: ignore[no-untyped-call]
     tokenizer = AutoTokenizer.from_pretrained(merged)
     ids = torch.tensor([tokenizer("Article 5 GDPR sets principles")["input_ids"]])
     with torch.no_grad():

@@ -36,6 +36,14 @@ def load(path: Path) -> dict[str, Any]:
     return document
 
 
+def at(document: object, *path: str) -> object:
+    """The value at PATH in a JSON document: each step must be an object."""
+    for key in path:
+        assert isinstance(document, dict), document
+        document = document[key]
+    return document
+
+
 def test_minimal_finetunejob_gets_every_default() -> None:
     spec = FineTuneJobSpec.model_validate(MINIMAL_FTJ)
     assert spec.to_json_dict() == {
@@ -142,7 +150,7 @@ def test_python_names_are_accepted_too() -> None:
         }
     )
     assert spec.resources.gpus_per_worker == 0
-    assert spec.to_json_dict()["resources"]["gpusPerWorker"] == 0
+    assert at(spec.to_json_dict(), "resources", "gpusPerWorker") == 0
 
 
 @pytest.mark.parametrize(
@@ -182,7 +190,7 @@ def test_learning_rate_is_a_string_on_the_wire(wire: str, value: object, dumped:
         MINIMAL_FTJ | {"method": {"hyperparameters": {"learningRate": wire}}}
     )
     assert spec.method.hyperparameters.learning_rate == value
-    assert spec.to_json_dict()["method"]["hyperparameters"]["learningRate"] == dumped
+    assert at(spec.to_json_dict(), "method", "hyperparameters", "learningRate") == dumped
 
 
 def test_status_round_trips_with_camel_case() -> None:

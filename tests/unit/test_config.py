@@ -10,10 +10,11 @@ import kopf
 import pytest
 from pydantic import ValidationError
 
+from sovereign_operator.api.v1alpha1.common import FINALIZER
 from sovereign_operator.builders.context import JOB_UID_LABEL
 from sovereign_operator.config import Settings, describe_errors
 from sovereign_operator.kopf_tuning import DigestDiffBase, connection_limit
-from sovereign_operator.main import FINALIZER, build_config, configure_kopf
+from sovereign_operator.main import build_config, configure_kopf
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

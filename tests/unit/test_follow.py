@@ -78,14 +78,20 @@ def test_the_sweep_follows_only_due_jobs_and_survives_a_failing_one(
 
 
 def test_a_changed_policy_makes_every_job_due(rt: Runtime) -> None:
-    rt.indexes["sovai_policies"] = {"eu-only": [{"allowedRegions": ["eu-west-par"]}]}
+    rt.indexes = {
+        **rt.indexes,
+        "sovai_policies": {"eu-only": [{"allowedRegions": ["eu-west-par"]}]},
+    }
     rt.jobs["u1"] = JobRef("team-a", "ft")
     asyncio.run(finetunejob_follow.sweep(rt))  # the first sweep learns the policies
     seen(rt, "u1", "5", (), 60)
     assert not needs_pass(rt, "u1")
     asyncio.run(finetunejob_follow.sweep(rt))  # nothing changed: nothing due
     assert not needs_pass(rt, "u1")
-    rt.indexes["sovai_policies"] = {"eu-only": [{"allowedRegions": ["eu-central-fra"]}]}
+    rt.indexes = {
+        **rt.indexes,
+        "sovai_policies": {"eu-only": [{"allowedRegions": ["eu-central-fra"]}]},
+    }
     rt.seen["u1"] = (rt.seen["u1"][0], time.monotonic() + 60)
     with pytest.MonkeyPatch.context() as patch:
         passed: list[str] = []

@@ -120,7 +120,9 @@ def test_runtime_dependency_layers_split_the_lock_exactly() -> None:
     text = (REPO_ROOT / BY_NAME["runtime"].containerfile).read_text()
     programs = re.findall(r"awk '([^']+)'", text)
     assert len(programs) == 3
-    lock = REPO_ROOT / BY_NAME["runtime"].lock
+    runtime_lock = BY_NAME["runtime"].lock
+    assert runtime_lock is not None
+    lock = REPO_ROOT / runtime_lock
     parts = []
     for program in programs:
         out = subprocess.run(
