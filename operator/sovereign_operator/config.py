@@ -63,6 +63,15 @@ class Settings(BaseSettings):
             "unset: each job's own value."
         ),
     )
+    result_deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        description=(
+            "How long after a Ray job succeeded its result (the trainer's SOVAI_RESULT line) "
+            "may stay unreadable before the FineTuneJob fails with ResultLost; until then it "
+            "is read again, and the job is not called Succeeded without it."
+        ),
+    )
     reconcile_interval_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -266,7 +266,9 @@ def patch_spec(
     )  # fmt: skip
 
 
-def test_started_job_spec_is_immutable_except_suspend(api: LocalCluster, namespace: str) -> None:
+def test_started_job_spec_is_immutable_except_suspend_and_cancel(
+    api: LocalCluster, namespace: str
+) -> None:
     create(api, ftj("job"), namespace)
     # Not started yet: the spec may still change.
     assert (
@@ -291,6 +293,11 @@ def test_started_job_spec_is_immutable_except_suspend(api: LocalCluster, namespa
     stored = get(api, "-n", namespace, "ftj", "job")
     assert stored["spec"]["suspend"] is True
     assert stored["spec"]["method"]["hyperparameters"]["epochs"] == 2
+    # A cancel is for good.
+    assert patch_spec(api, namespace, {"cancel": True}).returncode == 0
+    message = denied(patch_spec(api, namespace, {"cancel": False}))
+    assert "spec.cancel cannot be set back to false" in message
+    assert get(api, "-n", namespace, "ftj", "job")["spec"]["cancel"] is True
 
 
 def test_no_policy_denies_creation_but_not_updates(api: LocalCluster, namespace: str) -> None:

@@ -7,7 +7,10 @@ RayJob's status subresource, as KubeRay would.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +37,15 @@ from .operator_process import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RESULT_DEADLINE = 20
 
 
 @pytest.fixture
 def operator(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     setup_namespace(crds, namespace)
-    with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as process:
+    # A short result deadline, so that a success whose result cannot be read ends in time.
+    env = {"SOVAI_RESULT_DEADLINE_SECONDS": str(RESULT_DEADLINE)}
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace], env=env) as process:
         yield process
     crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
 
@@ -129,44 +135,64 @@ def test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes(
     assert 'sovai_finetunejobs{phase="' in operator.metrics()
 
 
-def test_success_path_driving_rayjob_status_through_status_subresource(
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_as_kuberay_reports(
+    cluster: LocalCluster, namespace: str, name: str, operator: OperatorProcess
+) -> None:
+    """Once the job is Queued, report its Ray job running (as KubeRay would); wait until the
+    job says Running."""
+    wait_phase(cluster, namespace, name, "Queued", log=operator.log_tail)
+    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "jobId": f"{name}-1"}
+    patch_rayjob_status(cluster, namespace, name, {**running, "startTime": now_rfc3339()})
+    wait_phase(cluster, namespace, name, "Running", log=operator.log_tail)
+
+
+def reading_result(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any] | None:
+    """The job, once it waits to read the result of a Ray job that succeeded."""
+    obj = ftj(cluster, namespace, name)
+    if not obj or (obj.get("status") or {}).get("phase") != "Running":
+        return None
+    return obj if conditions(obj)["Running"]["reason"] == "ReadingResult" else None
+
+
+def test_a_success_whose_result_cannot_be_read_is_not_called_succeeded(
     crds: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
+    # KubeRay reports success, but the result (the trainer's SOVAI_RESULT line: the registered
+    # model and its digest) cannot be read: kwok's submitter pod has no log to serve. The job is
+    # not called Succeeded without it (a ModelDeployment would wait on it forever); it is read
+    # again until the result deadline, then the job fails with ResultLost.
     crds.apply(finetunejob("ok", namespace, suffix="faq"))
-    wait_phase(crds, namespace, "ok", "Queued", log=operator.log_tail)
+    run_as_kuberay_reports(crds, namespace, "ok", operator)
     patch_rayjob_status(
         crds,
         namespace,
         "ok",
-        {
-            "jobDeploymentStatus": "Running",
-            "jobStatus": "RUNNING",
-            "jobId": "ok-abc",
-            "startTime": "2026-11-27T08:00:00Z",
-        },
+        {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": now_rfc3339()},
     )
-    wait_phase(crds, namespace, "ok", "Running", log=operator.log_tail)
-    patch_rayjob_status(
-        crds,
-        namespace,
-        "ok",
-        {
-            "jobDeploymentStatus": "Complete",
-            "jobStatus": "SUCCEEDED",
-            "endTime": "2026-11-27T08:30:00Z",
-        },
+    obj = wait_for(
+        lambda: reading_result(crds, namespace, "ok"),
+        30,
+        "the job to read the result",
+        on_timeout=operator.log_tail,
     )
-    obj = wait_phase(crds, namespace, "ok", "Succeeded", log=operator.log_tail)
+    assert "succeeded; reading its result" in conditions(obj)["Running"]["message"]
+    assert "completionTime" not in obj["status"]
+    obj = wait_phase(
+        crds, namespace, "ok", "Failed", timeout=RESULT_DEADLINE + 40, log=operator.log_tail
+    )
     status = obj["status"]
+    assert status["error"]["code"] == "ResultLost"
+    assert f"could not be read within {RESULT_DEADLINE} s" in status["error"]["message"]
+    assert "fineTunedModel" not in status
     cond = conditions(obj)
-    assert cond["Succeeded"]["status"] == "True"
-    assert cond["Running"]["status"] == "False"
-    assert cond["Failed"]["status"] == "False"
-    assert status["completionTime"] == "2026-11-27T08:30:00Z"
-    assert status["observedGeneration"] == obj["metadata"]["generation"]
-    assert "error" not in status
+    assert (cond["Succeeded"]["status"], cond["Failed"]["status"]) == ("False", "True")
     story = {e["reason"]: e["message"] for e in events(crds, namespace, "ok")}
-    assert {"Queued", "Running", "Succeeded"} <= set(story)
+    assert {"Queued", "Running", "Failed"} <= set(story)
+    assert "Succeeded" not in story
     assert f"SovereigntyPolicy pol-{namespace} allows" in story["Queued"]
 
 
@@ -271,6 +297,101 @@ def test_suspend_and_resume(crds: LocalCluster, namespace: str, operator: Operat
     assert len(rayjobs(crds, namespace)) == 1
 
 
+def test_cancel_stops_the_ray_job_and_keeps_the_evidence(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(finetunejob("halt", namespace))
+    run_as_kuberay_reports(crds, namespace, "halt", operator)
+    crds.kubectl(
+        "patch", "finetunejob", "halt", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"cancel": true}}',
+    )  # fmt: skip
+    obj = wait_phase(crds, namespace, "halt", "Cancelled", log=operator.log_tail)
+    cond = conditions(obj)
+    assert cond["Cancelled"]["status"] == "True"
+    assert cond["Cancelled"]["reason"] == "CancelledBySpec"
+    assert cond["Running"]["status"] == "False"
+    assert "completionTime" in obj["status"]
+    # Its Ray job is stopped (the RayJob and so its cluster and pods go); the FineTuneJob,
+    # the evidence, stays, with the story in its Events.
+    wait_for(lambda: not rayjobs(crds, namespace), 60, "the RayJob to be deleted")
+    assert ftj(crds, namespace, "halt") is not None
+    story = {e["reason"]: e["message"] for e in events(crds, namespace, "halt")}
+    assert "Running -> Cancelled" in story["Cancelled"]
+    assert "the job was cancelled (spec.cancel)" in story["Stopped"]
+    # For good: it stays Cancelled, and no RayJob is made again.
+    time.sleep(3)
+    still = ftj(crds, namespace, "halt")
+    assert still is not None
+    assert still["status"]["phase"] == "Cancelled"
+    assert not rayjobs(crds, namespace)
+
+
+def test_a_job_cancelled_before_it_starts_makes_nothing(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(finetunejob("never", namespace, cancel=True))
+    obj = wait_phase(crds, namespace, "never", "Cancelled", log=operator.log_tail)
+    assert conditions(obj)["Cancelled"]["status"] == "True"
+    assert not rayjobs(crds, namespace)
+    assert get_json(crds, "configmap", "never-config", "-n", namespace) is None
+
+
+def ray_cluster_of(cluster: LocalCluster, namespace: str, name: str) -> str:
+    return str(
+        wait_for(
+            lambda: (
+                (get_json(cluster, "rayjobs.ray.io", name, "-n", namespace) or {}).get("status")
+                or {}
+            ).get("rayClusterName"),
+            90,
+            "KubeRay to create the RayCluster",
+        )
+    )
+
+
+def test_cleanup_keeps_the_cluster_after_a_failure_and_deletes_it_after_a_success(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # spec.execution.cleanup as it comes by default: DeleteCluster after a success, KeepCluster
+    # after a failure (to debug it), both with no delay.
+    execution = {"ttlSecondsAfterFinished": 0}
+    crds.apply(finetunejob("kept", namespace, execution=execution))
+    crds.apply(finetunejob("dropped", namespace, execution=execution))
+    clusters = {}
+    for name in ("kept", "dropped"):
+        wait_phase(crds, namespace, name, "Queued", log=operator.log_tail)
+        clusters[name] = ray_cluster_of(crds, namespace, name)
+    ended = {"endTime": now_rfc3339()}
+    patch_rayjob_status(
+        crds,
+        namespace,
+        "kept",
+        {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", **ended},
+    )
+    patch_rayjob_status(
+        crds,
+        namespace,
+        "dropped",
+        {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", **ended},
+    )
+    wait_phase(crds, namespace, "kept", "Failed", log=operator.log_tail)
+    # After the success, the operator gives the RayJob the job's own TTL, and KubeRay deletes
+    # the Ray cluster; the RayJob (and its submitter's log) stays.
+    wait_for(
+        lambda: get_json(crds, "rayclusters.ray.io", clusters["dropped"], "-n", namespace) is None,
+        60,
+        "KubeRay to delete the RayCluster of the job that succeeded",
+        on_timeout=operator.log_tail,
+    )
+    dropped = get_json(crds, "rayjobs.ray.io", "dropped", "-n", namespace)
+    assert dropped["spec"]["ttlSecondsAfterFinished"] == 0
+    # After the failure, the cluster stays: "never" is the TTL KubeRay was given.
+    kept = get_json(crds, "rayjobs.ray.io", "kept", "-n", namespace)
+    assert kept["spec"]["ttlSecondsAfterFinished"] == 2**31 - 1
+    assert get_json(crds, "rayclusters.ray.io", clusters["kept"], "-n", namespace) is not None
+
+
 def test_delete_cleans_up_children_and_removes_the_finalizer(
     crds: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -289,21 +410,24 @@ def test_delete_cleans_up_children_and_removes_the_finalizer(
     assert get_json(crds, "networkpolicy", "gone-egress", "-n", namespace) is None
 
 
+# No node has this GPU: the real scheduler leaves every pod Pending.
+NO_NODE_HAS_THIS_GPU = {
+    "workers": 1,
+    "gpusPerWorker": 1,
+    "gpuType": "NVIDIA-B200",
+    "cpu": "2",
+    "memory": "8Gi",
+}
+
+
 def test_unschedulable_job_fails_after_its_startup_deadline(
     crds: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    # No node has this GPU: the real scheduler leaves every pod Pending.
     crds.apply(
         finetunejob(
             "stuck",
             namespace,
-            resources={
-                "workers": 1,
-                "gpusPerWorker": 1,
-                "gpuType": "NVIDIA-B200",
-                "cpu": "2",
-                "memory": "8Gi",
-            },
+            resources=NO_NODE_HAS_THIS_GPU,
             execution={"startupDeadlineSeconds": 30},
         )
     )
@@ -316,6 +440,57 @@ def test_unschedulable_job_fails_after_its_startup_deadline(
     assert "didn't match Pod's node affinity/selector" in error["message"]
     # Given up: the RayJob and its pods go away instead of waiting forever.
     wait_for(lambda: not rayjobs(crds, namespace), 60, "the stuck RayJob to be deleted")
+
+
+def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
+    crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # A job in a Kueue queue: its RayJob is suspended until the queue admits it. Kueue is not
+    # in this tier's cluster, so the test suspends and admits the RayJob as Kueue does (its
+    # spec.suspend, which the operator leaves to the queue). No node has the GPU, so once
+    # admitted the attempt cannot start, and its own deadline runs from the admission.
+    crds.apply(
+        finetunejob(
+            "held",
+            namespace,
+            resources=NO_NODE_HAS_THIS_GPU,
+            placement={"policyRef": f"pol-{namespace}", "queueName": "eu-gpus"},
+            execution={"startupDeadlineSeconds": 30},
+        )
+    )
+    wait_for(lambda: rayjobs(crds, namespace), 30, "the RayJob", on_timeout=operator.log_tail)
+    [rayjob] = rayjobs(crds, namespace)
+    assert "suspend" not in rayjob["spec"] or rayjob["spec"]["suspend"] is False
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "eu-gpus"
+
+    def suspend(value: bool) -> None:
+        crds.kubectl(
+            "patch", "rayjobs.ray.io", "held", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"suspend": value}}),
+        )  # fmt: skip
+
+    suspend(True)
+
+    def waiting_for_quota() -> dict[str, Any] | None:
+        obj = ftj(crds, namespace, "held")
+        message = conditions(obj or {}).get("Running", {}).get("message", "")
+        return obj if "waits in queue eu-gpus for quota" in message else None
+
+    wait_for(waiting_for_quota, 90, "the job to wait for quota", on_timeout=operator.log_tail)
+    # Well past its 30-second start-up deadline, it still waits, and its RayJob stays as
+    # the queue left it (the operator does not unsuspend it).
+    time.sleep(40)
+    obj = ftj(crds, namespace, "held")
+    assert obj is not None
+    assert obj["status"]["phase"] == "Queued", obj["status"]
+    assert waiting_for_quota() is not None
+    assert get_json(crds, "rayjobs.ray.io", "held", "-n", namespace)["spec"]["suspend"] is True
+    admitted = time.monotonic()
+    suspend(False)
+    obj = wait_phase(crds, namespace, "held", "Failed", timeout=120, log=operator.log_tail)
+    assert obj["status"]["error"]["code"] == "StartupTimeout"
+    # Its deadline ran from the admission, not from the creation.
+    assert time.monotonic() - admitted >= 30 - 2
 
 
 def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
@@ -336,12 +511,12 @@ def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
     crds.apply(finetunejob("crash-3", namespace))
     operator.start()
     wait_phase(crds, namespace, "crash-1", "Running", log=operator.log_tail)
-    wait_phase(crds, namespace, "crash-2", "Succeeded", log=operator.log_tail)
+    wait_for(lambda: reading_result(crds, namespace, "crash-2"), 60, "crash-2 to finish")
     wait_phase(crds, namespace, "crash-3", "Queued", log=operator.log_tail)
     patch_rayjob_status(
         crds, namespace, "crash-1", {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
     )
-    wait_phase(crds, namespace, "crash-1", "Succeeded", log=operator.log_tail)
+    wait_for(lambda: reading_result(crds, namespace, "crash-1"), 60, "crash-1 to finish")
     for index in range(4):
         job = ftj(crds, namespace, f"crash-{index}")
         assert job is not None, f"crash-{index} is gone"

@@ -25,10 +25,10 @@ from .chart_identity import (
 from .operator_process import OperatorProcess, setup_namespace
 from .test_finetunejob import (
     operator,
+    test_a_success_whose_result_cannot_be_read_is_not_called_succeeded,
     test_delete_cleans_up_children_and_removes_the_finalizer,
     test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes,
     test_invalid_input_fails_with_a_condition_and_event_naming_the_field,
-    test_success_path_driving_rayjob_status_through_status_subresource,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,10 +38,10 @@ __all__ = [
     "chart_service_account",
     "operator",
     "operator_as_chart_service_account",
+    "test_a_success_whose_result_cannot_be_read_is_not_called_succeeded",
     "test_delete_cleans_up_children_and_removes_the_finalizer",
     "test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes",
     "test_invalid_input_fails_with_a_condition_and_event_naming_the_field",
-    "test_success_path_driving_rayjob_status_through_status_subresource",
 ]
 
 CHART_ROLE = f"{RBAC_RELEASE}-sovereign-ai-operator"

@@ -75,6 +75,7 @@ def test_minimal_finetunejob_gets_every_default() -> None:
         "tracking": {},
         "output": {},
         "suspend": False,
+        "cancel": False,
     }
 
 

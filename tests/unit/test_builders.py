@@ -151,6 +151,49 @@ CONTAINER_SECURITY = {
 }
 
 
+@pytest.mark.parametrize(
+    ("queue", "suspend", "stated"),
+    [(None, False, False), (None, True, True), ("eu-gpus", True, True), ("eu-gpus", False, None)],
+)
+def test_rayjob_suspend_is_left_to_kueue_in_a_queue(
+    queue: str | None, suspend: bool, stated: bool | None
+) -> None:
+    spec = make_spec(suspend=suspend)
+    spec = spec.model_copy(
+        update={"placement": spec.placement.model_copy(update={"queue_name": queue})}
+    )
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
+    assert rayjob["spec"].get("suspend") == stated
+
+
+KEEP, DELETE = "KeepCluster", "DeleteCluster"
+
+
+@pytest.mark.parametrize(
+    ("on_success", "on_failure", "succeeded", "ttl"),
+    [
+        (DELETE, DELETE, None, 600),  # both delete: KubeRay's TTL from the start
+        (DELETE, KEEP, None, 2**31 - 1),  # not known yet: nothing deleted
+        (DELETE, KEEP, True, 600),
+        (DELETE, KEEP, False, 2**31 - 1),
+        (KEEP, DELETE, True, 2**31 - 1),
+        (KEEP, DELETE, False, 600),
+        (KEEP, KEEP, True, 2**31 - 1),
+    ],
+)
+def test_cleanup_decides_the_teardown_per_outcome(
+    on_success: str, on_failure: str, succeeded: bool | None, ttl: int
+) -> None:
+    execution = {
+        "ttlSecondsAfterFinished": 600,
+        "cleanup": {"onSuccess": on_success, "onFailure": on_failure},
+    }
+    spec = make_spec(execution=execution)
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST, succeeded=succeeded)
+    assert rayjob["spec"]["ttlSecondsAfterFinished"] == ttl
+    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+
+
 def test_rayjob_is_exactly_as_expected() -> None:
     expected_spec = {
         "entrypoint": (
@@ -160,9 +203,11 @@ def test_rayjob_is_exactly_as_expected() -> None:
         "submissionMode": "K8sJobMode",
         "metadata": {"sovereign-ai.eu/job-uid": "0000-1111"},
         "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": 600,
+        # The default cleanup keeps the cluster after a failure: no teardown until the
+        # outcome is known (teardown_ttl).
+        "ttlSecondsAfterFinished": 2**31 - 1,
         "backoffLimit": 1,
-        "suspend": False,
+        # No suspend: the spec names a Kueue queue, and Kueue owns the RayJob's suspend.
         "submitterPodTemplate": {
             "metadata": {"labels": labels("ray-submitter")},
             "spec": {

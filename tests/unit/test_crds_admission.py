@@ -105,8 +105,10 @@ CEL_MESSAGES = sorted(
 )
 # Covered by tests/integration/test_api.py, which needs state an example cannot carry.
 COVERED_ELSEWHERE = {
-    "spec of a started FineTuneJob is immutable except spec.suspend "
+    "spec of a started FineTuneJob is immutable except spec.suspend and spec.cancel "
     "(status.startTime is set); create a new FineTuneJob instead",
+    "spec.cancel cannot be set back to false: a cancelled FineTuneJob stays cancelled; "
+    "create a new FineTuneJob instead",
 }
 
 

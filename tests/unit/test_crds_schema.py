@@ -193,7 +193,7 @@ def test_immutability_rule_covers_every_field_but_suspend() -> None:
         "(has(self.spec.maybe) == has(oldSelf.spec.maybe) && "
         "(!has(self.spec.maybe) || self.spec.maybe == oldSelf.spec.maybe)) && "
         "self.spec.knob == oldSelf.spec.knob)",
-        "message": "spec of a started FineTuneJob is immutable except spec.suspend "
+        "message": "spec of a started FineTuneJob is immutable except spec.suspend and spec.cancel "
         "(status.startTime is set); create a new FineTuneJob instead",
         "reason": "FieldValueForbidden",
         "fieldPath": ".spec",

@@ -56,9 +56,7 @@ TYPES = [
 ]
 
 
-def observed(
-    state: BackendState, validation: Validation | None = VALID, **backend: Any
-) -> Observed:
+def observed(state: BackendState, validation: Validation = VALID, **backend: Any) -> Observed:
     return Observed(
         generation=1,
         validation=validation,
@@ -99,7 +97,8 @@ def statuses(status: FineTuneJobStatus) -> dict[str, str]:
 def test_phase_and_conditions_agree(
     state: BackendState, phase: FineTuneJobPhase, true_conditions: set[str]
 ) -> None:
-    status = compute_status(SPEC, observed(state), None, T0)
+    result = {"modelUri": "models:/ft/1"} if state == BackendState.SUCCEEDED else None
+    status = compute_status(SPEC, observed(state, result=result), None, T0)
     assert status.phase == phase
     assert [c.type for c in status.conditions] == TYPES
     assert {t for t, s in statuses(status).items() if s == "True"} == true_conditions
@@ -107,11 +106,26 @@ def test_phase_and_conditions_agree(
     assert status.observed_generation == 1
 
 
-def test_validating_has_unknown_inputs() -> None:
-    status = compute_status(SPEC, observed(BackendState.ABSENT, validation=None), None, T0)
-    assert status.phase == FineTuneJobPhase.VALIDATING
-    assert statuses(status)["InputsValidated"] == "Unknown"
-    assert statuses(status)["ResidencyVerified"] == "Unknown"
+def test_a_cancelled_job_is_cancelled_whatever_its_ray_job_does() -> None:
+    running = compute_status(SPEC, observed(BackendState.RUNNING), None, T0)
+    cancel = SPEC.model_copy(update={"cancel": True})
+    cancelled = compute_status(
+        cancel, observed(BackendState.RUNNING), running, T0 + timedelta(minutes=5)
+    )
+    assert cancelled.phase == FineTuneJobPhase.CANCELLED
+    assert cancelled.completion_time == T0 + timedelta(minutes=5)
+    assert cancelled.error is None
+    marks = conditions_by_type(cancelled)
+    assert marks["Cancelled"].status.value == "True"
+    assert marks["Cancelled"].reason == "CancelledBySpec"
+    assert marks["Running"].status.value == "False"
+    # Terminal: the Ray job's later end changes nothing.
+    later = compute_status(
+        cancel, observed(BackendState.FAILED), cancelled, T0 + timedelta(hours=1)
+    )
+    assert later.phase == FineTuneJobPhase.CANCELLED
+    # The others never carry the condition.
+    assert "Cancelled" not in conditions_by_type(running)
 
 
 def test_residency_evidence_names_policy_and_regions() -> None:
@@ -318,11 +332,53 @@ def test_failure_carries_backend_reason_and_message() -> None:
     assert status.error.code == "DeadlineExceeded"
 
 
+RESULT = {"modelUri": "models:/ft/1", "modelDigest": "sha256:" + "0" * 64, "runId": "r1"}
+
+
 def test_terminal_phase_is_sticky() -> None:
-    done = compute_status(SPEC, observed(BackendState.SUCCEEDED), None, T0)
+    done = compute_status(SPEC, observed(BackendState.SUCCEEDED, result=RESULT), None, T0)
+    assert done.phase == FineTuneJobPhase.SUCCEEDED
     later = compute_status(SPEC, observed(BackendState.FAILED), done, T0 + timedelta(hours=1))
     assert later.phase == FineTuneJobPhase.SUCCEEDED
     assert later.conditions == done.conditions
+
+
+def test_a_success_is_not_called_succeeded_before_its_result_is_read() -> None:
+    # The log could not be read in the pass that saw the Ray job succeed: the job is not
+    # made terminal without its result, and a later pass that reads it completes the job.
+    ended = T0 + timedelta(minutes=30)
+    waiting = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, end_time=ended), None, ended + timedelta(seconds=5)
+    )
+    assert waiting.phase == FineTuneJobPhase.RUNNING
+    running = conditions_by_type(waiting)["Running"]
+    assert running.reason == "ReadingResult"
+    assert "reading its result" in running.message
+    assert waiting.fine_tuned_model is None
+    assert waiting.completion_time is None
+    read = compute_status(
+        SPEC,
+        observed(BackendState.SUCCEEDED, end_time=ended, result=RESULT),
+        waiting,
+        ended + timedelta(seconds=40),
+    )
+    assert read.phase == FineTuneJobPhase.SUCCEEDED
+    assert read.fine_tuned_model == "models:/ft/1"
+    assert read.mlflow is not None
+    assert read.mlflow.model_digest == RESULT["modelDigest"]
+    assert read.completion_time == ended
+
+
+def test_a_result_unreadable_past_the_result_deadline_fails_with_result_lost() -> None:
+    ended = T0 + timedelta(minutes=30)
+    lost = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, end_time=ended), None, ended + timedelta(hours=1)
+    )
+    assert lost.phase == FineTuneJobPhase.FAILED
+    assert lost.error is not None
+    assert lost.error.code == "ResultLost"
+    assert "could not be read within 600 s" in lost.error.message
+    assert "sovai.job.uid" in lost.error.message
 
 
 def test_startup_deadline_fails_with_the_blockers() -> None:
@@ -490,3 +546,28 @@ def test_startup_deadline_counts_from_the_resume() -> None:
         SPEC, observed(BackendState.PENDING), later, resume_at + timedelta(seconds=61)
     )
     assert late.phase == FineTuneJobPhase.FAILED
+
+
+def test_a_job_held_by_its_queue_is_never_failed_by_the_startup_deadline() -> None:
+    spec = SPEC.model_copy(
+        update={"placement": SPEC.placement.model_copy(update={"queue_name": "eu-gpus"})}
+    )
+    held = compute_status(spec, observed(BackendState.SUSPENDED), None, T0 + timedelta(hours=5))
+    assert held.phase == FineTuneJobPhase.QUEUED
+    assert held.error is None
+    running = conditions_by_type(held)["Running"]
+    assert running.reason == "Queued"
+    assert running.message == "RayJob ft waits in queue eu-gpus for quota; it starts once admitted"
+
+
+def test_the_startup_deadline_counts_from_the_start_of_the_current_attempt() -> None:
+    # KubeRay sets status.startTime again when its queue admits the job and when a retry under
+    # backoffLimit begins: each attempt gets the whole deadline.
+    attempt = T0 + timedelta(hours=2)
+    pending = observed(BackendState.PENDING, start_time=attempt)
+    within = compute_status(SPEC, pending, None, attempt + timedelta(seconds=59))
+    assert within.phase == FineTuneJobPhase.QUEUED
+    late = compute_status(SPEC, pending, within, attempt + timedelta(seconds=61))
+    assert late.phase == FineTuneJobPhase.FAILED
+    assert late.error is not None
+    assert late.error.code == "StartupTimeout"

@@ -120,7 +120,7 @@ def job_outcome_facts(
     if status.compute is not None:
         compute = status.compute.model_dump(mode="json", by_alias=True, exclude_none=True)
         facts.append(Fact(subject, "ComputeAccounted", "compute", compute))
-    facts.append(phase_fact(subject, status.phase.value, status.observed_generation, status))
+    facts.append(phase_fact(subject, status.phase_name, status.observed_generation, status))
     return facts
 
 

@@ -103,6 +103,18 @@ def observe_rayjob(
     )
 
 
+def outcome(rayjob: dict[str, Any] | None) -> bool | None:
+    """Whether the RayJob's Ray job succeeded (True) or failed (False) once KubeRay reports it
+    ended; None while it has not ended. Pure."""
+    status = (rayjob or {}).get("status") or {}
+    deployment = status.get("jobDeploymentStatus") or ""
+    if deployment == "Complete":
+        return status.get("jobStatus") == "SUCCEEDED"
+    if deployment in _FAILED:
+        return False
+    return None
+
+
 def covering(rayjob: dict[str, Any], network_policy: dict[str, Any]) -> dict[str, Any]:
     """``rayjob`` with a spec-hash annotation that also covers its pods' NetworkPolicy. The
     policy's CIDRs can change while the RayJob's own spec does not; the NetworkPolicy is then
@@ -141,6 +153,7 @@ class KubeRayBackend:
             ctx.build,
             ctx.residency,
             config_sha256=config_digest(configmap),
+            succeeded=outcome(ctx.live_rayjob),
         )
         desired = covering(rayjob, network_policy)
         live = ctx.live_rayjob

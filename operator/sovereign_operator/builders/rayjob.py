@@ -6,7 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from ..api.v1alpha1.finetunejob import FineTuneJobSpec
+from ..api.v1alpha1.common import INT32_MAX
+from ..api.v1alpha1.finetunejob import CleanupAction, Execution, FineTuneJobSpec
 from .context import QUEUE_NAME_LABEL, SPEC_HASH_ANNOTATION, BuildConfig, Owner, Residency
 from .jobconfig import CONFIG_PATH, child_labels
 from .names import configmap_name, rayjob_name
@@ -67,6 +68,25 @@ def _pod_template(
     return {"metadata": {"labels": child_labels(owner, component)}, "spec": pod_spec}
 
 
+def teardown_ttl(execution: Execution, succeeded: bool | None) -> int:
+    """The RayJob's ttlSecondsAfterFinished, which spec.execution.cleanup decides per outcome.
+
+    KubeRay deletes the Ray cluster that long after the job ends whatever the outcome, and
+    cannot keep it instead (it suspends only RayJobs that shut down, and a shutdown refuses
+    DeleteNone). So while the outcome is unknown (``succeeded`` None) the TTL is the job's
+    own only when both outcomes delete the cluster; otherwise it is "never" (INT32_MAX
+    seconds), and once the outcome is known the operator builds the RayJob again with that
+    outcome's TTL: the job's own to delete the cluster, "never" to keep it."""
+    actions = execution.cleanup
+    if succeeded is None:
+        wanted = {actions.on_success, actions.on_failure}
+    else:
+        wanted = {actions.on_success if succeeded else actions.on_failure}
+    if wanted == {CleanupAction.DELETE_CLUSTER}:
+        return execution.ttl_seconds_after_finished
+    return INT32_MAX
+
+
 def build_rayjob(
     spec: FineTuneJobSpec,
     owner: Owner,
@@ -74,10 +94,12 @@ def build_rayjob(
     residency: Residency,
     *,
     config_sha256: str,
+    succeeded: bool | None = None,
 ) -> dict[str, Any]:
     """A RayJob with one head and one worker group, every pod pinned to the allowed regions.
     ``config_sha256`` is the digest of the job.json it runs (jobconfig.config_digest): part of
-    the entrypoint, so a new job.json is a new RayJob spec too, and the trainer checks it."""
+    the entrypoint, so a new job.json is a new RayJob spec too, and the trainer checks it.
+    ``succeeded``: the Ray job's outcome once it has ended (see teardown_ttl)."""
     image = spec.execution.image or cfg.runtime_image
     gpus = spec.resources.gpus_per_worker
     cpu, memory = str(spec.resources.cpu), str(spec.resources.memory)
@@ -162,11 +184,10 @@ def build_rayjob(
         "submissionMode": "K8sJobMode",
         "metadata": {METADATA_UID_KEY: owner.uid},
         # KubeRay refuses to suspend a RayJob that keeps its cluster, so this is always true;
-        # ttlSecondsAfterFinished delays the teardown.
+        # ttlSecondsAfterFinished delays the teardown, or puts it off for good.
         "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": spec.execution.ttl_seconds_after_finished,
+        "ttlSecondsAfterFinished": teardown_ttl(spec.execution, succeeded),
         "backoffLimit": spec.execution.backoff_limit,
-        "suspend": spec.suspend,
         "submitterPodTemplate": submitter,
         "rayClusterSpec": {
             "rayVersion": cfg.ray_version,
@@ -196,6 +217,11 @@ def build_rayjob(
     }
     if spec.execution.active_deadline_seconds is not None:
         rayjob_spec["activeDeadlineSeconds"] = spec.execution.active_deadline_seconds
+    if spec.suspend or not spec.placement.queue_name:
+        # In a Kueue queue, spec.suspend of the RayJob is Kueue's: it suspends the job at
+        # creation and lifts that on admission. The operator then states it only to stop the
+        # job (spec.suspend true), so the two never fight over the field.
+        rayjob_spec["suspend"] = spec.suspend
     labels = child_labels(owner, "rayjob")
     if spec.placement.queue_name:
         labels[QUEUE_NAME_LABEL] = spec.placement.queue_name

@@ -44,9 +44,13 @@ def _column(
 AGE = _column("Age", ".metadata.creationTimestamp", "date")
 
 
+# What may change once a job has started: stopping it for a while, or for good.
+MUTABLE_AFTER_START = ("suspend", "cancel")
+
+
 def started_job_immutable_rule(spec_model: type[BaseModel]) -> dict[str, str]:
     """A transition rule on the whole object: once status.startTime is set, every spec field
-    but suspend keeps its old value.
+    but suspend and cancel keeps its old value.
 
     It sits on the root because only there can a rule see status; "started" is
     status.startTime, which the operator writes when it submits the backend job.
@@ -54,7 +58,7 @@ def started_job_immutable_rule(spec_model: type[BaseModel]) -> dict[str, str]:
     checks = []
     for name, info in spec_model.model_fields.items():
         alias = info.alias or name
-        if alias == "suspend":
+        if alias in MUTABLE_AFTER_START:
             continue
         new, old = f"self.spec.{alias}", f"oldSelf.spec.{alias}"
         # Fields with a default are always present (the API server fills them in).
@@ -67,7 +71,7 @@ def started_job_immutable_rule(spec_model: type[BaseModel]) -> dict[str, str]:
         + " && ".join(checks)
         + ")",
         "message": (
-            "spec of a started FineTuneJob is immutable except spec.suspend "
+            "spec of a started FineTuneJob is immutable except spec.suspend and spec.cancel "
             "(status.startTime is set); create a new FineTuneJob instead"
         ),
         "reason": "FieldValueForbidden",

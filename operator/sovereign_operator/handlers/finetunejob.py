@@ -38,7 +38,7 @@ from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
 from .audit_trail import record, subject, with_trail
-from .finetunejob_status import TERMINAL, Observed, Validation, compute_status
+from .finetunejob_status import TERMINAL, Observed, Validation, compute_status, waiting_since
 from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
 from .runtime import JobRef, Runtime, runtime_of
@@ -98,26 +98,24 @@ def _announce(
     message = new.error.message if new.error else ""
     if not message:
         for condition in new.conditions:
-            if condition.type == new.phase.value or (
+            if condition.type == new.phase_name or (
                 new.phase == FineTuneJobPhase.QUEUED and condition.type == "Admitted"
             ):
                 message = condition.message
-        if new.phase == FineTuneJobPhase.VALIDATING:
-            message = "checking the spec against the SovereigntyPolicy"
     if new.phase == FineTuneJobPhase.QUEUED:
         # The residency evidence goes with the Queued event: one write per transition.
         for condition in new.conditions:
             if condition.type == "ResidencyVerified" and condition.status.value == "True":
                 message = f"{message}; {condition.message}"
     kind = "Warning" if new.phase == FineTuneJobPhase.FAILED else "Normal"
-    before = previous.phase.value if previous else "Pending"
+    before = previous.phase_name if previous else "New"
     changed = last_change(previous.conditions) if previous else None
     rt.event(
         body,
         kind,
-        new.phase.value,
-        f"{before} -> {new.phase.value}: {message}".strip(),
-        transition_key(before, new.phase.value, changed),
+        new.phase_name,
+        f"{before} -> {new.phase_name}: {message}".strip(),
+        transition_key(before, new.phase_name, changed),
     )
 
 
@@ -244,7 +242,8 @@ def reconcile(
                 pods=pods,
                 chain_head=str(admission) if admission else None,
             )
-            observation = _backend(rt, spec).reconcile(ctx)
+            if not spec.cancel:
+                observation = _backend(rt, spec).reconcile(ctx)
             placement = _placement(pods, indexes.get("sovai_nodes"), policy.region_label)
             placement += _result_placement(observation.result)
         observed = Observed(
@@ -254,21 +253,30 @@ def reconcile(
             backend_kind=backend_kind,
             placement=placement,
             startup_deadline_seconds=deadline or 900,
+            result_deadline_seconds=rt.settings.result_deadline_seconds,
         )
         new = compute_status(spec, observed, previous, _now())
         facts = _job_facts(about, generation, validation, new, observation)
-        violating = not validation.ok and (
-            live is not None or bool(previous and previous.submission_id)
-        )
+        runs = live is not None or bool(previous and previous.submission_id)
+        violating = not validation.ok and runs and not (spec is not None and spec.cancel)
+        cancelling = new.phase == FineTuneJobPhase.CANCELLED and runs
         if violating:
             # The policy no longer allows what runs (tightened, or gone): stop it, recorded
             # first, rather than leave its pods where they may not be.
             reason = validation.code or "PolicyViolation"
             facts.append(audit_facts.stopped(about, generation, reason, validation.message or ""))
+        if cancelling:
+            message = "spec.cancel is true"
+            facts.append(audit_facts.stopped(about, generation, "Cancelled", message))
         new = with_trail(new, record(rt, body, about, facts, policy_digest), previous)
-        if violating:
+        if violating or cancelling:
             owner = Owner(name=name, namespace=namespace, uid=uid)
-            _stop_violating(rt, body, owner, previous, policies)
+            why = (
+                "the job was cancelled (spec.cancel)"
+                if cancelling
+                else "the SovereigntyPolicy no longer allows the job"
+            )
+            _stop(rt, body, owner, previous, policies, why)
         if (
             ctx is not None
             and spec is not None
@@ -290,7 +298,7 @@ def reconcile(
                         raise
                     rt.forget(uid)  # deleted while this pass ran: nothing left to record
                     return
-        rt.metrics.phases.set(uid, new.phase.value)
+        rt.metrics.phases.set(uid, new.phase_name)
         version = observation.version or _resource_version(live)
         if new.phase in TERMINAL:
             rt.unfollow(uid)
@@ -298,7 +306,7 @@ def reconcile(
             rt.jobs[uid] = JobRef(namespace, name)
             rt.seen[uid] = (
                 _seen(version, pods),
-                time.monotonic() + _recheck_after(rt, new, live, deadline or 900),
+                time.monotonic() + _recheck_after(rt, new, observed, live, deadline or 900),
             )
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
@@ -339,15 +347,17 @@ def admission_head(rt: Runtime, uid: str, previous: FineTuneJobStatus | None) ->
     return rt.audit.first(uid, ADMITTED)
 
 
-def _stop_violating(
+def _stop(
     rt: Runtime,
     body: kopf.Body,
     owner: Owner,
     previous: FineTuneJobStatus | None,
     policies: Mapping[str, SovereigntyPolicySpec],
+    why: str,
 ) -> None:
-    """Stop a job's RayJob (and so its pods), or its submission on a Ray cluster, once the
-    policy it was admitted under no longer allows it."""
+    """Stop a job's RayJob (and so its pods), or its submission on a Ray cluster: it was
+    cancelled, or the policy it was admitted under no longer allows it. The FineTuneJob
+    stays, with its evidence."""
     rt.kuberay.stop_owned(owner)
     raw = body.get("spec") or {}
     bound = previous.policy_name if previous else None
@@ -361,8 +371,8 @@ def _stop_violating(
         body,
         "Warning",
         "Stopped",
-        "its pods were stopped: the SovereigntyPolicy no longer allows the job",
-        "stopped-by-policy",
+        f"its pods were stopped: {why}",
+        f"stopped: {why}",
     )
 
 
@@ -390,11 +400,15 @@ def _job_facts(
 
 
 def _phase(about: Subject, new: FineTuneJobStatus) -> list[Fact]:
-    return [audit_facts.phase_fact(about, new.phase.value, new.observed_generation, new)]
+    return [audit_facts.phase_fact(about, new.phase_name, new.observed_generation, new)]
 
 
 def _recheck_after(
-    rt: Runtime, new: FineTuneJobStatus, live: dict[str, Any] | None, deadline: int
+    rt: Runtime,
+    new: FineTuneJobStatus,
+    observed: Observed,
+    live: dict[str, Any] | None,
+    deadline: int,
 ) -> float:
     """How long an unchanged job may go without a pass: until its start-up deadline while it
     waits to start, every tick while a dashboard or Ray cluster may report progress, and
@@ -402,16 +416,16 @@ def _recheck_after(
     if new.submission_id and new.phase in (FineTuneJobPhase.QUEUED, FineTuneJobPhase.RUNNING):
         return 0.0  # the state of a job on a Ray cluster is only seen by asking it
     if new.phase == FineTuneJobPhase.QUEUED:
-        moments = [new.start_time] + [
-            c.last_transition_time
-            for c in new.conditions
-            if c.type == "Suspended" and c.reason == "Resumed"
-        ]
-        since = max((m for m in moments if m is not None), default=None)
-        if since is None:
-            return rt.settings.reconcile_interval_seconds
-        remaining = (since - _now()).total_seconds() + deadline + 1
+        now = _now()
+        since = waiting_since(observed, new, now)
+        if since is None or observed.backend.state == BackendState.SUSPENDED:
+            # No deadline runs (nothing made yet, or held by its queue): any change to the
+            # RayJob wakes the job up, and this is only the safety net.
+            return 300.0 if since is not None else rt.settings.reconcile_interval_seconds
+        remaining = (since - now).total_seconds() + deadline + 1
         return max(remaining, rt.settings.reconcile_interval_seconds)
+    if new.phase == FineTuneJobPhase.RUNNING and observed.backend.state == BackendState.SUCCEEDED:
+        return rt.settings.reconcile_interval_seconds  # its result is read again (ReadingResult)
     if new.phase == FineTuneJobPhase.RUNNING and ((live or {}).get("status") or {}).get(
         "dashboardURL"
     ):
@@ -463,7 +477,7 @@ def cleanup(rt: Runtime, body: kopf.Body, policy_index: kopf.Index[str, Any] | N
     previous = parse_status(body.get("status"))
     with rt.job_lock(uid), rt.measured(KIND, "ftj-cleanup"):
         # Recorded first: a deletion that cannot be recorded waits (Kopf keeps the finalizer).
-        phase = previous.phase.value if previous else None
+        phase = previous.phase_name if previous else None
         record(rt, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
         rt.kuberay.delete(owner, previous)
         raw = body.get("spec") or {}

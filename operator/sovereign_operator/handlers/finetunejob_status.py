@@ -71,11 +71,12 @@ class Observed:
     """Everything compute_status needs to know about the world, gathered by the handler."""
 
     generation: int
-    validation: Validation | None
+    validation: Validation
     backend: BackendObservation
     backend_kind: str = "kuberay"  # or "rayCluster"
     placement: tuple[PodPlacement, ...] = field(default_factory=tuple)
     startup_deadline_seconds: int = 900
+    result_deadline_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -100,17 +101,53 @@ def _reason(text: str) -> str:
     return cleaned if cleaned[0].isalpha() else f"R{cleaned}"
 
 
-def _waiting_since(
+def waiting_since(
     observed: Observed, previous: FineTuneJobStatus | None, now: datetime
 ) -> datetime | None:
-    """Since when the job has been trying to start: creation, or the last resume."""
-    moments = [m for m in (observed.backend.created_at,) if m is not None]
+    """Since when the current attempt has been trying to start: the RayJob's creation, the
+    last resume, or KubeRay's start of this attempt (it sets status.startTime again when a
+    retry begins and when its queue admits the job), whichever is latest. So a retry under
+    backoffLimit gets the whole deadline, and time spent waiting in a queue is not start-up
+    time."""
+    backend = observed.backend
+    moments = [m for m in (backend.created_at, backend.start_time) if m is not None]
     if previous is not None and previous.phase == FineTuneJobPhase.SUSPENDED:
         moments.append(now)  # resuming in this very pass
     for condition in previous.conditions if previous else []:
         if condition.type == FineTuneJobConditionType.SUSPENDED and condition.reason == RESUMED:
             moments.append(condition.last_transition_time)
     return max(moments) if moments else None
+
+
+READING_RESULT = "ReadingResult"
+
+
+def _awaiting_result(observed: Observed, now: datetime) -> _Decision:
+    """A Ray job that succeeded but whose result (the trainer's SOVAI_RESULT line: the
+    registered model, its digest, the inputs and compute) has not been read yet. Succeeded is
+    terminal, and a ModelDeployment serves only what the result names, so the job stays
+    Running while the result is read again; it fails with ResultLost only once the result
+    has stayed unreadable for the result deadline."""
+    backend = observed.backend
+    finished = backend.end_time or now
+    waited = (now - finished).total_seconds()
+    limit = observed.result_deadline_seconds
+    if waited > limit:
+        code = "ResultLost"
+        message = (
+            f"the Ray job {backend.name} succeeded at {finished.isoformat()}, but its result "
+            f"(the SOVAI_RESULT line of the submitter's log) could not be read within {limit} s; "
+            "the model it registered, if any, is in MLflow under the run tagged sovai.job.uid "
+            "with this job's uid"
+        )
+        return _Decision(
+            FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
+        )
+    message = (
+        f"the Ray job {backend.name} succeeded; reading its result (the SOVAI_RESULT line of "
+        "the submitter's log) before the job is called Succeeded"
+    )
+    return _Decision(FineTuneJobPhase.RUNNING, READING_RESULT, message)
 
 
 def _decide(
@@ -121,8 +158,13 @@ def _decide(
 ) -> _Decision:
     validation = observed.validation
     backend = observed.backend
-    if validation is None:
-        return _Decision(FineTuneJobPhase.VALIDATING, "Validating", "checking the spec and policy")
+    if spec is not None and spec.cancel:
+        return _Decision(
+            FineTuneJobPhase.CANCELLED,
+            "CancelledBySpec",
+            "spec.cancel is true: its Ray job was stopped and its pods deleted; the FineTuneJob "
+            "stays, with its evidence",
+        )
     if not validation.ok:
         code = validation.code or "InvalidSpec"
         message = validation.message or "the spec is invalid"
@@ -138,6 +180,8 @@ def _decide(
         return _Decision(
             FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
         )
+    if backend.state == BackendState.SUCCEEDED and backend.result is None:
+        return _awaiting_result(observed, now)
     if backend.state == BackendState.SUCCEEDED:
         model = (backend.result or {}).get("modelUri")
         detail = f"; registered {model}" if model else ""
@@ -146,8 +190,15 @@ def _decide(
         )
     if spec is not None and spec.suspend:
         return _Decision(FineTuneJobPhase.SUSPENDED, "SuspendedBySpec", "spec.suspend is true")
-    if backend.state in (BackendState.PENDING, BackendState.ABSENT, BackendState.SUSPENDED):
-        since = _waiting_since(observed, previous, now)
+    if backend.state == BackendState.SUSPENDED:
+        # Suspended while spec.suspend is false: its queue (Kueue) holds it until there is
+        # quota. Waiting for quota is not failing to start, so no deadline runs.
+        queue = spec.placement.queue_name if spec is not None else None
+        held = f"queue {queue}" if queue else "its queue"
+        message = f"RayJob {backend.name} waits in {held} for quota; it starts once admitted"
+        return _Decision(FineTuneJobPhase.QUEUED, "WaitingForQuota", message)
+    if backend.state in (BackendState.PENDING, BackendState.ABSENT):
+        since = waiting_since(observed, previous, now)
         deadline = observed.startup_deadline_seconds
         if since is not None and (now - since).total_seconds() > deadline:
             why = "; ".join(dict.fromkeys(backend.blockers)) or "no pod reported a cause"
@@ -290,10 +341,7 @@ def compute_status(
     T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
     conditions: list[Condition] = []
     # InputsValidated and ResidencyVerified
-    if validation is None:
-        conditions.append(cond(FineTuneJobConditionType.INPUTS_VALIDATED, U, "Validating", ""))
-        conditions.append(cond(FineTuneJobConditionType.RESIDENCY_VERIFIED, U, "Validating", ""))
-    elif not validation.ok:
+    if not validation.ok:
         code, message = decision.reason, decision.message
         if validation.residency:
             conditions.append(
@@ -345,9 +393,7 @@ def compute_status(
         )
     # Admitted
     what = "RayJob" if observed.backend_kind == "kuberay" else "Ray job submission"
-    if validation is None:
-        conditions.append(cond(FineTuneJobConditionType.ADMITTED, U, "Validating", ""))
-    elif not validation.ok:
+    if not validation.ok:
         conditions.append(
             cond(FineTuneJobConditionType.ADMITTED, F, "NotAdmitted", "the job failed validation")
         )
@@ -383,6 +429,11 @@ def compute_status(
             conditions.append(cond(kind, F, RESUMED, "resumed after a suspension"))
         else:
             conditions.append(cond(kind, F, phase.value, f"the job is {phase.value}"))
+    if phase == FineTuneJobPhase.CANCELLED:
+        # Only on a cancelled job: the others never carry it.
+        conditions.append(
+            cond(FineTuneJobConditionType.CANCELLED, T, decision.reason, decision.message)
+        )
 
     prev = previous or FineTuneJobStatus()
     start_time = prev.start_time or (
@@ -411,7 +462,7 @@ def compute_status(
         conditions.append(
             cond(FineTuneJobConditionType.MODIFICATION_THRESHOLD_EXCEEDED, *threshold)
         )
-    ok = validation is not None and validation.ok
+    ok = validation.ok
     return FineTuneJobStatus(
         phase=phase,
         conditions=conditions,
@@ -424,13 +475,13 @@ def compute_status(
         submission_id=backend.name
         if observed.backend_kind != "kuberay" and backend.name
         else prev.submission_id,
-        policy_name=validation.policy_name if validation else prev.policy_name,
-        regions=list(validation.regions) if ok and validation else prev.regions,
-        storage=(list(validation.places) or None) if ok and validation else prev.storage,
+        policy_name=validation.policy_name or prev.policy_name,
+        regions=list(validation.regions) if ok else prev.regions,
+        storage=(list(validation.places) or None) if ok else prev.storage,
         placement=_merge_placement(prev.placement, observed.placement),
         progress=_progress(backend, prev.progress, phase == FineTuneJobPhase.SUCCEEDED),
         resolved_hyperparameters=validation.hyperparameters
-        if ok and validation
+        if ok
         else prev.resolved_hyperparameters,
         mlflow=mlflow,
         compute=compute,

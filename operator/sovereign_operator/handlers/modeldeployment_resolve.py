@@ -74,7 +74,7 @@ def resolve_model(
             f"{where} does not exist in namespace {namespace}; serving waits for it",
         )
     status = fine_tune_job.get("status") or {}
-    phase = status.get("phase") or FineTuneJobPhase.PENDING.value
+    phase = status.get("phase") or "not yet seen by the operator"
     if phase in _FINAL:
         return Resolution(
             None,

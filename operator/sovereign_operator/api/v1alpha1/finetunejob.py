@@ -476,10 +476,24 @@ BATCH_MULTIPLE_RULE: JsonDict = {
 }
 
 
-class FineTuneJobSpec(ApiModel):
-    """Desired state of a FineTuneJob. Immutable once the job has started, except suspend."""
+CANCEL_IS_FINAL_RULE: JsonDict = {
+    # A transition rule: judged on updates only, against the stored spec.
+    "rule": "!oldSelf.cancel || self.cancel",
+    "message": (
+        "spec.cancel cannot be set back to false: a cancelled FineTuneJob stays cancelled; "
+        "create a new FineTuneJob instead"
+    ),
+    "fieldPath": ".cancel",
+}
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [BATCH_MULTIPLE_RULE]})
+
+class FineTuneJobSpec(ApiModel):
+    """Desired state of a FineTuneJob. Immutable once the job has started, except suspend and
+    cancel."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [BATCH_MULTIPLE_RULE, CANCEL_IS_FINAL_RULE]}
+    )
 
     base_model: BaseModelSource = Field(description="The model to fine-tune.")
     dataset: Dataset = Field(description="The training (and optional validation) data.")
@@ -514,13 +528,20 @@ class FineTuneJobSpec(ApiModel):
             "true stops the job (its Ray cluster is deleted); false resumes from a checkpoint."
         ),
     )
+    cancel: bool = Field(
+        default=False,
+        description=(
+            "true cancels the job for good: its Ray job is stopped and its pods deleted, and the "
+            "FineTuneJob stays, phase Cancelled, with its evidence. Cannot be set back to false."
+        ),
+    )
 
 
 class FineTuneJobPhase(StrEnum):
-    """Lifecycle of a FineTuneJob (OpenAI's job states, plus Pending and Suspended)."""
+    """Lifecycle of a FineTuneJob: OpenAI's job states plus Suspended. There is no Validating:
+    the operator validates a job in the pass that first sees it, and that pass writes Queued
+    or Failed. A job the operator has not seen yet has no phase."""
 
-    PENDING = "Pending"
-    VALIDATING = "Validating"
     QUEUED = "Queued"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
@@ -539,6 +560,7 @@ class FineTuneJobConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    CANCELLED = "Cancelled"  # only on a cancelled job (spec.cancel)
     # Set once the result says how the fine-tune's compute compares with the base model's
     # (absent while the base model's training compute is not known).
     MODIFICATION_THRESHOLD_EXCEEDED = "ModificationThresholdExceeded"
@@ -635,15 +657,15 @@ class ResolvedHyperparameters(ApiModel):
 class FineTuneJobStatus(OperatorStatus):
     """Observed state of a FineTuneJob, written by the operator."""
 
-    phase: FineTuneJobPhase = Field(
-        default=FineTuneJobPhase.PENDING, description="Lifecycle phase."
+    phase: FineTuneJobPhase | None = Field(
+        default=None, description="Lifecycle phase; absent until the operator has seen the job."
     )
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
             "InputsValidated, ResidencyVerified, Admitted, Running, Succeeded, Failed, Suspended, "
-            "and ModificationThresholdExceeded once the fine-tune's share of the base model's "
-            "training compute is known."
+            "Cancelled on a cancelled job, and ModificationThresholdExceeded once the "
+            "fine-tune's share of the base model's training compute is known."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -700,6 +722,11 @@ class FineTuneJobStatus(OperatorStatus):
         description="Where the final model was copied (spec.output.uri), as the trainer reported.",
     )
     error: ErrorInfo | None = Field(default=None, description="Why the job failed, if it did.")
+
+    @property
+    def phase_name(self) -> str:
+        """The phase as written; "New" before the operator has written one."""
+        return self.phase.value if self.phase is not None else "New"
 
 
 class FineTuneJob(ApiModel):
