@@ -73,7 +73,10 @@ def test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes(
     assert cond["ResidencyVerified"]["status"] == "True"
     assert f"SovereigntyPolicy pol-{namespace}" in cond["ResidencyVerified"]["message"]
     assert obj["status"]["regions"] == sorted(EU_REGIONS)
-    assert obj["status"]["resolvedHyperparameters"]["epochs"] == 3
+    # Every size-dependent hyperparameter is "auto": the trainer chooses it once it has read the
+    # data and reports it; until then status claims no value the job may not train with.
+    assert "resolvedHyperparameters" not in obj["status"]
+    assert "epochs=auto batchSize=auto microBatchSize=auto" in cond["InputsValidated"]["message"]
 
     [rayjob] = rayjobs(crds, namespace)
     assert rayjob["metadata"]["ownerReferences"][0]["uid"] == uid

@@ -3,6 +3,7 @@ what the trainer parses, and the trainer starts only on the job.json its entrypo
 
 from __future__ import annotations
 
+import json
 import shlex
 import threading
 import time
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
+from sovereign_operator.api.v1alpha1.hyperparameters import resolve_hyperparameters
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
 from sovereign_operator.builders.jobconfig import CONFIG_KEY, build_job_configmap, config_digest
 from sovereign_operator.builders.rayjob import build_rayjob
 from sovereign_training.cli import build_parser
-from sovereign_training.config import ConfigError, load_config
+from sovereign_training.config import ConfigError, load_config, parse_config
 
 pytestmark = pytest.mark.training
 
@@ -32,7 +34,10 @@ def job_json(
         {
             "baseModel": {"uri": "hf://acme/tiny-llama"},
             "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
-            "method": {"type": "lora"},
+            "method": {
+                "type": "lora",
+                "hyperparameters": {"epochs": epochs, "batchSize": 8, "microBatchSize": 4},
+            },
         }
     )
     hyperparameters = ResolvedHyperparameters(
@@ -112,3 +117,52 @@ def test_a_job_json_that_never_comes_fails_naming_both_digests(tmp_path: Path) -
     with pytest.raises(ConfigError, match=f"started for {wanted}") as err:
         load_config(path, wanted, wait_seconds=0.2)
     assert "did not reach this pod within 0 s" in str(err.value)
+
+
+@pytest.mark.parametrize("examples", [37, 800, 5000, 100_000])
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_trainer_chooses_what_the_operator_left_auto_by_the_same_rules(
+    examples: int, method: str, workers: int
+) -> None:
+    """A spec that leaves the size-dependent hyperparameters "auto": job.json carries "auto",
+    the trainer parses it and chooses, for its dataset's size, what the operator's rules say
+    for that size; the operator's own values (no size) are only estimates it does not claim."""
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "hf://acme/tiny-llama"},
+            "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
+            "method": {"type": method},
+            "resources": {"workers": workers, "gpusPerWorker": 1},
+        }
+    )
+    estimate = resolve_hyperparameters(spec)
+    configmap = build_job_configmap(spec, OWNER, estimate, RESIDENCY)
+    document = json.loads(configmap["data"][CONFIG_KEY])
+    hp = document["method"]["hyperparameters"]
+    assert (hp["epochs"], hp["batchSize"], hp["microBatchSize"]) == ("auto", "auto", "auto")
+    cfg = parse_config(document)
+    with pytest.raises(ConfigError, match="still 'auto'"):
+        cfg.chosen()
+    chosen = cfg.resolved(examples).chosen()
+    expected = resolve_hyperparameters(spec, dataset_size_hint=examples)
+    assert chosen.model_dump(by_alias=True) == expected.to_json_dict()
+    assert chosen.batch_size % (chosen.micro_batch_size * workers) == 0
+
+
+def test_explicit_hyperparameters_reach_the_trainer_unchanged() -> None:
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "hf://acme/tiny-llama"},
+            "dataset": {"trainingUri": "s3://eu-data/train.jsonl"},
+            "method": {
+                "type": "lora",
+                "hyperparameters": {"epochs": 2, "batchSize": 12, "microBatchSize": 3},
+            },
+            "resources": {"workers": 2, "gpusPerWorker": 1},
+        }
+    )
+    configmap = build_job_configmap(spec, OWNER, resolve_hyperparameters(spec), RESIDENCY)
+    cfg = parse_config(json.loads(configmap["data"][CONFIG_KEY]))
+    chosen = cfg.resolved(10).chosen()
+    assert (chosen.epochs, chosen.batch_size, chosen.micro_batch_size) == (2, 12, 3)

@@ -190,11 +190,12 @@ def test_progress_and_result_lines_are_exact() -> None:
             "evalLoss": float("nan"),
             "tokensPerSecond": 100.0,
             "estimatedRemainingSeconds": 7,
+            "hyperparameters": {"epochs": 2},
         }
     )
     assert line == (
         'SOVAI_PROGRESS {"step":3,"totalSteps":10,"epoch":0.3,"trainLoss":1.5,"evalLoss":null,'
-        '"tokensPerSecond":100.0,"estimatedRemainingSeconds":7}'
+        '"tokensPerSecond":100.0,"estimatedRemainingSeconds":7,"hyperparameters":{"epochs":2}}'
     )
     with pytest.raises(KeyError):
         result_line({"runId": "r"})

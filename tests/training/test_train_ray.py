@@ -235,7 +235,12 @@ def test_single_process_matches_ray_and_prints_progress(
         "nodes",
         "compute",
         "inputs",
+        "hyperparameters",
     }
+    # What it trained with, in every line: here the job's explicit values.
+    explicit = job["method"]["hyperparameters"]
+    assert result["hyperparameters"] == explicit
+    assert all(p["hyperparameters"] == explicit for p in progress)
     # The operator records the digest the trainer computed; the serving fetch is held to it.
     assert result["modelDigest"].startswith("sha256:")
     assert result["tokensTrained"] == full_run["result"]["tokensTrained"]

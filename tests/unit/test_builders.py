@@ -506,9 +506,10 @@ def test_job_config_follows_the_contract() -> None:
         "method": {
             "type": "lora",
             "hyperparameters": {
-                "epochs": 3,
-                "batchSize": 8,
-                "microBatchSize": 4,
+                # Left "auto" in the spec: the trainer chooses them from the dataset's size.
+                "epochs": "auto",
+                "batchSize": "auto",
+                "microBatchSize": "auto",
                 "learningRate": 2e-4,
                 "maxSeqLength": 2048,
                 "warmupRatio": 0.03,
@@ -610,9 +611,9 @@ def test_configmap_holds_job_json_and_is_owned() -> None:
 def test_a_change_only_to_job_json_changes_the_rayjob_too() -> None:
     """epochs lives only in job.json: before, the RayJob's hash stayed the same and the new
     value never reached the trainer."""
-    spec = make_spec()
     hashes = []
     for epochs in (3, 5):
+        spec = make_spec(method={"type": "lora", "hyperparameters": {"epochs": epochs}})
         hp = HP.model_copy(update={"epochs": epochs})
         digest = config_digest(build_job_configmap(spec, OWNER, hp, RESIDENCY))
         rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=digest)

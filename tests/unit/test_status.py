@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,6 +127,37 @@ def test_a_cancelled_job_is_cancelled_whatever_its_ray_job_does() -> None:
     assert later.phase == FineTuneJobPhase.CANCELLED
     # The others never carry the condition.
     assert "Cancelled" not in conditions_by_type(running)
+
+
+def test_hyperparameters_the_trainer_chooses_are_reported_as_it_reports_them() -> None:
+    # epochs and batch sizes left "auto": the validation's values are estimates.
+    autos = replace(VALID, chosen_by_trainer=("epochs", "batchSize", "microBatchSize"))
+    queued = compute_status(SPEC, observed(BackendState.PENDING, validation=autos), None, T0)
+    assert queued.resolved_hyperparameters is None
+    said = conditions_by_type(queued)["InputsValidated"].message
+    assert "epochs=auto batchSize=auto microBatchSize=auto learningRate=0.0002" in said
+    assert "the trainer chooses each auto from the dataset's size" in said
+    chosen = HP.model_copy(update={"epochs": 6, "batch_size": 16}).to_json_dict()
+    running = compute_status(
+        SPEC,
+        observed(
+            BackendState.RUNNING, validation=autos, progress={"step": 1, "hyperparameters": chosen}
+        ),
+        queued,
+        T0 + timedelta(minutes=1),
+    )
+    assert running.resolved_hyperparameters is not None
+    assert (
+        running.resolved_hyperparameters.epochs,
+        running.resolved_hyperparameters.batch_size,
+    ) == (6, 16)
+    assert running.progress is not None
+    assert running.progress.step == 1
+    # Kept once the pods (and their log) are gone.
+    later = compute_status(
+        SPEC, observed(BackendState.PENDING, validation=autos), running, T0 + timedelta(minutes=2)
+    )
+    assert later.resolved_hyperparameters == running.resolved_hyperparameters
 
 
 def test_residency_evidence_names_policy_and_regions() -> None:

@@ -11,10 +11,12 @@ import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from .hyperparameters import AUTO, Auto, HyperparameterError, plan_batches
 
 API_VERSION = "sovereign-ai.eu/v1alpha1"
 
@@ -76,9 +78,16 @@ class Dataset(_Model):
 
 
 class Hyperparameters(_Model):
-    epochs: int = Field(ge=1, le=1000)
-    batch_size: int = Field(ge=1, description="Global batch: sequences per optimizer step.")
-    micro_batch_size: int = Field(ge=1, description="Sequences per forward pass per worker.")
+    """What the job trains with. epochs, batchSize and microBatchSize may come as "auto":
+    their values depend on the dataset's size, so the trainer chooses them (resolved)."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] | Auto
+    batch_size: Annotated[int, Field(ge=1)] | Auto = Field(
+        description='Global batch: sequences per optimizer step, or "auto".'
+    )
+    micro_batch_size: Annotated[int, Field(ge=1)] | Auto = Field(
+        description='Sequences per forward pass per worker, or "auto".'
+    )
     learning_rate: float = Field(gt=0, lt=1)
     max_seq_length: int = Field(ge=8, le=1_048_576)
     warmup_ratio: float = Field(ge=0, lt=1)
@@ -172,6 +181,8 @@ class TrainingConfig(_Model):
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainingConfig:
         hp = self.method.hyperparameters
+        if hp.batch_size == AUTO or hp.micro_batch_size == AUTO:
+            return self  # checked when resolved
         per_step = hp.micro_batch_size * self.resources.workers
         if hp.batch_size % per_step:
             raise ValueError(
@@ -181,11 +192,56 @@ class TrainingConfig(_Model):
             )
         return self
 
+    def resolved(self, examples: int) -> TrainingConfig:
+        """This config with every "auto" hyperparameter chosen for a training set of
+        ``examples`` examples (the rules: hyperparameters.py). Raises ConfigError when the
+        explicit values cannot work together."""
+        hp = self.method.hyperparameters
+        try:
+            plan = plan_batches(
+                hp.epochs,
+                hp.batch_size,
+                hp.micro_batch_size,
+                method=self.method.type,
+                workers=self.resources.workers,
+                examples=examples,
+            )
+        except HyperparameterError as error:
+            raise ConfigError(f"method.hyperparameters.{error}") from error
+        chosen = hp.model_copy(
+            update={
+                "epochs": plan.epochs,
+                "batch_size": plan.batch_size,
+                "micro_batch_size": plan.micro_batch_size,
+            }
+        )
+        method = self.method.model_copy(update={"hyperparameters": chosen})
+        return self.model_copy(update={"method": method})
+
+    def chosen(self) -> ChosenHyperparameters:
+        """The hyperparameters once resolved; raises ConfigError while one is still "auto"."""
+        hp = self.method.hyperparameters
+        if AUTO in (hp.epochs, hp.batch_size, hp.micro_batch_size):
+            raise ConfigError("method.hyperparameters: still 'auto'; resolve them first")
+        return ChosenHyperparameters.model_validate(hp.model_dump())
+
     def accumulation_steps(self, workers: int | None = None) -> int:
         """Micro-batches per worker per optimizer step, so that
         batchSize = microBatchSize x accumulation x workers."""
-        hp = self.method.hyperparameters
+        hp = self.chosen()
         return hp.batch_size // (hp.micro_batch_size * (workers or self.resources.workers))
+
+
+class ChosenHyperparameters(_Model):
+    """Hyperparameters with nothing left "auto": what the trainer trains with and reports."""
+
+    epochs: int
+    batch_size: int
+    micro_batch_size: int
+    learning_rate: float
+    max_seq_length: int
+    warmup_ratio: float
+    seed: int
 
 
 def _format_errors(exc: ValidationError) -> str:

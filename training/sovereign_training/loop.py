@@ -385,18 +385,22 @@ def _maybe_crash(ctx: JobContext, rt: Runtime, done: int) -> None:
 def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     """Run (or resume) the job on this worker; returns the result on rank 0, {} elsewhere."""
     cfg = ctx.config
-    hp = cfg.method.hyperparameters
     rank, world = rt.rank, rt.world_size
     device = rt.device
     driver_start = ctx.started_at if ctx.started_at is not None else time.time()
     # Before anything is read: a worker on a node outside the allowed regions touches no data.
     identity = refuse_outside(cfg.placement.regions)
-    torch.manual_seed(hp.seed)
+    torch.manual_seed(cfg.method.hyperparameters.seed)
 
     base_path = model_dir(cfg.base_model.uri, cfg.base_model.revision)
     base_revision = resolved_revision(cfg.base_model.uri, cfg.base_model.revision, base_path)
     tokenizer, fallback_template = load_tokenizer(base_path)
     train, val = _load_blocks(cfg, ctx, tokenizer)
+    # "auto" hyperparameters are chosen here, where the data is: for the packed training
+    # sequences. Every worker packs the same data, so every worker chooses the same.
+    cfg = cfg.resolved(max(1, len(train)))
+    hp = cfg.chosen()
+    chosen = hp.model_dump(by_alias=True)
     steps_per_epoch = len(train) // hp.batch_size
     if steps_per_epoch == 0:
         raise DatasetError(
@@ -557,6 +561,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                         "evalLoss": None if eval_loss is None else round(eval_loss, 6),
                         "tokensPerSecond": round(tps, 1),
                         "estimatedRemainingSeconds": int(rate * (total - done)),
+                        "hyperparameters": chosen,
                     }
                 )
             )
@@ -696,6 +701,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             "trainSeconds": round(seconds, 3),
             "compute": compute,
             "inputs": result_inputs(cfg, ctx.dataset_sha256, base_revision=base_revision),
+            "hyperparameters": chosen,
         }
     # The result travels as a small final checkpoint: Ray Train hands the driver the metrics of
     # the latest checkpoint, and a driver restarted after the end finds the result instead of

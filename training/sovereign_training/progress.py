@@ -21,6 +21,9 @@ PROGRESS_KEYS = (
     "evalLoss",
     "tokensPerSecond",
     "estimatedRemainingSeconds",
+    # What the job trains with, every "auto" chosen (hyperparameters.py): in every line, so
+    # that the operator finds it in whatever part of the log it reads.
+    "hyperparameters",
 )
 RESULT_KEYS = (
     "runId",
@@ -35,6 +38,7 @@ RESULT_KEYS = (
     "nodes",
     "compute",
     "inputs",
+    "hyperparameters",
 )
 
 

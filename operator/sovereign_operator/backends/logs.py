@@ -1,12 +1,15 @@
-"""Parse the trainer's SOVAI_PROGRESS and SOVAI_RESULT lines out of a Ray job's logs."""
+"""Parse the trainer's SOVAI_PROGRESS and SOVAI_RESULT lines out of a Ray job's logs.
+
+The lines are the trainer's (sovereign_training.progress, the one definition of the
+contract's prefixes and keys); the operator reads them from wherever the log is.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-PROGRESS_PREFIX = "SOVAI_PROGRESS "
-RESULT_PREFIX = "SOVAI_RESULT "
+from sovereign_training.progress import PROGRESS_PREFIX, RESULT_PREFIX
 
 
 def _last_document(logs: str, prefix: str) -> dict[str, Any] | None:

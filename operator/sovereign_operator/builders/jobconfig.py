@@ -8,11 +8,13 @@ import re
 from typing import Any
 
 from ..api.v1alpha1.finetunejob import (
+    AUTO,
     FineTuneJobSpec,
     LoraConfig,
     MethodType,
     ResolvedHyperparameters,
 )
+from ..api.v1alpha1.hyperparameters import data_dependent_autos
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from .context import (
     COMPONENT_LABEL,
@@ -62,7 +64,9 @@ def build_job_config(
     policy: SovereigntyPolicySpec | None = None,
     chain_head: str | None = None,
 ) -> dict[str, Any]:
-    """The TrainingConfig document of the contract, with every "auto" already resolved.
+    """The TrainingConfig document of the contract (sovereign_training.config, which the
+    contract test feeds it to). Hyperparameters are as resolved, except those left "auto" whose
+    value depends on the dataset's size: those stay "auto", and the trainer chooses them.
 
     From ``policy``: baseModel.trainingFlops when its baseModels declares the job's exact base
     model URI, and energy.pue. ``chain_head`` is the audit chain's head when the job was
@@ -77,6 +81,12 @@ def build_job_config(
             "dropout": settings.dropout,
             "targetModules": list(settings.target_modules),
         }
+    sized: dict[str, int | str] = {
+        "epochs": hyperparameters.epochs,
+        "batchSize": hyperparameters.batch_size,
+        "microBatchSize": hyperparameters.micro_batch_size,
+    }
+    sized |= dict.fromkeys(data_dependent_autos(spec), AUTO)
     base_model: dict[str, Any] = {"uri": spec.base_model.uri, "revision": spec.base_model.revision}
     training_flops = policy.base_model_training_flops(spec.base_model.uri) if policy else None
     if training_flops is not None:
@@ -95,9 +105,7 @@ def build_job_config(
         "method": {
             "type": spec.method.type.value,
             "hyperparameters": {
-                "epochs": hyperparameters.epochs,
-                "batchSize": hyperparameters.batch_size,
-                "microBatchSize": hyperparameters.micro_batch_size,
+                **sized,
                 "learningRate": hyperparameters.learning_rate,
                 "maxSeqLength": hyperparameters.max_seq_length,
                 "warmupRatio": hyperparameters.warmup_ratio,

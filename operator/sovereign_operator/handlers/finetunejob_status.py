@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sovereign_training.progress import PROGRESS_KEYS
+
 from ..api.v1alpha1.common import (
     Condition,
     ConditionStatus,
@@ -37,14 +39,10 @@ TERMINAL = frozenset(
 )
 CONDITION_ORDER = tuple(FineTuneJobConditionType)
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
-_PROGRESS_KEYS = {
-    "step",
-    "totalSteps",
-    "epoch",
-    "trainLoss",
-    "evalLoss",
-    "tokensPerSecond",
-    "estimatedRemainingSeconds",
+# The trainer's progress keys (the contract: sovereign_training.progress) that status.progress
+# carries; "hyperparameters" goes to status.resolvedHyperparameters instead.
+_PROGRESS_KEYS = frozenset(PROGRESS_KEYS) & {
+    f.alias or name for name, f in Progress.model_fields.items()
 }
 _COMPUTE_KEYS = {f.alias or name for name, f in ComputeUsage.model_fields.items()}
 
@@ -58,7 +56,10 @@ class Validation:
     allowed_regions: tuple[str, ...] = ()
     requested_regions: tuple[str, ...] | None = None
     regions: tuple[str, ...] = ()
+    # Without a dataset size: exact unless chosen_by_trainer names some (they are estimates).
     hyperparameters: ResolvedHyperparameters | None = None
+    # Hyperparameters left "auto" that depend on the data: the trainer chooses them.
+    chosen_by_trainer: tuple[str, ...] = ()
     code: str | None = None
     message: str | None = None
     field: str | None = None
@@ -361,19 +362,12 @@ def compute_status(
                 )
             )
     else:
-        hp = validation.hyperparameters
-        resolved = (
-            f"epochs={hp.epochs} batchSize={hp.batch_size} microBatchSize={hp.micro_batch_size} "
-            f"learningRate={hp.learning_rate:g}"
-            if hp
-            else ""
-        )
         conditions.append(
             cond(
                 FineTuneJobConditionType.INPUTS_VALIDATED,
                 T,
                 "Valid",
-                f"the spec is valid; hyperparameters resolved: {resolved}".rstrip(": "),
+                f"the spec is valid; hyperparameters: {_hyperparameters_said(validation)}",
             )
         )
         requested = (
@@ -480,15 +474,61 @@ def compute_status(
         storage=(list(validation.places) or None) if ok else prev.storage,
         placement=_merge_placement(prev.placement, observed.placement),
         progress=_progress(backend, prev.progress, phase == FineTuneJobPhase.SUCCEEDED),
-        resolved_hyperparameters=validation.hyperparameters
-        if ok
-        else prev.resolved_hyperparameters,
+        resolved_hyperparameters=_resolved_hyperparameters(
+            validation, backend, prev.resolved_hyperparameters
+        ),
         mlflow=mlflow,
         compute=compute,
         fine_tuned_model=fine_tuned,
         output_uri=output_uri,
         error=decision.error,
     )
+
+
+def _hyperparameters_said(validation: Validation) -> str:
+    """The hyperparameters as validation knows them: values, and "auto" for what the trainer
+    chooses from the dataset's size."""
+    hp = validation.hyperparameters
+    if hp is None:
+        return "none resolved"
+    values: dict[str, Any] = {
+        "epochs": hp.epochs,
+        "batchSize": hp.batch_size,
+        "microBatchSize": hp.micro_batch_size,
+        "learningRate": f"{hp.learning_rate:g}",
+    }
+    for name in validation.chosen_by_trainer:
+        values[name] = "auto"
+    said = " ".join(f"{name}={value}" for name, value in values.items())
+    if validation.chosen_by_trainer:
+        said += " (the trainer chooses each auto from the dataset's size and reports it)"
+    return said
+
+
+def _reported_hyperparameters(backend: BackendObservation) -> ResolvedHyperparameters | None:
+    """What the trainer reported it trains with (its progress or result lines)."""
+    for document in (backend.result, backend.progress):
+        raw = (document or {}).get("hyperparameters")
+        if isinstance(raw, dict):
+            try:
+                return ResolvedHyperparameters.model_validate(raw)
+            except ValidationError:
+                continue
+    return None
+
+
+def _resolved_hyperparameters(
+    validation: Validation, backend: BackendObservation, previous: ResolvedHyperparameters | None
+) -> ResolvedHyperparameters | None:
+    """The trainer's report once there is one; before, validation's values when none depends
+    on the data (an estimate is never reported as what the job trains with); otherwise what
+    was reported before."""
+    reported = _reported_hyperparameters(backend)
+    if reported is not None:
+        return reported
+    if validation.ok and not validation.chosen_by_trainer:
+        return validation.hyperparameters
+    return previous
 
 
 def _str(value: Any) -> str | None:

@@ -10,7 +10,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..api.v1alpha1.finetunejob import ExecutionBackend, FineTuneJobSpec
-from ..api.v1alpha1.hyperparameters import HyperparameterError, resolve_hyperparameters
+from ..api.v1alpha1.hyperparameters import (
+    HyperparameterError,
+    data_dependent_autos,
+    resolve_hyperparameters,
+)
 from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import Violation, check_finetunejob, selects_namespace
@@ -177,6 +181,7 @@ def validate(
         requested_regions=requested,
         regions=regions,
         hyperparameters=hyperparameters,
+        chosen_by_trainer=data_dependent_autos(spec),
         places=finetunejob_places(spec, policies[bound], platform),
     )
 

@@ -166,8 +166,9 @@ LearningRateValue = Annotated[
 
 
 class Hyperparameters(ApiModel):
-    """Training hyperparameters. "auto" values are resolved by the operator and recorded in
-    status.resolvedHyperparameters."""
+    """Training hyperparameters. The trainer resolves "auto" once it knows the dataset's size
+    (the rules are in sovereign_training.hyperparameters) and reports the values it trains with,
+    which the operator records in status.resolvedHyperparameters."""
 
     epochs: EpochsValue = Field(
         default=AUTO,
@@ -705,7 +706,12 @@ class FineTuneJobStatus(OperatorStatus):
     )
     progress: Progress | None = Field(default=None, description="Training progress and ETA.")
     resolved_hyperparameters: ResolvedHyperparameters | None = Field(
-        default=None, description='Hyperparameters actually used, with "auto" resolved.'
+        default=None,
+        description=(
+            'Hyperparameters the job trains with, every "auto" resolved: as the trainer '
+            "reported them once it knew the dataset's size; before that, set only when no "
+            "value depends on the data."
+        ),
     )
     mlflow: MlflowInfo | None = Field(default=None, description="MLflow run and registered model.")
     compute: ComputeUsage | None = Field(
