@@ -115,7 +115,12 @@ def ray_job(ray_head: LocalRayHead, submission_id: str) -> dict[str, object]:
 
 
 def cpu_job(
-    name: str, namespace: str, model: Path, training_uri: str, cluster: str = "local-eu"
+    name: str,
+    namespace: str,
+    model: Path,
+    training_uri: str,
+    cluster: str = "local-eu",
+    **execution: object,
 ) -> dict[str, object]:
     return finetunejob(
         name,
@@ -133,7 +138,7 @@ def cpu_job(
             },
         },
         resources={"workers": 1, "gpusPerWorker": 0, "cpu": "1", "memory": "1Gi"},
-        execution={"backend": "rayCluster", "rayClusterRef": cluster},
+        execution={"backend": "rayCluster", "rayClusterRef": cluster, **execution},
         tracking={"experimentName": "raycluster-backend", "registeredModelName": MODEL_NAME},
     )
 
@@ -205,15 +210,29 @@ def test_raycluster_backend_reports_a_failed_job(
     tiny_model: Path,
     tmp_path: Path,
 ) -> None:
-    # A dataset that is not there: the trainer checks it before any worker starts, and fails.
+    # A dataset that is not there: the trainer checks it before any worker starts, and fails;
+    # with backoffLimit 1 the operator submits it once more, then reports the failure.
     missing = (tmp_path / "absent" / "train.jsonl").as_uri()
-    crds.apply(cpu_job("broken", namespace, tiny_model, missing))
+    crds.apply(cpu_job("broken", namespace, tiny_model, missing, backoffLimit=1))
     obj = wait_phase(crds, namespace, "broken", "Failed", timeout=300, log=operator.log_tail)
     failed = conditions(obj)["Failed"]
     assert failed["reason"] == "RayJobFailed"
     assert "dataset.trainingUri" in failed["message"], failed["message"]
+    assert "(after 2 attempts, spec.execution.backoffLimit 1)" in failed["message"]
     assert obj["status"]["error"]["code"] == "RayJobFailed"
     assert any(e["type"] == "Warning" for e in events(crds, namespace, "broken"))
+    uid = obj["metadata"]["uid"]
+    assert obj["status"]["submissionId"] == f"sovai-{uid}-1-r1"
+    listing = requests.get(
+        f"{ray_head.address}/api/jobs/", timeout=5, headers=ray_head.auth_headers()
+    ).json()
+    mine = sorted(
+        j["submission_id"]
+        for j in listing
+        if (j.get("metadata") or {}).get("sovereign-ai.eu/job-uid") == uid
+    )
+    assert mine == [f"sovai-{uid}-1", f"sovai-{uid}-1-r1"]
+    assert all(ray_job(ray_head, sid)["status"] == "FAILED" for sid in mine)
 
 
 def test_a_node_outside_the_jobs_regions_trains_nothing(

@@ -9,15 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from ..api.v1alpha1.finetunejob import FineTuneJobStatus
-from ..builders.context import SPEC_HASH_ANNOTATION, Owner
+from ..builders.context import SPEC_HASH_ANNOTATION, Owner, spec_hash
 from ..builders.jobconfig import build_job_configmap, config_digest
 from ..builders.names import configmap_name, network_policy_name, rayjob_name
 from ..builders.network import build_job_network_policy
-from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob, spec_hash
+from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob
 from ..k8s.client import CONFIGMAP, NETWORK_POLICY, RAYJOB, ApiError, Kube
 from ..k8s.ensure import ForeignChild, delete_owned, ensure
 from .context import JobContext
-from .logs import last_progress
+from .logs import LOG_TAIL_BYTES, LOG_TAIL_LINES, last_progress
 from .logs import result as parse_result
 from .pods import PodFacts
 from .types import BackendObservation, BackendState
@@ -28,10 +28,8 @@ _PENDING = frozenset({"", "New", "Initializing", "Waiting", "Retrying"})
 _FAILED = frozenset({"Failed", "ValidationFailed"})
 _SUSPENDED = frozenset({"Suspended", "Suspending"})
 # The submitter's `ray job submit` follows the driver's log, so the tail of the submitter pod's
-# log holds the latest progress line and, at the end, the result. A few hundred lines are
-# kilobytes, read from the kubelet through the API server, whatever the log's length.
-LOG_TAIL_LINES = 300
-LOG_TAIL_BYTES = 256 * 1024
+# log (LOG_TAIL_LINES, read from the kubelet through the API server) holds the latest progress
+# line and, at the end, the result.
 
 
 def parse_time(value: Any) -> datetime | None:

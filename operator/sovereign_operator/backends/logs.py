@@ -11,6 +11,11 @@ from typing import Any
 
 from sovereign_training.progress import PROGRESS_PREFIX, RESULT_PREFIX
 
+# The trainer's last progress line and, at the end, its result are in the tail of the driver's
+# log: a few hundred lines are kilobytes, read whatever the log's length.
+LOG_TAIL_LINES = 300
+LOG_TAIL_BYTES = 256 * 1024
+
 
 def _last_document(logs: str, prefix: str) -> dict[str, Any] | None:
     for line in reversed(logs.splitlines()):
