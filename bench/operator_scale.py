@@ -11,7 +11,12 @@ what is measured is this operator, not KubeRay turning RayJobs into pods. The op
 - burst: N FineTuneJobs created at once (8 client threads); time until every RayJob exists and
   every FineTuneJob is Queued; p50/p99 of create-returned -> RayJob ADDED (watch event);
 - steady: creates at a fixed rate; the same latencies;
-- the operator's peak RSS (VmHWM) and how many FineTuneJobs it was following then.
+- deployments: N ModelDeployments (default 500) once the jobs are in; when every one has a
+  status and nothing changes any more, the API requests the operator makes per unchanged
+  ModelDeployment per follow-up sweep, from apiserver_request_total over three sweeps (the
+  bench's own watches are WATCH requests, left out);
+- the operator's peak RSS (VmHWM) and how many FineTuneJobs and ModelDeployments it was
+  following then.
 """
 
 from __future__ import annotations
@@ -154,6 +159,48 @@ def finetunejob(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def modeldeployment(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"uri": "hf://sovereign-ai-test/tiny-llama"},
+            "runtime": "transformers",
+            "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "256Mi"},
+            "placement": {"policyRef": f"bench-{namespace}"},
+        },
+    }
+
+
+def deployments_settled(namespace: str, count: int, quiet: float, timeout: float) -> bool:
+    """Every ModelDeployment has a phase, and none changed for ``quiet`` seconds."""
+    api = k8s.CustomObjectsApi()
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] = {}
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments")
+        objects: list[dict[str, Any]] = listed["items"]  # type: ignore[index]  # untyped client
+        now = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in objects}
+        phased = len([o for o in objects if (o.get("status") or {}).get("phase")])
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif phased == count and time.monotonic() - still_since >= quiet:
+            return True
+        time.sleep(2)
+    return False
+
+
+def requests_made(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> float:
+    """Every request but the long-running WATCHes between two request_counts."""
+    return sum(
+        after[key] - before.get(key, 0.0) for key in after if key[0] not in ("WATCH", "CONNECT")
+    )
+
+
 def _follow(list_fn: Any, args: tuple[str, ...], on_object: Any, stop: threading.Event) -> None:
     """List once, then watch from that resourceVersion, resuming where the last event left
     off; a fresh watch without a resourceVersion would replay every object each time."""
@@ -282,6 +329,9 @@ def main() -> int:
         "--rate", type=float, default=20.0, help="steady creates per second (0: skip)"
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of steady creates")
+    parser.add_argument(
+        "--deployments", type=int, default=500, help="ModelDeployments followed (0: skip)"
+    )
     parser.add_argument("--threads", type=int, default=8, help="client threads of the burst")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(
@@ -304,7 +354,7 @@ def main() -> int:
         kuberay_crds = cluster.binaries["kuberay-operator"].parent / "crds"
         cluster.kubectl("apply", "--server-side", "-f", str(kuberay_crds), timeout=120)
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), timeout=120)
-        for namespace in ("burst", "steady"):
+        for namespace in ("burst", "steady", "serving"):
             deadline = time.monotonic() + 120
             while True:
                 try:
@@ -338,7 +388,7 @@ def main() -> int:
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO / "operator"),
-            "SOVAI_NAMESPACES": "burst,steady",
+            "SOVAI_NAMESPACES": "burst,steady,serving",
             "SOVAI_HEALTH_PORT": str(health),
             "SOVAI_METRICS_PORT": "0",
             "SOVAI_RUNTIME_IMAGE": IMAGE,
@@ -430,10 +480,53 @@ def main() -> int:
                     ("steady: create -> RayJob p50 (s)", f"{percentile(lat, 0.5):.2f}"),
                     ("steady: create -> RayJob p99 (s)", f"{percentile(lat, 0.99):.2f}"),
                 ]
+            if args.deployments > 0:
+                # What the cluster asks of itself meanwhile (leader-election leases, kwok's node
+                # heartbeats, the jobs' follow-ups): subtracted from the window below.
+                interval = float(env.get("SOVAI_RECONCILE_INTERVAL_SECONDS", "10"))
+                before = request_counts(cluster)
+                time.sleep(3 * interval)
+                background = requests_made(before, request_counts(cluster)) - 1
+                with ThreadPoolExecutor(args.threads) as pool:
+                    list(
+                        pool.map(
+                            lambda i: k8s.CustomObjectsApi().create_namespaced_custom_object(
+                                GROUP,
+                                VERSION,
+                                "serving",
+                                "modeldeployments",
+                                modeldeployment(f"serve-{i:05d}", "serving"),
+                            ),
+                            range(args.deployments),
+                        )
+                    )
+                settled = deployments_settled("serving", args.deployments, 25, args.timeout)
+                # Three sweeps (SOVAI_RECONCILE_INTERVAL_SECONDS, 10 s by default) with nothing
+                # changing: what following unchanged deployments costs the API server. Every
+                # request in the window is counted, the bench's own polls excluded by pausing.
+                before = request_counts(cluster)
+                time.sleep(3 * interval)
+                # Less the first request_counts' own GET, and the background.
+                made = requests_made(before, request_counts(cluster)) - 1 - background
+                rows += [
+                    (
+                        f"deployments: {args.deployments} settled",
+                        "yes" if settled else "timeout",
+                    ),
+                    (
+                        f"deployments: background requests in {3 * interval:g} s",
+                        f"{background:.0f}",
+                    ),
+                    (
+                        "deployments: requests per unchanged one per sweep",
+                        f"{made / (3 * args.deployments):.3f}",
+                    ),
+                ]
             following = len(timeline.created)
             rows.append(
                 (
-                    f"operator peak RSS, {following} FineTuneJobs (MB)",
+                    f"operator peak RSS, {following} FineTuneJobs, "
+                    f"{args.deployments} ModelDeployments (MB)",
                     f"{rss_mb(operator.pid):.0f}",
                 )
             )

@@ -27,7 +27,8 @@ from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
 from .audit.log import AuditLog, AuditUnavailable, Location, s3_client
 from .backends.kuberay import KubeRayBackend
 from .backends.raycluster import RayClusterBackend
-from .builders.context import JOB_UID_LABEL, BuildConfig
+from .builders.context import JOB_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL, BuildConfig
+from .builders.serving import DEPLOYMENT_UID_LABEL
 from .config import Settings, describe_errors
 from .handlers import finetunejob, indexes, modeldeployment, terminating
 from .handlers.finetunejob_follow import follow_jobs
@@ -82,9 +83,13 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     # A per-object worker ends after this long without events (Kopf's default: 5 s). Under a
     # burst, thousands of idle workers would otherwise hold their last event (memory).
     kopf_settings.queueing.idle_timeout = 0.5
-    # Only the pods and RayJobs the operator made are watched (server-side filtering).
-    kopf_settings.watching.label_selectors["", "v1", "pods"] = JOB_UID_LABEL
-    kopf_settings.watching.label_selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL
+    # Only the pods, RayJobs and Deployments the operator made are watched (server-side
+    # filtering). Pods: a job's Ray pods and a deployment's serving pods both carry the
+    # managed-by label (a selector cannot say "this label or that one").
+    selectors = kopf_settings.watching.label_selectors
+    selectors["", "v1", "pods"] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    selectors["ray.io", "v1", "rayjobs"] = JOB_UID_LABEL
+    selectors["apps", "v1", "deployments"] = DEPLOYMENT_UID_LABEL
 
 
 def open_audit_log(settings: Settings) -> AuditLog | None:
@@ -179,6 +184,23 @@ def register(
     kopf.index(
         "", "v1", "pods", id="sovai_pods", registry=registry, labels={JOB_UID_LABEL: kopf.PRESENT}
     )(indexes.pods_by_owner)
+    kopf.index(
+        "apps",
+        "v1",
+        "deployments",
+        id="sovai_deployments",
+        registry=registry,
+        labels={DEPLOYMENT_UID_LABEL: kopf.PRESENT},
+    )(indexes.deployments_by_owner)
+    kopf.index(
+        "",
+        "v1",
+        "pods",
+        id="sovai_serving_pods",
+        registry=registry,
+        labels={DEPLOYMENT_UID_LABEL: kopf.PRESENT},
+    )(indexes.serving_pods_by_owner)
+    kopf.index(*ftj, id="sovai_finetunejobs", registry=registry)(indexes.finetunejob_phases)
     kopf.index("", "v1", "nodes", id="sovai_nodes", registry=registry)(indexes.node_labels)
     kopf.index("", "v1", "namespaces", id="sovai_namespaces", registry=registry)(
         indexes.namespace_labels

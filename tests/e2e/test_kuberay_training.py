@@ -290,6 +290,9 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
 
     final = seen["final"]
     assert final["phase"] == "Succeeded", json.dumps(final, indent=2)
+    # The batch sizes were "auto": the trainer chose them from the data and reported them.
+    chosen = final["resolvedHyperparameters"]
+    assert (chosen["epochs"], chosen["batchSize"], chosen["microBatchSize"]) == (2, 8, 4), chosen
     mlflow = final["mlflow"]
     assert final["fineTunedModel"] == f"models:/tiny-kuberay/{mlflow['modelVersion']}"
     assert final["outputUri"] == f"s3://{BUCKET}/output/{name}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,38 @@ from .operator_process import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULT_DEADLINE = 20
+SHORT_DEADLINE = 12
+
+
+@contextmanager
+def operator_with(
+    crds: LocalCluster, namespace: str, tmp_path: Path, **env: str
+) -> Iterator[OperatorProcess]:
+    """The operator for one namespace and its test policy, with extra SOVAI_* settings."""
+    setup_namespace(crds, namespace)
+    with OperatorProcess(crds, tmp_path, namespaces=[namespace], env=env) as process:
+        yield process
+    crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
 
 
 @pytest.fixture
 def operator(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    setup_namespace(crds, namespace)
     # A short result deadline, so that a success whose result cannot be read ends in time.
-    env = {"SOVAI_RESULT_DEADLINE_SECONDS": str(RESULT_DEADLINE)}
-    with OperatorProcess(crds, tmp_path, namespaces=[namespace], env=env) as process:
+    with operator_with(
+        crds, namespace, tmp_path, SOVAI_RESULT_DEADLINE_SECONDS=str(RESULT_DEADLINE)
+    ) as process:
         yield process
-    crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
+
+
+@pytest.fixture
+def short_deadline_operator(
+    crds: LocalCluster, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """Every job's start-up deadline SHORT_DEADLINE seconds (below what a spec may say)."""
+    with operator_with(
+        crds, namespace, tmp_path, SOVAI_STARTUP_DEADLINE_SECONDS=str(SHORT_DEADLINE)
+    ) as process:
+        yield process
 
 
 def node_labels(cluster: LocalCluster) -> dict[str, dict[str, str]]:
@@ -446,8 +469,9 @@ def test_unschedulable_job_fails_after_its_startup_deadline(
 
 
 def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess
+    crds: LocalCluster, namespace: str, short_deadline_operator: OperatorProcess
 ) -> None:
+    operator = short_deadline_operator
     # A job in a Kueue queue: its RayJob is suspended until the queue admits it. Kueue is not
     # in this tier's cluster, so the test suspends and admits the RayJob as Kueue does (its
     # spec.suspend, which the operator leaves to the queue). No node has the GPU, so once
@@ -458,7 +482,6 @@ def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
             namespace,
             resources=NO_NODE_HAS_THIS_GPU,
             placement={"policyRef": f"pol-{namespace}", "queueName": "eu-gpus"},
-            execution={"startupDeadlineSeconds": 30},
         )
     )
     wait_for(lambda: rayjobs(crds, namespace), 30, "the RayJob", on_timeout=operator.log_tail)
@@ -480,9 +503,9 @@ def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
         return obj if "waits in queue eu-gpus for quota" in message else None
 
     wait_for(waiting_for_quota, 90, "the job to wait for quota", on_timeout=operator.log_tail)
-    # Well past its 30-second start-up deadline, it still waits, and its RayJob stays as
-    # the queue left it (the operator does not unsuspend it).
-    time.sleep(40)
+    # Well past its start-up deadline, it still waits, and its RayJob stays as the queue left
+    # it (the operator does not unsuspend it).
+    time.sleep(2 * SHORT_DEADLINE)
     obj = ftj(crds, namespace, "held")
     assert obj is not None
     assert obj["status"]["phase"] == "Queued", obj["status"]
@@ -492,8 +515,9 @@ def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
     suspend(False)
     obj = wait_phase(crds, namespace, "held", "Failed", timeout=120, log=operator.log_tail)
     assert obj["status"]["error"]["code"] == "StartupTimeout"
+    assert f"startupDeadlineSeconds ({SHORT_DEADLINE} s)" in obj["status"]["error"]["message"]
     # Its deadline ran from the admission, not from the creation.
-    assert time.monotonic() - admitted >= 30 - 2
+    assert time.monotonic() - admitted >= SHORT_DEADLINE - 2
 
 
 def test_operator_killed_mid_lifecycle_resumes_without_duplicates(

@@ -180,11 +180,15 @@ def test_a_spec_change_that_only_touches_job_json_reaches_the_configmap(
     uid = str((ftj(crds, namespace, "retune") or {})["metadata"]["uid"])
     owner = Owner(name="retune", namespace=namespace, uid=uid)
     residency = Residency("pol", "topology.kubernetes.io/region", ("eu-west-par",))
-    spec = FineTuneJobSpec.model_validate(finetunejob("retune", namespace)["spec"])
     policy = SovereigntyPolicySpec.model_validate(policy_for(namespace)["spec"])
     build = BuildConfig(runtime_image="registry.eu-west-par.example.eu/x:1")
 
     def reconcile(epochs: int) -> None:
+        # The spec's epochs changed (an explicit value: "auto" would be the trainer's to choose).
+        method = {"type": "lora", "hyperparameters": {"epochs": epochs}}
+        spec = FineTuneJobSpec.model_validate(
+            finetunejob("retune", namespace, method=method)["spec"]
+        )
         hyperparameters = ResolvedHyperparameters(
             epochs=epochs,
             batch_size=8,

@@ -10,7 +10,13 @@ import pytest
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, ResolvedHyperparameters
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
-from sovereign_operator.builders.context import SPEC_HASH_ANNOTATION, BuildConfig, Owner, Residency
+from sovereign_operator.builders.context import (
+    SPEC_HASH_ANNOTATION,
+    BuildConfig,
+    Owner,
+    Residency,
+    spec_hash,
+)
 from sovereign_operator.builders.jobconfig import (
     build_job_config,
     build_job_configmap,
@@ -22,7 +28,7 @@ from sovereign_operator.builders.names import (
     rayjob_name,
     short_hash,
 )
-from sovereign_operator.builders.rayjob import build_rayjob, spec_hash
+from sovereign_operator.builders.rayjob import build_rayjob
 from sovereign_operator.k8s.ensure import drift
 
 OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")

@@ -11,7 +11,7 @@ import pytest
 from offline_runtime import offline_runtime
 
 from sovereign_operator.backends.pods import PodFacts
-from sovereign_operator.handlers import finetunejob_follow
+from sovereign_operator.handlers import finetunejob_follow, modeldeployment
 from sovereign_operator.handlers.finetunejob import needs_pass
 from sovereign_operator.handlers.runtime import JobRef, Runtime
 
@@ -98,3 +98,71 @@ def test_a_changed_policy_makes_every_job_due(rt: Runtime) -> None:
         patch.setattr(finetunejob_follow, "follow", lambda rt, uid, job: passed.append(uid))
         asyncio.run(finetunejob_follow.sweep(rt))
     assert passed == ["u1"]
+
+
+def deployment(version: str) -> dict[str, Any]:
+    return {"metadata": {"name": "svc", "resourceVersion": version}, "status": {}}
+
+
+def serving_pod(version: str) -> dict[str, Any]:
+    return {"metadata": {"name": "svc-abc", "resourceVersion": version}, "status": {}}
+
+
+MDEP = JobRef("team-a", "svc", "ModelDeployment", "team-a/ft")
+
+
+@pytest.fixture
+def mdep_rt(rt: Runtime) -> Runtime:
+    rt.indexes = {
+        "sovai_deployments": {"m1": [deployment("10")]},
+        "sovai_serving_pods": {"m1": [serving_pod("11")]},
+        "sovai_finetunejobs": {"team-a/ft": [("u1", "Running")]},
+    }
+    rt.jobs["m1"] = MDEP
+    return rt
+
+
+def settle(rt: Runtime, wait: float = 60) -> None:
+    """As a pass over m1 leaves it: what it saw, and when the safety net comes."""
+    rt.seen["m1"] = (modeldeployment._seen(rt.indexes, "m1", MDEP.source), time.monotonic() + wait)
+
+
+def test_an_unchanged_deployment_needs_no_pass(mdep_rt: Runtime) -> None:
+    assert modeldeployment.needs_pass(mdep_rt, "m1", MDEP)  # never passed over
+    settle(mdep_rt)
+    assert not modeldeployment.needs_pass(mdep_rt, "m1", MDEP)
+    settle(mdep_rt, wait=-1)  # the safety net
+    assert modeldeployment.needs_pass(mdep_rt, "m1", MDEP)
+
+
+@pytest.mark.parametrize(
+    ("index", "key", "value"),
+    [
+        ("sovai_deployments", "m1", deployment("12")),  # the rollout moved
+        ("sovai_serving_pods", "m1", serving_pod("13")),  # a pod changed
+        ("sovai_finetunejobs", "team-a/ft", ("u1", "Succeeded")),  # its job succeeded
+        ("sovai_finetunejobs", "team-a/ft", ("u2", "Queued")),  # made again, another uid
+    ],
+)
+def test_what_a_deployment_serves_or_runs_changing_makes_it_due(
+    mdep_rt: Runtime, index: str, key: str, value: Any
+) -> None:
+    settle(mdep_rt)
+    mdep_rt.indexes[index][key] = [value]
+    assert modeldeployment.needs_pass(mdep_rt, "m1", MDEP)
+
+
+def test_the_sweep_follows_each_kind_with_its_own_pass(
+    mdep_rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mdep_rt.indexes = {**mdep_rt.indexes, "sovai_rayjobs": {"u1": [rayjob("5")]}}
+    mdep_rt.jobs["u1"] = JobRef("team-a", "ft")
+    passed: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        finetunejob_follow, "follow", lambda rt, uid, job: passed.append(("job", uid))
+    )
+    monkeypatch.setattr(
+        modeldeployment, "follow", lambda rt, uid, job: passed.append(("deployment", uid))
+    )
+    assert asyncio.run(finetunejob_follow.sweep(mdep_rt)) == 2
+    assert sorted(passed) == [("deployment", "m1"), ("job", "u1")]

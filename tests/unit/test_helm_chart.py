@@ -598,7 +598,7 @@ def test_cluster_wide_rbac_grants_exactly_the_operators_calls() -> None:
         ([""], ["namespaces"], ["get", "list", "watch"]),
         (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
         (["sovereign-ai.eu"], ["finetunejobs", "modeldeployments"], ["list", "watch", "patch"]),
-        (["sovereign-ai.eu"], ["finetunejobs"], ["get"]),
+        (["sovereign-ai.eu"], ["finetunejobs", "modeldeployments"], ["get"]),
         (["sovereign-ai.eu"], ["finetunejobs/status", "modeldeployments/status"], ["patch"]),
         (
             ["sovereign-ai.eu"],
@@ -611,6 +611,7 @@ def test_cluster_wide_rbac_grants_exactly_the_operators_calls() -> None:
         ([""], ["pods"], ["list", "watch"]),
         ([""], ["pods/log"], ["get"]),
         (["apps"], ["deployments"], ["create", "get", "patch", "delete"]),
+        (["apps"], ["deployments"], ["list", "watch"]),
         ([""], ["services"], ["create", "get", "patch", "delete"]),
         (["autoscaling"], ["horizontalpodautoscalers"], ["create", "get", "patch", "delete"]),
         (["policy"], ["poddisruptionbudgets"], ["create", "get", "patch", "delete"]),

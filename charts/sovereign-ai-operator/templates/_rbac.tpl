@@ -1,16 +1,17 @@
 {{/* The rules for namespaced resources, shared by the ClusterRole and the per-namespace Roles. */}}
 {{- define "sovai.namespacedRules" -}}
 # Kopf watches FineTuneJobs and ModelDeployments (main.py and handlers/modeldeployment.py
-# register(): kopf.on.create/resume/update/delete, kopf.timer) and patches their metadata: its
+# register(): kopf.on.create/resume/update/delete; main.py kopf.index "sovai_finetunejobs",
+# each job's phase, which a ModelDeployment serving it follows) and patches their metadata: its
 # finalizer and its progress annotations (Kopf's status writes are in the status rule below).
 - apiGroups: [sovereign-ai.eu]
   resources: [finetunejobs, modeldeployments]
   verbs: [list, watch, patch]
 # handlers/modeldeployment.py reconcile(): reads the FineTuneJob a ModelDeployment's
-# spec.model.fineTuneJobRef names, to serve the model it registered; handlers/finetunejob.py
-# follow(): the follow-up sweep reads each job it passes over.
+# spec.model.fineTuneJobRef names, to serve the model it registered; handlers/runtime.py
+# current(): the follow-up sweep reads each job and deployment it passes over.
 - apiGroups: [sovereign-ai.eu]
-  resources: [finetunejobs]
+  resources: [finetunejobs, modeldeployments]
   verbs: [get]
 # handlers/finetunejob.py reconcile() and handlers/modeldeployment.py write_status(): the whole
 # status in one merge patch on the status subresource (from the create/resume/update handlers
@@ -41,7 +42,9 @@
   verbs: [create, get, patch, delete]
 # main.py kopf.index "sovai_pods" (handlers/indexes.py pods_by_owner): placement evidence and
 # start-up blockers (image pull errors) of the pods the operator's RayJobs made; and
-# handlers/modeldeployment.py reconcile() (list by label): the serving pods' placement and digest.
+# kopf.index "sovai_serving_pods" (serving_pods_by_owner): the serving pods' placement, blockers
+# and fetched digest (handlers/modeldeployment.py serving_pods lists them by label only before
+# the index exists).
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
@@ -56,6 +59,12 @@
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [create, get, patch, delete]
+# main.py kopf.index "sovai_deployments" (handlers/indexes.py deployments_by_owner): each
+# serving Deployment's desired-spec hash and rollout, which the follow-up sweep reads instead
+# of asking the API server.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch]
 # handlers/modeldeployment.py _ensure_children(): the serving Service (ensure) and
 # delete_children().
 - apiGroups: [""]

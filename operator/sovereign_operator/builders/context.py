@@ -3,7 +3,11 @@ operator-wide defaults. Plain frozen dataclasses so that builders stay pure and 
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..api.v1alpha1.common import API_VERSION
 from ..policy.places import EMPTY_ROUTES
@@ -69,3 +73,9 @@ class BuildConfig:
     ray_version: str = "2.60.0"
     training_command: str = "python -m sovereign_training train"
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """A digest of a child's desired spec, recorded on the child as SPEC_HASH_ANNOTATION: a
+    pass whose digest matches the live child's has nothing to send."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

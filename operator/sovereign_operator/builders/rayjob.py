@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from ..api.v1alpha1.common import INT32_MAX
 from ..api.v1alpha1.finetunejob import CleanupAction, Execution, FineTuneJobSpec
-from .context import QUEUE_NAME_LABEL, SPEC_HASH_ANNOTATION, BuildConfig, Owner, Residency
+from .context import (
+    QUEUE_NAME_LABEL,
+    SPEC_HASH_ANNOTATION,
+    BuildConfig,
+    Owner,
+    Residency,
+    spec_hash,
+)
 from .jobconfig import CONFIG_PATH, child_labels
 from .names import configmap_name, rayjob_name
 from .podtemplate import (
@@ -32,11 +37,6 @@ SUBMITTER_MEMORY = ("256Mi", "1Gi")
 # Its log (which the kubelet rotates) and the few files of `ray job submit`.
 SUBMITTER_EPHEMERAL_STORAGE = ("64Mi", "1Gi")
 METADATA_UID_KEY = "sovereign-ai.eu/job-uid"
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """A digest of the desired spec, recorded on the child so drift is cheap to detect."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _pod_template(

@@ -39,10 +39,12 @@ def cpu_lora_job(
             },
             "method": {
                 "type": "lora",
+                # The batch sizes are left to the trainer, which chooses them from the
+                # dataset's size (8 and 4 for this one's few hundred sequences) and reports them.
                 "hyperparameters": {
                     "epochs": 2,
-                    "batchSize": 8,
-                    "microBatchSize": 4,
+                    "batchSize": "auto",
+                    "microBatchSize": "auto",
                     "learningRate": "3e-3",
                     "maxSeqLength": 256,
                 },

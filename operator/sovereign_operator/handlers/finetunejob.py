@@ -12,7 +12,7 @@ import time
 from collections.abc import Hashable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -447,17 +447,9 @@ def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> N
 
 def follow(rt: Runtime, uid: str, job: JobRef) -> None:
     """A follow-up pass, from the sweep: read the job as it is now, then reconcile it."""
-    raw = rt.kube.get_or_none(FINETUNEJOB, job.namespace, job.name)
-    if raw is None or str((raw.get("metadata") or {}).get("uid")) != uid:
-        rt.forget(uid)  # deleted (and perhaps re-created: that one has its own uid)
-        return
-    reconcile(
-        rt,
-        kopf.Body(cast(kopf.RawBody, raw)),
-        handler="ftj-follow",
-        raise_permanent=False,
-        indexes=rt.indexes,
-    )
+    body = rt.current(uid, job, FINETUNEJOB)
+    if body is not None:
+        reconcile(rt, body, handler="ftj-follow", raise_permanent=False, indexes=rt.indexes)
 
 
 def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:

@@ -1,11 +1,12 @@
-"""The follow-up sweep: one loop over all unfinished FineTuneJobs, instead of a Kopf timer
-per job.
+"""The follow-up sweep: one loop over all unfinished FineTuneJobs and all ModelDeployments,
+instead of a Kopf timer per object.
 
-A Kopf timer per job keeps, for every job, a task and the job's latest full body in memory,
-and wakes every job on every tick. The sweep keeps a name per unfinished job
-(``Runtime.jobs``), asks the indexes which jobs' RayJobs or pods changed or which reached a
-deadline, and reads only those from the API server. Events on the job itself (create, spec
-update, resume, delete) are Kopf's handlers' business, as before.
+A Kopf timer per object keeps, for every object, a task and its latest full body in memory,
+and wakes every one on every tick. The sweep keeps a name per followed object
+(``Runtime.jobs``), asks the indexes which objects' children changed (a job's RayJob or pods;
+a deployment's Deployment, pods or FineTuneJob) or which reached a deadline, and reads only
+those from the API server. Events on the object itself (create, spec update, resume, delete)
+are Kopf's handlers' business.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..api.v1alpha1.modeldeployment import KIND as MDEP_KIND
+from . import modeldeployment
 from .finetunejob import follow, needs_pass
 from .runtime import JobRef, Runtime
 from .terminating import finalize_terminating
@@ -24,12 +27,21 @@ from .terminating import finalize_terminating
 log = logging.getLogger(__name__)
 
 
+def _due(rt: Runtime, uid: str, job: JobRef) -> bool:
+    if job.kind == MDEP_KIND:
+        return modeldeployment.needs_pass(rt, uid, job)
+    return needs_pass(rt, uid)
+
+
 def _follow_logged(rt: Runtime, uid: str, job: JobRef) -> None:
-    """One job's pass; its failure is logged (and counted) and retried on the next tick."""
+    """One object's pass; its failure is logged (and counted) and retried on the next tick."""
     try:
-        follow(rt, uid, job)
+        if job.kind == MDEP_KIND:
+            modeldeployment.follow(rt, uid, job)
+        else:
+            follow(rt, uid, job)
     except Exception:
-        log.exception("follow-up of FineTuneJob %s/%s failed", job.namespace, job.name)
+        log.exception("follow-up of %s %s/%s failed", job.kind, job.namespace, job.name)
 
 
 def policies_fingerprint(index: Mapping[str, Any] | None) -> str:
@@ -47,7 +59,7 @@ async def sweep(rt: Runtime) -> int:
         if rt.policies_seen is not None:
             rt.seen.clear()
         rt.policies_seen = fingerprint
-    due = [(uid, job) for uid, job in list(rt.jobs.items()) if needs_pass(rt, uid)]
+    due = [(uid, job) for uid, job in list(rt.jobs.items()) if _due(rt, uid, job)]
     await asyncio.gather(*(rt.in_thread(_follow_logged, rt, uid, job) for uid, job in due))
     return len(due)
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..backends.pods import PodFacts, pod_facts
 from ..builders.context import JOB_UID_LABEL, SPEC_HASH_ANNOTATION
+from ..builders.serving import DEPLOYMENT_UID_LABEL
 from ..k8s.client import NAMESPACE, Kube
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,63 @@ async def policies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, 
 async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
     """Namespace labels keyed by namespace name (for policies' namespaceSelector)."""
     return {name: dict(labels)}
+
+
+def deployment_summary(body: Any) -> dict[str, Any]:
+    """The parts of a serving Deployment a ModelDeployment's pass reads: identity, generation,
+    desired-spec hash, replicas and the rollout status."""
+    metadata = body.get("metadata", {})
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+            "generation": metadata.get("generation"),
+            "annotations": {
+                SPEC_HASH_ANNOTATION: (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+            },
+        },
+        "spec": {"replicas": (body.get("spec") or {}).get("replicas", 1)},
+        "status": dict(body.get("status") or {}),
+    }
+
+
+async def deployments_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    """Serving Deployment summaries keyed by the owning ModelDeployment's uid."""
+    return {labels[DEPLOYMENT_UID_LABEL]: deployment_summary(body)}
+
+
+def serving_pod(body: Any) -> dict[str, Any]:
+    """A serving pod as its ModelDeployment's pass reads it: name, node, and the status that
+    holds its blockers and its fetch containers' termination messages (the digest fetched)."""
+    metadata = body.get("metadata", {})
+    status = body.get("status") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": {
+            key: status[key]
+            for key in ("phase", "conditions", "initContainerStatuses", "containerStatuses")
+            if key in status
+        },
+    }
+
+
+async def serving_pods_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    """Serving pods keyed by the owning ModelDeployment's uid."""
+    return {labels[DEPLOYMENT_UID_LABEL]: serving_pod(body)}
+
+
+async def finetunejob_phases(
+    name: str, namespace: str | None, uid: str, status: kopf.Status, **_: Any
+) -> dict[str, tuple[str, str | None]]:
+    """(uid, phase) of each FineTuneJob keyed by "namespace/name": a ModelDeployment that
+    serves one has a pass when it is made, re-made or changes phase."""
+    return {f"{namespace}/{name}": (uid, status.get("phase"))}
 
 
 def one(index: kopf.Index[str, Any], key: str) -> Any | None:

@@ -7,8 +7,9 @@ notices a FineTuneJob that succeeds later, a rollout that stalls, and pods that 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import replace
+import time
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -28,7 +29,7 @@ from ..api.v1alpha1.modeldeployment import (
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..audit import facts as audit_facts
 from ..audit.records import Fact, Subject
-from ..builders.context import Owner, Residency
+from ..builders.context import SPEC_HASH_ANNOTATION, Owner, Residency, spec_hash
 from ..builders.serving import (
     DEPLOYMENT_UID_LABEL,
     FETCH_BASE_CONTAINER,
@@ -69,10 +70,13 @@ from .modeldeployment_observe import blockers, deployment_facts, fetch_record, f
 from .modeldeployment_resolve import Resolution, resolve_model
 from .modeldeployment_status import ServingObserved, compute_status
 from .modeldeployment_validate import parse_spec, validate
-from .runtime import Runtime, runtime_of
+from .runtime import JobRef, Runtime, runtime_of
 from .status_patch import status_patch
 
 log = logging.getLogger(__name__)
+# How long an unchanged deployment goes without a pass: a safety net, as any change to its
+# Deployment, pods or FineTuneJob wakes it (the indexes).
+SAFETY_NET_SECONDS = 300.0
 CHILD_KINDS: tuple[Kind, ...] = (HPA, PDB, NETWORK_POLICY, SERVICE, DEPLOYMENT)
 _WARNING_PHASES = frozenset({ModelDeploymentPhase.FAILED, ModelDeploymentPhase.DEGRADED})
 
@@ -116,21 +120,61 @@ def _placement(
     return tuple(result)
 
 
-def _ensure_children(
+@dataclass(frozen=True)
+class ServingChildren:
+    """Every child a ModelDeployment wants; the Deployment carries a hash of them all."""
+
+    network_policy: dict[str, Any]
+    deployment: dict[str, Any]
+    service: dict[str, Any]
+    hpa: dict[str, Any] | None
+    pdb: dict[str, Any] | None
+
+    @property
+    def digest(self) -> str:
+        return str(self.deployment["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+
+
+def desired_children(
     rt: Runtime,
     spec: ModelDeploymentSpec,
     owner: Owner,
     residency: Residency,
     policy: SovereigntyPolicySpec,
     model: ServedModel,
+) -> ServingChildren:
+    """The children as built, the Deployment annotated with a hash that covers every one of
+    them: a pass whose hash matches the live Deployment's has nothing to ensure. Pure."""
+    cfg = serving_config(rt.settings)
+    network_policy = build_network_policy(spec, owner, policy)
+    deployment = build_deployment(spec, owner, residency, model, rt.build, cfg)
+    service = build_service(spec, owner)
+    hpa, pdb = build_hpa(spec, owner), build_pdb(spec, owner)
+    digest = spec_hash(
+        {
+            "networkPolicy": network_policy["spec"],
+            "deployment": deployment["spec"],
+            "labels": deployment["metadata"].get("labels", {}),
+            "service": service["spec"],
+            "hpa": hpa["spec"] if hpa else None,
+            "pdb": pdb["spec"] if pdb else None,
+        }
+    )
+    metadata = deployment["metadata"]
+    annotations = {**metadata.get("annotations", {}), SPEC_HASH_ANNOTATION: digest}
+    deployment = {**deployment, "metadata": {**metadata, "annotations": annotations}}
+    return ServingChildren(network_policy, deployment, service, hpa, pdb)
+
+
+def _ensure_children(
+    rt: Runtime, children: ServingChildren, spec: ModelDeploymentSpec, owner: Owner
 ) -> dict[str, Any]:
     """Create or correct every child; delete the optional ones this spec does not want.
     Returns the live Deployment."""
-    cfg = serving_config(rt.settings)
-    ensure(rt.kube, build_network_policy(spec, owner, policy))
-    live = ensure(rt.kube, build_deployment(spec, owner, residency, model, rt.build, cfg)).obj
-    ensure(rt.kube, build_service(spec, owner))
-    for kind, desired in ((HPA, build_hpa(spec, owner)), (PDB, build_pdb(spec, owner))):
+    ensure(rt.kube, children.network_policy)
+    live = ensure(rt.kube, children.deployment).obj
+    ensure(rt.kube, children.service)
+    for kind, desired in ((HPA, children.hpa), (PDB, children.pdb)):
         if desired is None:
             delete_owned(rt.kube, kind, owner.namespace, serving_name(owner.name), owner.uid)
         else:
@@ -160,11 +204,17 @@ def write_status(
     name: str,
     current: Mapping[str, Any] | None,
     new: ModelDeploymentStatus,
-) -> None:
-    """The whole status in one merge patch, only when it changed."""
+    kopf_patch: kopf.Patch | None = None,
+) -> bool:
+    """The whole status in one write, only when it changed: into Kopf's own patch (from the
+    handlers, written with Kopf's record of what it handled), else one merge patch. False
+    when the object was deleted while the pass ran."""
     patch = status_patch(current, new)
     if patch is None:
-        return
+        return True
+    if kopf_patch is not None:
+        kopf_patch.setdefault("status", {}).update(patch)
+        return True
     try:
         rt.kube.merge_patch(
             MODELDEPLOYMENT, namespace, name, {"status": patch}, subresource="status"
@@ -172,6 +222,8 @@ def write_status(
     except ApiError as error:
         if error.status != 404:  # 404: deleted while the pass ran, nothing left to record
             raise
+        return False
+    return True
 
 
 def _announce(
@@ -197,6 +249,54 @@ def _announce(
     )
 
 
+def serving_pods(
+    rt: Runtime, indexes: Mapping[str, Any], namespace: str, uid: str
+) -> list[dict[str, Any]]:
+    """The deployment's pods: from the index, or listed before the index exists."""
+    if "sovai_serving_pods" in indexes:
+        store = indexes["sovai_serving_pods"].get(uid, ())
+        return sorted((dict(p) for p in store), key=lambda p: str(p["metadata"]["name"]))
+    return rt.kube.list(POD, namespace, f"{DEPLOYMENT_UID_LABEL}={uid}")
+
+
+def source_key(spec: ModelDeploymentSpec | None, namespace: str) -> str | None:
+    """ "namespace/name" of the FineTuneJob the deployment serves, if it names one."""
+    ref = spec.model.fine_tune_job_ref if spec is not None else None
+    return f"{namespace}/{ref.name}" if ref else None
+
+
+def _seen(indexes: Mapping[str, Any], uid: str, source: str | None) -> Hashable:
+    """What a follow-up pass over a deployment looks at: its Deployment, its pods, and the
+    phase of the FineTuneJob it serves, all from the indexes. A spec change is an update event,
+    which the update handler reconciles at once."""
+    deployment = one(indexes["sovai_deployments"], uid) if "sovai_deployments" in indexes else None
+    pods = indexes.get("sovai_serving_pods", {}).get(uid, ())
+    jobs = indexes.get("sovai_finetunejobs")
+    return (
+        ((deployment or {}).get("metadata") or {}).get("resourceVersion"),
+        tuple(sorted(str(p["metadata"]["resourceVersion"]) for p in pods)),
+        one(jobs, source) if jobs is not None and source else None,
+    )
+
+
+def needs_pass(rt: Runtime, uid: str, ref: JobRef) -> bool:
+    """Whether a follow-up pass over a deployment has anything to do: something it serves or
+    runs changed, or the safety net's time came. No I/O: it runs for every deployment on every
+    tick."""
+    last = rt.seen.get(uid)
+    if last is None:
+        return True
+    return last[0] != _seen(rt.indexes, uid, ref.source) or time.monotonic() >= last[1]
+
+
+def follow(rt: Runtime, uid: str, ref: JobRef) -> None:
+    """A follow-up pass, from the shared sweep: read the deployment as it is now, then
+    reconcile it."""
+    body = rt.current(uid, ref, MODELDEPLOYMENT)
+    if body is not None:
+        reconcile(rt, body, handler="mdep-follow", raise_permanent=False, indexes=rt.indexes)
+
+
 def reconcile(
     rt: Runtime,
     body: kopf.Body,
@@ -204,8 +304,11 @@ def reconcile(
     handler: str,
     raise_permanent: bool,
     indexes: Mapping[str, Any],
+    kopf_patch: kopf.Patch | None = None,
 ) -> None:
-    """One level-based pass over a ModelDeployment."""
+    """One level-based pass over a ModelDeployment. With ``kopf_patch`` (the create, resume
+    and update handlers) the status goes into Kopf's own patch; without it (follow-ups), it
+    is patched here."""
     meta = body.metadata
     namespace, name, uid = meta.namespace, meta.name, str(meta.uid)
     if meta.get("deletionTimestamp") or namespace in (indexes.get("sovai_terminating") or {}):
@@ -279,15 +382,25 @@ def reconcile(
                 model = ServedModel(
                     resolution.uri, resolution.base, resolution.adapter_rank, resolution.provenance
                 )
-                try:
-                    live = _ensure_children(rt, spec, owner, residency, policy, model)
-                except ApiError as error:
-                    if not error.namespace_terminating:
-                        raise
-                    # The namespace's deletion began after this pass did: the cleanup is due.
-                    log.info("%s/%s: its namespace is being deleted", namespace, name)
-                    return
-                pods = rt.kube.list(POD, namespace, f"{DEPLOYMENT_UID_LABEL}={uid}")
+                children = desired_children(rt, spec, owner, residency, policy, model)
+                known = (
+                    one(indexes["sovai_deployments"], uid)
+                    if "sovai_deployments" in indexes
+                    else None
+                )
+                known_digest = ((known or {}).get("metadata") or {}).get("annotations", {})
+                if known is not None and known_digest.get(SPEC_HASH_ANNOTATION) == children.digest:
+                    live = dict(known)  # every child is as built: nothing to send
+                else:
+                    try:
+                        live = _ensure_children(rt, children, spec, owner)
+                    except ApiError as error:
+                        if not error.namespace_terminating:
+                            raise
+                        # The namespace's deletion began after this pass did: the cleanup is due.
+                        log.info("%s/%s: its namespace is being deleted", namespace, name)
+                        return
+                pods = serving_pods(rt, indexes, namespace, uid)
                 base_uri = model.base.uri if model.base else None
                 observed = replace(
                     observed,
@@ -306,7 +419,13 @@ def reconcile(
         new = compute_status(observed, previous, _now())
         facts = _serving_facts(about, generation, observed, live, new)
         new = with_trail(new, record(rt, body, about, facts, policy_digest), previous)
-        write_status(rt, namespace, name, status, new)
+        if not write_status(rt, namespace, name, status, new, kopf_patch):
+            rt.forget(uid)
+            return
+        source = source_key(spec, namespace)
+        rt.jobs[uid] = JobRef(namespace, name, KIND, source)
+        # Any change to what it serves or runs ends the wait; this is only the safety net.
+        rt.seen[uid] = (_seen(indexes, uid, source), time.monotonic() + SAFETY_NET_SECONDS)
         _announce(rt, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid ModelDeployment")
@@ -353,16 +472,17 @@ def _serving_facts(
     return found + audit_facts.serving_facts(about, new)
 
 
-def on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Create, resume and spec updates: a spec change rolls the Deployment out."""
+def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> None:
+    """Create, resume and spec updates: a spec change rolls the Deployment out. Later passes
+    (the referenced job, the rollout, the pods) are the shared follow-up sweep's."""
     reconcile(
-        runtime_of(memo), body, handler="mdep-reconcile", raise_permanent=True, indexes=kwargs
+        runtime_of(memo),
+        body,
+        handler="mdep-reconcile",
+        raise_permanent=True,
+        indexes=kwargs,
+        kopf_patch=patch,
     )
-
-
-def on_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """The level-based follow-up: the referenced job, the rollout, the pods."""
-    reconcile(runtime_of(memo), body, handler="mdep-follow", raise_permanent=False, indexes=kwargs)
 
 
 def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -390,11 +510,4 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     kopf.on.create(*mdep, id="mdep-reconcile", registry=registry)(on_change)
     kopf.on.resume(*mdep, id="mdep-resume", registry=registry)(on_change)
     kopf.on.update(*mdep, id="mdep-update", field="spec", registry=registry)(on_change)
-    kopf.timer(
-        *mdep,
-        id="mdep-follow",
-        registry=registry,
-        interval=settings.reconcile_interval_seconds,
-        initial_delay=settings.reconcile_interval_seconds,
-    )(on_timer)
     kopf.on.delete(*mdep, id="mdep-cleanup", registry=registry)(on_delete)

@@ -13,8 +13,9 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
+import kopf
 import urllib3
 
 from ..audit.log import AuditLog
@@ -22,7 +23,7 @@ from ..backends.kuberay import KubeRayBackend
 from ..backends.raycluster import RayClusterBackend
 from ..builders.context import BuildConfig
 from ..config import Settings
-from ..k8s.client import ApiError, Kube
+from ..k8s.client import ApiError, Kind, Kube
 from ..k8s.events import build_event
 from ..metrics import Metrics
 from ..policy.places import Platform
@@ -33,10 +34,15 @@ T = TypeVar("T")
 
 
 class JobRef(NamedTuple):
-    """Where a job lives: all the follow-up sweep keeps of a job between passes."""
+    """Where an object the follow-up sweep follows lives, and its kind: all the sweep keeps of
+    it between passes."""
 
     namespace: str
     name: str
+    kind: str = "FineTuneJob"
+    # A ModelDeployment's: the "namespace/name" of the FineTuneJob it serves, whose phase it
+    # follows.
+    source: str | None = None
 
 
 @dataclass
@@ -55,9 +61,10 @@ class Runtime:
     audit: AuditLog | None = None
     # Kopf's indexes (live views, kept current by Kopf), for work outside a handler call.
     indexes: Mapping[str, Any] = field(default_factory=dict)
-    # The FineTuneJobs not yet finished, by uid: what the follow-up sweep goes over.
+    # What the follow-up sweep goes over, by uid: the FineTuneJobs not yet finished and every
+    # ModelDeployment.
     jobs: dict[str, JobRef] = field(default_factory=dict)
-    # Per job: what the last pass saw of its children, and until when an unchanged job needs
+    # Per object: what the last pass saw of its children, and until when an unchanged one needs
     # no new pass.
     seen: dict[str, tuple[Hashable, float]] = field(default_factory=dict)
     # The policies' fingerprint at the last sweep (finetunejob_follow.policies_fingerprint).
@@ -88,6 +95,15 @@ class Runtime:
             self._locks.pop(uid, None)
         self.unfollow(uid)
         self.metrics.phases.set(uid, None)
+
+    def current(self, uid: str, ref: JobRef, kind: Kind) -> kopf.Body | None:
+        """The followed object as it is now, for a follow-up pass; None (and forgotten) when it
+        was deleted, or deleted and made again (that one has its own uid)."""
+        raw = self.kube.get_or_none(kind, ref.namespace, ref.name)
+        if raw is None or str((raw.get("metadata") or {}).get("uid")) != uid:
+            self.forget(uid)
+            return None
+        return kopf.Body(cast(kopf.RawBody, raw))
 
     @contextmanager
     def measured(self, kind: str, handler: str) -> Iterator[None]:
