@@ -27,6 +27,7 @@ from .operator_process import (
     finetunejob,
     policy_for,
     setup_namespace,
+    wait_for,
     wait_phase,
 )
 
@@ -120,6 +121,7 @@ def cpu_job(
     model: Path,
     training_uri: str,
     cluster: str = "local-eu",
+    epochs: int = 1,
     **execution: object,
 ) -> dict[str, object]:
     return finetunejob(
@@ -130,7 +132,7 @@ def cpu_job(
         method={
             "type": "full",
             "hyperparameters": {
-                "epochs": 1,
+                "epochs": epochs,
                 "batchSize": 8,
                 "microBatchSize": 8,
                 "learningRate": "3e-3",
@@ -256,3 +258,27 @@ def test_a_node_outside_the_jobs_regions_trains_nothing(
     )
     assert refusal in failed["message"], failed["message"]
     assert "fineTunedModel" not in obj["status"]
+
+
+def test_a_job_past_its_active_deadline_is_stopped(
+    crds: LocalCluster,
+    namespace: str,
+    operator: OperatorProcess,
+    ray_head: LocalRayHead,
+    tiny_model: Path,
+) -> None:
+    """activeDeadlineSeconds holds on a Ray cluster too: KubeRay is not there to enforce it,
+    so the operator stops the submission once it has run that long."""
+    crds.apply(
+        cpu_job(
+            "endless", namespace, tiny_model, SAMPLE_DATA.as_uri(),
+            epochs=100, activeDeadlineSeconds=60, startupDeadlineSeconds=60,
+        )
+    )  # fmt: skip
+    obj = wait_phase(crds, namespace, "endless", "Failed", timeout=300, log=operator.log_tail)
+    failed = conditions(obj)["Failed"]
+    assert failed["reason"] == "DeadlineExceeded", failed
+    assert "activeDeadlineSeconds (60 s)" in failed["message"]
+    # Ray stops the job on its own time after the request.
+    sid = obj["status"]["submissionId"]
+    wait_for(lambda: ray_job(ray_head, sid)["status"] == "STOPPED", 60, "Ray to stop the job")
