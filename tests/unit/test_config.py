@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from sovereign_operator.api.v1alpha1.common import FINALIZER
-from sovereign_operator.builders.context import JOB_UID_LABEL
+from sovereign_operator.builders.context import JOB_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from sovereign_operator.builders.serving import DEPLOYMENT_UID_LABEL
 from sovereign_operator.config import Settings, describe_errors
 from sovereign_operator.kopf_tuning import DigestDiffBase, connection_limit
 from sovereign_operator.main import build_config, configure_kopf
@@ -70,7 +71,11 @@ def test_kopf_settings(replicas: int, standalone: bool) -> None:
     assert isinstance(kopf_settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert kopf_settings.peering.standalone is standalone
     assert kopf_settings.posting.enabled is False
-    assert kopf_settings.watching.label_selectors["", "v1", "pods"] == JOB_UID_LABEL
+    # Server-side filtering: only what the operator made. Pods of both kinds carry managed-by.
+    selectors = kopf_settings.watching.label_selectors
+    assert selectors["", "v1", "pods"] == f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    assert selectors["ray.io", "v1", "rayjobs"] == JOB_UID_LABEL
+    assert selectors["apps", "v1", "deployments"] == DEPLOYMENT_UID_LABEL
     diffbase = kopf_settings.persistence.diffbase_storage
     assert isinstance(diffbase, DigestDiffBase)
     assert diffbase.field == ("status", "lastHandledConfiguration")
