@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 import urllib3
@@ -181,7 +181,7 @@ def deployments_settled(namespace: str, count: int, quiet: float, timeout: float
     still_since = time.monotonic()
     while time.monotonic() < deadline:
         listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments")
-        objects: list[dict[str, Any]] = listed["items"]  # type: ignore[index]  # untyped client
+        objects = cast(list[dict[str, Any]], cast(dict[str, Any], listed)["items"])
         now = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in objects}
         phased = len([o for o in objects if (o.get("status") or {}).get("phase")])
         if now != last:

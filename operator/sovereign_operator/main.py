@@ -220,7 +220,7 @@ def register(
     kopf.on.resume(*ftj, id="ftj-resume", registry=registry)(finetunejob.on_change)
     kopf.on.update(*ftj, id="ftj-update", field="spec", registry=registry)(finetunejob.on_change)
     kopf.on.delete(*ftj, id="ftj-cleanup", registry=registry)(finetunejob.on_delete)
-    modeldeployment.register(registry, settings)
+    modeldeployment.register(registry)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

@@ -115,6 +115,18 @@ def ray_job(ray_head: LocalRayHead, submission_id: str) -> dict[str, object]:
     return info
 
 
+def submissions_of(ray_head: LocalRayHead, uid: str) -> list[str]:
+    """The submission ids the Ray head holds for the job of this uid (its metadata), sorted."""
+    listing = requests.get(
+        f"{ray_head.address}/api/jobs/", timeout=5, headers=ray_head.auth_headers()
+    ).json()
+    return sorted(
+        str(j["submission_id"])
+        for j in listing
+        if (j.get("metadata") or {}).get("sovereign-ai.eu/job-uid") == uid
+    )
+
+
 def cpu_job(
     name: str,
     namespace: str,
@@ -194,13 +206,7 @@ def test_raycluster_backend_runs_a_real_job_to_success(
     audit_record(f"MLflow run {run['info']['run_id']}", run)
     audit_record(f"MLflow model version {MODEL_NAME}/{version}", registered)
     # Exactly one submission, and the token never reached the log.
-    listing = requests.get(
-        f"{ray_head.address}/api/jobs/",
-        timeout=5,
-        headers=ray_head.auth_headers(),
-    ).json()
-    mine = [j for j in listing if (j.get("metadata") or {}).get("sovereign-ai.eu/job-uid") == uid]
-    assert len(mine) == 1
+    assert submissions_of(ray_head, uid) == [f"sovai-{uid}-1"]
     assert ray_head.token not in operator.log_text()
 
 
@@ -225,14 +231,7 @@ def test_raycluster_backend_reports_a_failed_job(
     assert any(e["type"] == "Warning" for e in events(crds, namespace, "broken"))
     uid = obj["metadata"]["uid"]
     assert obj["status"]["submissionId"] == f"sovai-{uid}-1-r1"
-    listing = requests.get(
-        f"{ray_head.address}/api/jobs/", timeout=5, headers=ray_head.auth_headers()
-    ).json()
-    mine = sorted(
-        j["submission_id"]
-        for j in listing
-        if (j.get("metadata") or {}).get("sovereign-ai.eu/job-uid") == uid
-    )
+    mine = submissions_of(ray_head, uid)
     assert mine == [f"sovai-{uid}-1", f"sovai-{uid}-1-r1"]
     assert all(ray_job(ray_head, sid)["status"] == "FAILED" for sid in mine)
 

@@ -182,7 +182,6 @@ class RayClusterBackend:
                 text = api.logs(sid)
             progress, result = last_progress(text), parse_result(text)
         reason = message = None
-        blockers: tuple[str, ...] = ()
         started, ended = _ms(info.get("start_time")), _ms(info.get("end_time"))
         deadline = ctx.spec.execution.active_deadline_seconds
         now = datetime.now(UTC)
@@ -235,7 +234,6 @@ class RayClusterBackend:
             message=message,
             progress=progress,
             result=result,
-            blockers=blockers,
         )
 
     def _submit(

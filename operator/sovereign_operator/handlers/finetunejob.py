@@ -148,11 +148,8 @@ def needs_pass(rt: Runtime, uid: str) -> bool:
     """Whether a follow-up pass over a job has anything to do: its RayJob or pods changed
     since the last pass, or a deadline may have passed. No I/O: it runs for every job on
     every tick."""
-    last = rt.seen.get(uid)
-    if last is None:
-        return True
     live, pods = _observed_children(rt.indexes, uid)
-    return last[0] != _seen(_resource_version(live), pods) or time.monotonic() >= last[1]
+    return rt.due(uid, _seen(_resource_version(live), pods))
 
 
 def reconcile(

@@ -283,10 +283,7 @@ def needs_pass(rt: Runtime, uid: str, ref: JobRef) -> bool:
     """Whether a follow-up pass over a deployment has anything to do: something it serves or
     runs changed, or the safety net's time came. No I/O: it runs for every deployment on every
     tick."""
-    last = rt.seen.get(uid)
-    if last is None:
-        return True
-    return last[0] != _seen(rt.indexes, uid, ref.source) or time.monotonic() >= last[1]
+    return rt.due(uid, _seen(rt.indexes, uid, ref.source))
 
 
 def follow(rt: Runtime, uid: str, ref: JobRef) -> None:
@@ -504,7 +501,7 @@ def cleanup(rt: Runtime, body: kopf.Body) -> None:
     rt.forget(str(meta.uid))
 
 
-def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+def register(registry: kopf.OperatorRegistry) -> None:
     """Register the ModelDeployment handlers with explicit, stable ids."""
     mdep = (GROUP, VERSION, PLURAL)
     kopf.on.create(*mdep, id="mdep-reconcile", registry=registry)(on_change)

@@ -96,6 +96,12 @@ class Runtime:
         self.unfollow(uid)
         self.metrics.phases.set(uid, None)
 
+    def due(self, uid: str, observed: Hashable) -> bool:
+        """Whether a followed object needs a pass: never passed over, what its last pass
+        observed differs from ``observed`` (read from the indexes), or its time came."""
+        last = self.seen.get(uid)
+        return last is None or last[0] != observed or time.monotonic() >= last[1]
+
     def current(self, uid: str, ref: JobRef, kind: Kind) -> kopf.Body | None:
         """The followed object as it is now, for a follow-up pass; None (and forgotten) when it
         was deleted, or deleted and made again (that one has its own uid)."""
