@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from sovereign_operator.devcluster.processes import free_port
 from sovereign_training.modeling import load_tokenizer
 from sovereign_training.serve import main
 from sovereign_training.serve.app import create_app
@@ -47,12 +47,6 @@ MESSAGES: list[Any] = [
     {"role": "user", "content": "What does Article 26 GDPR require?"},
 ]
 STARTUP_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[bytes] | None, log: Path | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sovereign_operator.devcluster.processes import ManagedProcess, processes_in_group
+from sovereign_operator.devcluster.processes import ManagedProcess, free_port, processes_in_group
 
 # A leader that exits on SIGTERM, and a child of its group that ignores SIGTERM: before the
 # fix, stopping the leader left the child running after the cluster was "stopped".
@@ -26,3 +26,10 @@ def test_stop_leaves_no_member_of_the_group(tmp_path: Path) -> None:
 def test_an_unstarted_or_absent_group_has_no_members(tmp_path: Path) -> None:
     assert ManagedProcess("never", ["true"], tmp_path).group_members() == []
     assert processes_in_group(2**22 + 7) == []  # above pid_max's default range
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    # The kernel hands the same free port to binds in a row once each socket is closed; a
+    # component given two of them (weed's volume server and filer) then failed to start.
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
