@@ -204,6 +204,19 @@ build_seaweedfs() {
   (cd "$here/go/seaweedfs" && go build -ldflags "-s -w" -o "$dest/weed" \
     github.com/seaweedfs/seaweedfs/weed)
 }
+# Kueue's manager, and its CRDs and webhook manifests from the same module version: the local
+# cluster serves its webhooks on loopback (devcluster/kueue.py), as a user's cluster does on a
+# Service. Its go.mod has no replace lines; the version goes in as its Makefile puts it.
+build_kueue() {
+  GOBIN="$dest" go install -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=${KUEUE_VERSION}" \
+    "sigs.k8s.io/kueue/cmd/kueue@${KUEUE_VERSION}"
+  local moddir
+  moddir=$(module_dir "sigs.k8s.io/kueue@${KUEUE_VERSION}")
+  mkdir -p "$dest/crds"
+  cp "$moddir"/config/components/crd/bases/kueue.x-k8s.io_*.yaml "$dest/crds/"
+  cp "$moddir"/config/components/webhook/manifests.yaml "$dest/webhooks.yaml"
+  chmod u+w "$dest"/crds/*.yaml "$dest/webhooks.yaml"
+}
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
@@ -217,6 +230,7 @@ build_component kwok "$KWOK_VERSION" kwok stages/pod-ready.yaml -- build_kwok
 # The recipe revision is part of the cache folder, so a change to build_helm rebuilds a cached helm.
 build_component helm "${HELM_VERSION}-r${HELM_RECIPE}" helm -- build_helm
 build_component kuberay "$KUBERAY_VERSION" kuberay-operator crds/ray.io_rayjobs.yaml -- build_kuberay
+build_component kueue "$KUEUE_VERSION" kueue crds/kueue.x-k8s.io_workloads.yaml webhooks.yaml -- build_kueue
 build_component kubernetes-node "$KUBERNETES_VERSION" kubelet kube-proxy -- build_kube_node
 build_component containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd
 build_component coredns-cluster "$COREDNS_VERSION" coredns -- build_coredns

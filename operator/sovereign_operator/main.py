@@ -26,6 +26,7 @@ from .api.v1alpha1.finetunejob import PLURAL as FTJ_PLURAL
 from .api.v1alpha1.sovereigntypolicy import PLURAL as POLICY_PLURAL
 from .audit.log import AuditLog, AuditUnavailable, Location, s3_client
 from .backends.kuberay import KubeRayBackend
+from .backends.kueue import WORKLOAD_GROUP, WORKLOAD_VERSION
 from .backends.raycluster import RayClusterBackend
 from .builders.context import JOB_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL, BuildConfig
 from .builders.serving import DEPLOYMENT_UID_LABEL
@@ -201,6 +202,10 @@ def register(
         labels={DEPLOYMENT_UID_LABEL: kopf.PRESENT},
     )(indexes.serving_pods_by_owner)
     kopf.index(*ftj, id="sovai_finetunejobs", registry=registry)(indexes.finetunejob_phases)
+    # Kueue's queues, when Kueue is installed (Kopf starts the watch when its CRD appears):
+    # where a job waiting for quota stands.
+    kopf.index(WORKLOAD_GROUP, WORKLOAD_VERSION, "workloads", id="sovai_workloads",
+               registry=registry)(indexes.workloads_waiting)  # fmt: skip
     kopf.index("", "v1", "nodes", id="sovai_nodes", registry=registry)(indexes.node_labels)
     kopf.index("", "v1", "namespaces", id="sovai_namespaces", registry=registry)(
         indexes.namespace_labels

@@ -65,9 +65,9 @@ def admission_configured(cluster: LocalCluster) -> bool:
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay)
-    and its S3-compatible store (SeaweedFS), for the integration tests only (package scope: it
-    stops after the last of them).
+    """A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay,
+    Kueue) and its S3-compatible store (SeaweedFS), for the integration tests only (package
+    scope: it stops after the last of them).
 
     Start failures raise with the failing component's log; nothing is skipped.
     ``SOVAI_TEST_KEEP_CLUSTER=1`` keeps its folder (logs, kubeconfig) after the run.
@@ -75,7 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     workdir = tmp_path_factory.mktemp("cluster")
     keep = os.environ.get("SOVAI_TEST_KEEP_CLUSTER") == "1"
     with (
-        LocalCluster(workdir, keep_workdir=keep, s3=True) as local,
+        LocalCluster(workdir, keep_workdir=keep, s3=True, kueue=True) as local,
         ResidencyWatch(local.kubeconfig) as residency,
     ):
         yield local

@@ -7,7 +7,6 @@ RayJob's status subresource, as KubeRay would.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -466,58 +465,6 @@ def test_unschedulable_job_fails_after_its_startup_deadline(
     assert "didn't match Pod's node affinity/selector" in error["message"]
     # Given up: the RayJob and its pods go away instead of waiting forever.
     wait_for(lambda: not rayjobs(crds, namespace), 60, "the stuck RayJob to be deleted")
-
-
-def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
-    crds: LocalCluster, namespace: str, short_deadline_operator: OperatorProcess
-) -> None:
-    operator = short_deadline_operator
-    # A job in a Kueue queue: its RayJob is suspended until the queue admits it. Kueue is not
-    # in this tier's cluster, so the test suspends and admits the RayJob as Kueue does (its
-    # spec.suspend, which the operator leaves to the queue). No node has the GPU, so once
-    # admitted the attempt cannot start, and its own deadline runs from the admission.
-    crds.apply(
-        finetunejob(
-            "held",
-            namespace,
-            resources=NO_NODE_HAS_THIS_GPU,
-            placement={"policyRef": f"pol-{namespace}", "queueName": "eu-gpus"},
-        )
-    )
-    wait_for(lambda: rayjobs(crds, namespace), 30, "the RayJob", on_timeout=operator.log_tail)
-    [rayjob] = rayjobs(crds, namespace)
-    assert "suspend" not in rayjob["spec"] or rayjob["spec"]["suspend"] is False
-    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "eu-gpus"
-
-    def suspend(value: bool) -> None:
-        crds.kubectl(
-            "patch", "rayjobs.ray.io", "held", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"suspend": value}}),
-        )  # fmt: skip
-
-    suspend(True)
-
-    def waiting_for_quota() -> dict[str, Any] | None:
-        obj = ftj(crds, namespace, "held")
-        message = conditions(obj or {}).get("Running", {}).get("message", "")
-        return obj if "waits in queue eu-gpus for quota" in message else None
-
-    wait_for(waiting_for_quota, 90, "the job to wait for quota", on_timeout=operator.log_tail)
-    # Well past its start-up deadline, it still waits, and its RayJob stays as the queue left
-    # it (the operator does not unsuspend it).
-    time.sleep(2 * SHORT_DEADLINE)
-    obj = ftj(crds, namespace, "held")
-    assert obj is not None
-    assert obj["status"]["phase"] == "Queued", obj["status"]
-    assert waiting_for_quota() is not None
-    assert get_json(crds, "rayjobs.ray.io", "held", "-n", namespace)["spec"]["suspend"] is True
-    admitted = time.monotonic()
-    suspend(False)
-    obj = wait_phase(crds, namespace, "held", "Failed", timeout=120, log=operator.log_tail)
-    assert obj["status"]["error"]["code"] == "StartupTimeout"
-    assert f"startupDeadlineSeconds ({SHORT_DEADLINE} s)" in obj["status"]["error"]["message"]
-    # Its deadline ran from the admission, not from the creation.
-    assert time.monotonic() - admitted >= SHORT_DEADLINE - 2
 
 
 def test_operator_killed_mid_lifecycle_resumes_without_duplicates(

@@ -10,14 +10,27 @@ from typing import Any
 import pytest
 from offline_runtime import offline_runtime
 
+from sovereign_operator.backends.kueue import QueuedWorkload
 from sovereign_operator.backends.pods import PodFacts
 from sovereign_operator.handlers import finetunejob_follow, modeldeployment
-from sovereign_operator.handlers.finetunejob import needs_pass
+from sovereign_operator.handlers.finetunejob import _observed_children, _seen, needs_pass
 from sovereign_operator.handlers.runtime import JobRef, Runtime
 
 
 def rayjob(version: str) -> dict[str, Any]:
     return {"metadata": {"name": "ft", "resourceVersion": version}, "status": {}}
+
+
+def queued_rayjob(version: str) -> dict[str, Any]:
+    """A RayJob Kueue holds suspended in LocalQueue gpus of team-a."""
+    metadata = {
+        "name": "ft",
+        "namespace": "team-a",
+        "uid": "rj-1",
+        "resourceVersion": version,
+        "labels": {"kueue.x-k8s.io/queue-name": "gpus"},
+    }
+    return {"metadata": metadata, "spec": {"suspend": True}, "status": {}}
 
 
 @pytest.fixture
@@ -28,7 +41,7 @@ def rt() -> Runtime:
 
 
 def seen(rt: Runtime, uid: str, version: str, pods: tuple[PodFacts, ...], wait: float) -> None:
-    rt.seen[uid] = ((version, pods), time.monotonic() + wait)
+    rt.seen[uid] = (_seen(version, pods, None), time.monotonic() + wait)
 
 
 def test_a_job_never_passed_over_needs_a_pass(rt: Runtime) -> None:
@@ -49,6 +62,24 @@ def test_a_changed_rayjob_needs_a_pass(rt: Runtime) -> None:
 def test_a_changed_pod_needs_a_pass(rt: Runtime) -> None:
     seen(rt, "u1", "5", (), 60)
     rt.indexes["sovai_pods"]["u1"] = [PodFacts("ft-head", "team-a", "node-1", "Pending")]
+    assert needs_pass(rt, "u1")
+
+
+def test_a_move_in_its_kueue_queue_needs_a_pass(rt: Runtime) -> None:
+    """Another workload admitted ahead of it changes only that workload, not the job's
+    RayJob or pods: its place in the queue is what moves, and the status must say so."""
+    ahead = QueuedWorkload(0, "2026-12-05T10:00:00Z", "other", "rj-0")
+    mine = QueuedWorkload(0, "2026-12-05T10:00:01Z", "mine", "rj-1")
+    waiting = {"team-a/gpus": [ahead, mine]}
+    rt.indexes = {"sovai_rayjobs": {"u1": [queued_rayjob("5")]}, "sovai_workloads": waiting}
+    rt.seen["u1"] = (_seen("5", (), None), time.monotonic() + 60)
+    assert needs_pass(rt, "u1")  # its standing (2 of 2) was never seen
+    standing = _observed_children(rt.indexes, "u1")[2]
+    assert standing is not None
+    assert standing.position == 2
+    rt.seen["u1"] = (_seen("5", (), standing), time.monotonic() + 60)
+    assert not needs_pass(rt, "u1")
+    waiting["team-a/gpus"] = [mine]  # the one ahead was admitted
     assert needs_pass(rt, "u1")
 
 

@@ -16,6 +16,7 @@ from sovereign_operator.api.v1alpha1.finetunejob import (
     ResolvedHyperparameters,
 )
 from sovereign_operator.backends.kuberay import observe_rayjob
+from sovereign_operator.backends.kueue import QueueStanding
 from sovereign_operator.backends.pods import PodFacts, pod_facts
 from sovereign_operator.backends.types import BackendObservation, BackendState
 from sovereign_operator.handlers.finetunejob_status import (
@@ -590,6 +591,14 @@ def test_a_job_held_by_its_queue_is_never_failed_by_the_startup_deadline() -> No
     running = conditions_by_type(held)["Running"]
     assert running.reason == "Queued"
     assert running.message == "RayJob ft waits in queue eu-gpus for quota; it starts once admitted"
+    # Where it stands in the queue, once Kueue's Workload for it is seen.
+    standing = QueueStanding(2, 3, "insufficient unused quota for nvidia.com/gpu")
+    placed = replace(observed(BackendState.SUSPENDED), queue=standing)
+    again = compute_status(spec, placed, held, T0 + timedelta(hours=5))
+    assert conditions_by_type(again)["Running"].message == (
+        "RayJob ft waits in queue eu-gpus for quota (position 2 of 3 waiting; Kueue: "
+        "insufficient unused quota for nvidia.com/gpu); it starts once admitted"
+    )
 
 
 def test_the_startup_deadline_counts_from_the_start_of_the_current_attempt() -> None:

@@ -35,6 +35,12 @@
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [list, watch]
+# main.py kopf.index "sovai_workloads" (handlers/indexes.py workloads_waiting): where a job that
+# Kueue holds for quota stands in its LocalQueue (backends/kueue.py). Without Kueue installed
+# the watch never starts.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, watch]
 # backends/kuberay.py reconcile(): the job.json ConfigMap (builders/jobconfig.py) is ensured
 # before the RayJob; delete() removes it.
 - apiGroups: [""]

@@ -33,6 +33,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "kuberay-operator": ("kuberay", "KUBERAY_VERSION"),
     # The cluster's S3-compatible store (SeaweedFS), started by LocalCluster(s3=True).
     "weed": ("seaweedfs", "SEAWEEDFS_VERSION"),
+    # Queueing and GPU quota, started by LocalCluster(kueue=True).
+    "kueue": ("kueue", "KUEUE_VERSION"),
 }
 # The real node's binaries: needed only by a cluster that starts one.
 NODE_COMPONENTS: dict[str, tuple[str, str]] = {

@@ -9,6 +9,7 @@ binaries; kwok plays the kubelets of fake GPU nodes; the KubeRay operator is the
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
@@ -26,6 +27,13 @@ import yaml
 from ..images.references import PAUSE_IMAGE
 from . import s3store
 from .binaries import Binaries, ensure_binaries
+from .kueue import (
+    KUEUE_KINDS_USED,
+    KUEUE_NAMESPACE,
+    in_own_etc,
+    manager_config,
+    webhook_configurations,
+)
 from .nodes import DEFAULT_NODES, FakeNode, build_node
 from .pki import CertificateAuthority, CertPair, service_account_keys
 from .processes import ClusterStartError, ManagedProcess, free_port, tail
@@ -90,6 +98,7 @@ class LocalCluster:
         node_images: Sequence[Path] = (),
         report_stop: Callable[[str], None] | None = None,
         s3: bool = False,
+        kueue: bool = False,
     ) -> None:
         self._own_workdir = workdir is None
         self.report_stop = report_stop
@@ -114,6 +123,7 @@ class LocalCluster:
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.api_port = 0
         self.with_s3 = s3
+        self.with_kueue = kueue
         self.s3_credentials: S3Credentials | None = None
         self.s3_layout: S3StoreLayout | None = None
         self._processes: list[ManagedProcess] = []
@@ -233,6 +243,8 @@ class LocalCluster:
                 self._start_real_node(self.real_node)
             if self.with_kuberay:
                 self._start_kuberay()
+            if self.with_kueue:
+                self._start_kueue()
         except BaseException:
             self.stop()
             raise
@@ -564,6 +576,59 @@ class LocalCluster:
             self.start_timeout,
             "ready (/readyz)",
         )
+
+    def _start_kueue(self) -> None:
+        assert self._ca is not None
+        binary = self.binaries["kueue"]
+        self.kubectl("apply", "--server-side", "-f", str(binary.parent / "crds"), timeout=120)
+        self.wait_for_crds(
+            *(f"{kind}.kueue.x-k8s.io" for kind in KUEUE_KINDS_USED),
+        )
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUEUE_NAMESPACE}})
+        root = self.workdir / "kueue"
+        hosts = sorted({self.api_host, "127.0.0.1"})
+        certs = root / "certs"
+        # Kueue reads its metrics certificate from a fixed path, /etc/kueue/metrics/certs (a
+        # mounted Secret in its pod). It runs in a mount namespace of its own where /etc is an
+        # overlay whose upper layer, in the cluster's folder, holds that certificate: nothing
+        # is written to this machine's /etc.
+        etc = root / "etc"
+        metrics_certs = etc / "kueue" / "metrics" / "certs"
+        for folder, name in ((certs, "kueue-webhook"), (metrics_certs, "kueue-metrics")):
+            folder.mkdir(parents=True, exist_ok=True)
+            pair = self._ca.issue(name, name, server_hosts=hosts)
+            # controller-runtime's servers read these two names from their folder.
+            shutil.copy(pair.cert, folder / "tls.crt")
+            shutil.copy(pair.key, folder / "tls.key")
+        (root / "etc-work").mkdir(exist_ok=True)
+        webhook, health = free_port(), free_port()
+        config = root / "config.yaml"
+        config.write_text(yaml.safe_dump(
+            manager_config(self.api_host, webhook, certs, health, free_port())
+        ))  # fmt: skip
+        kueue = self._spawn(
+            "kueue",
+            [
+                *in_own_etc(etc, root / "etc-work"),
+                str(binary),
+                f"--config={config}",
+                # The on-demand visibility API is an aggregated API server: the API server
+                # would reach it only through a Service, which this machine has no route to.
+                "--feature-gates=VisibilityOnDemand=false",
+            ],
+            env={"KUBECONFIG": str(self.kubeconfig)},
+        )
+        kueue.wait_until(
+            lambda: requests.get(f"http://{self.api_host}:{health}/readyz", timeout=2).ok,
+            self.start_timeout,
+            "ready (/readyz)",
+        )
+        ca_bundle = base64.b64encode(self._ca.pair.cert.read_bytes()).decode()
+        self.apply(*webhook_configurations(
+            (binary.parent / "webhooks.yaml").read_text(),
+            f"https://{self.api_host}:{webhook}",
+            ca_bundle,
+        ))  # fmt: skip
 
     def _start_real_node(self, node: RealNode) -> None:
         assert self._ca is not None

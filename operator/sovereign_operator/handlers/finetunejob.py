@@ -30,10 +30,11 @@ from ..audit.facts import ADMITTED
 from ..audit.records import Fact, Head, Subject
 from ..backends.context import JobContext
 from ..backends.kuberay import KubeRayBackend
+from ..backends.kueue import QueueStanding, standing
 from ..backends.pods import PodFacts
 from ..backends.raycluster import RayClusterBackend
 from ..backends.types import BackendObservation, BackendState
-from ..builders.context import Owner, Residency
+from ..builders.context import QUEUE_NAME_LABEL, Owner, Residency
 from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
@@ -125,10 +126,13 @@ def _backend(rt: Runtime, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterB
     return rt.kuberay
 
 
-def _seen(rayjob_version: str | None, pods: tuple[PodFacts, ...]) -> Hashable:
-    """What a follow-up pass looks at besides the clock: the RayJob and its pods. Spec
-    changes come as update events, which the update handler reconciles at once."""
-    return (rayjob_version, pods)
+def _seen(
+    rayjob_version: str | None, pods: tuple[PodFacts, ...], queue: QueueStanding | None
+) -> Hashable:
+    """What a follow-up pass looks at besides the clock: the RayJob, its pods and its place
+    in its Kueue queue (which moves when other workloads are admitted). Spec changes come as
+    update events, which the update handler reconciles at once."""
+    return (rayjob_version, pods, queue)
 
 
 def _resource_version(obj: Mapping[str, Any] | None) -> str | None:
@@ -138,18 +142,32 @@ def _resource_version(obj: Mapping[str, Any] | None) -> str | None:
 
 def _observed_children(
     indexes: Mapping[str, Any], uid: str
-) -> tuple[dict[str, Any] | None, tuple[PodFacts, ...]]:
+) -> tuple[dict[str, Any] | None, tuple[PodFacts, ...], QueueStanding | None]:
     live = one(indexes["sovai_rayjobs"], uid) if "sovai_rayjobs" in indexes else None
     pods = tuple(sorted(indexes.get("sovai_pods", {}).get(uid, ()), key=lambda p: p.name))
-    return live, pods
+    return live, pods, _queue_standing(indexes, live)
+
+
+def _queue_standing(
+    indexes: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> QueueStanding | None:
+    """Where the RayJob stands among the workloads waiting in its LocalQueue; None unless
+    Kueue holds it there."""
+    metadata = (live or {}).get("metadata") or {}
+    queue = (metadata.get("labels") or {}).get(QUEUE_NAME_LABEL)
+    workloads = indexes.get("sovai_workloads")
+    if not queue or workloads is None or not (live or {}).get("spec", {}).get("suspend"):
+        return None
+    waiting = workloads.get(f"{metadata.get('namespace')}/{queue}", ())
+    return standing(waiting, str(metadata.get("uid")))
 
 
 def needs_pass(rt: Runtime, uid: str) -> bool:
     """Whether a follow-up pass over a job has anything to do: its RayJob or pods changed
     since the last pass, or a deadline may have passed. No I/O: it runs for every job on
     every tick."""
-    live, pods = _observed_children(rt.indexes, uid)
-    return rt.due(uid, _seen(_resource_version(live), pods))
+    live, pods, queue = _observed_children(rt.indexes, uid)
+    return rt.due(uid, _seen(_resource_version(live), pods, queue))
 
 
 def reconcile(
@@ -168,7 +186,7 @@ def reconcile(
     uid = str(meta.uid)
     assert namespace is not None
     assert name is not None
-    live, pods = _observed_children(indexes, uid)
+    live, pods, queue = _observed_children(indexes, uid)
     with rt.job_lock(uid), rt.measured(KIND, handler):
         status = body.get("status")
         previous = parse_status(status)
@@ -187,13 +205,13 @@ def reconcile(
             rt.build.runtime_image,
             rt.platform,
         )
-        backend_kind = "kuberay"
+        backend_kind = ExecutionBackend.KUBERAY
         deadline = rt.settings.startup_deadline_seconds
         observation = BackendObservation(BackendState.ABSENT)
         placement: tuple[PodPlacement, ...] = ()
         ctx: JobContext | None = None
         if spec is not None:
-            backend_kind = spec.execution.backend.value
+            backend_kind = spec.execution.backend
             deadline = deadline or spec.execution.startup_deadline_seconds
         about = subject(KIND, body)
         policy_digest = previous.audit.policy_digest if previous and previous.audit else None
@@ -251,6 +269,7 @@ def reconcile(
             placement=placement,
             startup_deadline_seconds=deadline or 900,
             result_deadline_seconds=rt.settings.result_deadline_seconds,
+            queue=queue,
         )
         new = compute_status(spec, observed, previous, _now())
         facts = _job_facts(about, generation, validation, new, observation)
@@ -302,7 +321,7 @@ def reconcile(
         else:
             rt.jobs[uid] = JobRef(namespace, name)
             rt.seen[uid] = (
-                _seen(version, pods),
+                _seen(version, pods, queue),
                 time.monotonic() + _recheck_after(rt, new, observed, live, deadline or 900),
             )
         _announce(rt, body, previous, new)

@@ -24,6 +24,7 @@ from ..api.v1alpha1.common import (
 )
 from ..api.v1alpha1.finetunejob import (
     ComputeUsage,
+    ExecutionBackend,
     FineTuneJobConditionType,
     FineTuneJobPhase,
     FineTuneJobSpec,
@@ -32,6 +33,7 @@ from ..api.v1alpha1.finetunejob import (
     Progress,
     ResolvedHyperparameters,
 )
+from ..backends.kueue import QueueStanding
 from ..backends.types import BackendObservation, BackendState
 
 TERMINAL = frozenset(
@@ -74,10 +76,12 @@ class Observed:
     generation: int
     validation: Validation
     backend: BackendObservation
-    backend_kind: str = "kuberay"  # or "rayCluster"
+    backend_kind: ExecutionBackend = ExecutionBackend.KUBERAY
     placement: tuple[PodPlacement, ...] = field(default_factory=tuple)
     startup_deadline_seconds: int = 900
     result_deadline_seconds: int = 600
+    # Where its RayJob stands in its Kueue queue, while it waits there for quota.
+    queue: QueueStanding | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,8 @@ def _decide(
         # quota. Waiting for quota is not failing to start, so no deadline runs.
         queue = spec.placement.queue_name if spec is not None else None
         held = f"queue {queue}" if queue else "its queue"
-        message = f"RayJob {backend.name} waits in {held} for quota; it starts once admitted"
+        where = f" ({observed.queue.describe()})" if observed.queue else ""
+        message = f"RayJob {backend.name} waits in {held} for quota{where}; it starts once admitted"
         return _Decision(FineTuneJobPhase.QUEUED, "WaitingForQuota", message)
     if backend.state in (BackendState.PENDING, BackendState.ABSENT):
         since = waiting_since(observed, previous, now)
@@ -217,7 +222,7 @@ def _decide(
         )
     where = (
         f"RayJob {backend.name}"
-        if observed.backend_kind == "kuberay"
+        if observed.backend_kind == ExecutionBackend.KUBERAY
         else f"submission {backend.name}"
     )
     blockers = "; ".join(dict.fromkeys(backend.blockers))
@@ -386,7 +391,8 @@ def compute_status(
             )
         )
     # Admitted
-    what = "RayJob" if observed.backend_kind == "kuberay" else "Ray job submission"
+    kuberay = observed.backend_kind == ExecutionBackend.KUBERAY
+    what = "RayJob" if kuberay else "Ray job submission"
     if not validation.ok:
         conditions.append(
             cond(FineTuneJobConditionType.ADMITTED, F, "NotAdmitted", "the job failed validation")
@@ -398,7 +404,7 @@ def compute_status(
             cond(
                 FineTuneJobConditionType.ADMITTED,
                 T,
-                "RayJobCreated" if observed.backend_kind == "kuberay" else "Submitted",
+                "RayJobCreated" if kuberay else "Submitted",
                 f"{what} {backend.name or ''} created".replace("  ", " "),
             )
         )
@@ -464,10 +470,10 @@ def compute_status(
         start_time=start_time,
         completion_time=completion,
         ray_job_name=backend.name
-        if observed.backend_kind == "kuberay" and backend.name
+        if observed.backend_kind == ExecutionBackend.KUBERAY and backend.name
         else prev.ray_job_name,
         submission_id=backend.name
-        if observed.backend_kind != "kuberay" and backend.name
+        if observed.backend_kind != ExecutionBackend.KUBERAY and backend.name
         else prev.submission_id,
         policy_name=validation.policy_name or prev.policy_name,
         regions=list(validation.regions) if ok else prev.regions,

@@ -16,8 +16,9 @@ import kopf
 from pydantic import ValidationError
 
 from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
+from ..backends.kueue import QueuedWorkload, queued_workload
 from ..backends.pods import PodFacts, pod_facts
-from ..builders.context import JOB_UID_LABEL, SPEC_HASH_ANNOTATION
+from ..builders.context import JOB_UID_LABEL, QUEUE_NAME_LABEL, SPEC_HASH_ANNOTATION
 from ..builders.serving import DEPLOYMENT_UID_LABEL
 from ..k8s.client import NAMESPACE, Kube
 
@@ -31,10 +32,17 @@ def rayjob_summary(body: Any) -> dict[str, Any]:
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
             "resourceVersion": metadata.get("resourceVersion"),
             "creationTimestamp": metadata.get("creationTimestamp"),
             "annotations": {
                 SPEC_HASH_ANNOTATION: (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+            },
+            # The Kueue LocalQueue it waits in, if any (its place there is read from Workloads).
+            "labels": {
+                key: value
+                for key, value in (metadata.get("labels") or {}).items()
+                if key == QUEUE_NAME_LABEL
             },
         },
         "spec": {"suspend": (body.get("spec") or {}).get("suspend", False)},
@@ -50,6 +58,13 @@ async def rayjobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> di
 async def pods_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, PodFacts]:
     """Pod facts keyed by the owning FineTuneJob's uid."""
     return {labels[JOB_UID_LABEL]: pod_facts(dict(body))}
+
+
+async def workloads_waiting(body: kopf.Body, **_: Any) -> dict[str, QueuedWorkload]:
+    """Kueue Workloads waiting for quota keyed by "namespace/LocalQueue"; an admitted or
+    finished one leaves the index (an empty result drops what was stored for it)."""
+    found = queued_workload(body)
+    return {} if found is None else {found[0]: found[1]}
 
 
 async def node_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
