@@ -33,7 +33,7 @@ from .builders.serving import DEPLOYMENT_UID_LABEL
 from .config import Settings, describe_errors
 from .handlers import finetunejob, indexes, modeldeployment, terminating
 from .handlers.finetunejob_follow import follow_jobs
-from .handlers.runtime import Runtime
+from .handlers.state import OperatorState
 from .images.references import VERSION as PRODUCT_VERSION
 from .k8s.client import ConfigurationError, Kube, load_configuration
 from .k8s.events import COMPONENT as EVENT_COMPONENT
@@ -140,7 +140,7 @@ def register(
         kube = Kube(load, pool_size=memo.settings.max_workers + 4)
         metrics = Metrics()
         metrics.serve(memo.settings.metrics_port)
-        memo.runtime = Runtime(
+        memo.state = OperatorState(
             settings=memo.settings,
             kube=kube,
             metrics=metrics,
@@ -160,10 +160,10 @@ def register(
     @kopf.on.startup(registry=registry, id="sovai-follow")
     async def start_following(memo: Any, **kwargs: Any) -> None:
         """Start the follow-up sweep, with Kopf's live indexes (handed to startup handlers)."""
-        runtime: Runtime = memo.runtime
-        runtime.indexes = {key: value for key, value in kwargs.items() if key.startswith("sovai_")}
+        state: OperatorState = memo.state
+        state.indexes = {key: value for key, value in kwargs.items() if key.startswith("sovai_")}
         memo.follower = asyncio.create_task(
-            follow_jobs(runtime, memo.settings.reconcile_interval_seconds), name="sovai-follow"
+            follow_jobs(state, memo.settings.reconcile_interval_seconds), name="sovai-follow"
         )
 
     @kopf.on.cleanup(registry=registry, id="sovai-follow-stop")

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from sovereign_operator.handlers.modeldeployment_observe import FetchRecord, fetch_record
+from sovereign_operator.status.serving_facts import FetchRecord, fetch_record
 from sovereign_training.cli import FETCH_REFUSED, main
 from sovereign_training.digest import model_digest
 from sovereign_training.fetch import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from offline_runtime import offline_runtime
+from offline_state import offline_state
 
 from sovereign_operator.api.v1alpha1.common import AuditTrail
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobPhase, FineTuneJobStatus
@@ -35,18 +35,18 @@ def status(started: bool, given: bool) -> FineTuneJobStatus:
 
 
 def test_a_new_or_queued_job_gets_its_admission_record() -> None:
-    rt = offline_runtime()
-    rt.audit = Chain()
-    assert admission_head(rt, "u1", None) == ADMITTED
-    assert admission_head(rt, "u1", status(started=False, given=False)) == ADMITTED
-    assert admission_head(rt, "u1", status(started=True, given=True)) == ADMITTED
+    state = offline_state()
+    state.audit = Chain()
+    assert admission_head(state, "u1", None) == ADMITTED
+    assert admission_head(state, "u1", status(started=False, given=False)) == ADMITTED
+    assert admission_head(state, "u1", status(started=True, given=True)) == ADMITTED
 
 
 def test_a_job_started_before_the_log_keeps_its_config() -> None:
-    rt = offline_runtime()
-    rt.audit = Chain()
-    assert admission_head(rt, "u1", status(started=True, given=False)) is None
+    state = offline_state()
+    state.audit = Chain()
+    assert admission_head(state, "u1", status(started=True, given=False)) is None
 
 
 def test_no_log_no_record() -> None:
-    assert admission_head(offline_runtime(), "u1", None) is None
+    assert admission_head(offline_state(), "u1", None) is None

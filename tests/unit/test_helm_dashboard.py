@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from chart_render import CHART, KUBE_VERSION, of_kind, one, run_helm, template, template_error
-from offline_runtime import offline_runtime
+from offline_state import offline_state
 from prometheus_client import CollectorRegistry
 from promql_check import check, exposed_series, label_values, silent_families
 from starlette.types import Message
@@ -31,14 +31,14 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 def operator_registry() -> CollectorRegistry:
     """The operator's registry after one reconcile pass that succeeded and one that raised,
-    recorded by the handlers' own wrapper (Runtime.measured)."""
-    rt = offline_runtime()
-    with rt.measured("FineTuneJob", "ftj-reconcile"):
+    recorded by the handlers' own wrapper (OperatorState.measured)."""
+    state = offline_state()
+    with state.measured("FineTuneJob", "ftj-reconcile"):
         pass
-    with pytest.raises(RuntimeError), rt.measured("ModelDeployment", "mdep-reconcile"):
+    with pytest.raises(RuntimeError), state.measured("ModelDeployment", "mdep-reconcile"):
         raise RuntimeError("boom")
-    rt.metrics.phases.set("uid-1", FineTuneJobPhase.RUNNING.value)
-    return rt.metrics.registry
+    state.metrics.phases.set("uid-1", FineTuneJobPhase.RUNNING.value)
+    return state.metrics.registry
 
 
 def serving_registry() -> CollectorRegistry:

@@ -17,8 +17,9 @@ from sovereign_operator.api.v1alpha1.modeldeployment import (
 )
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.serving import Provenance
-from sovereign_operator.handlers.finetunejob_status import Validation
-from sovereign_operator.handlers.modeldeployment_observe import (
+from sovereign_operator.status.finetunejob import Validation
+from sovereign_operator.status.modeldeployment import ServingObserved, compute_status
+from sovereign_operator.status.serving_facts import (
     DeploymentFacts,
     FetchRecord,
     blocker_reason,
@@ -26,9 +27,8 @@ from sovereign_operator.handlers.modeldeployment_observe import (
     fetch_record,
     fetched_digest,
 )
-from sovereign_operator.handlers.modeldeployment_resolve import Resolution, resolve_model
-from sovereign_operator.handlers.modeldeployment_status import ServingObserved, compute_status
-from sovereign_operator.handlers.modeldeployment_validate import parse_spec, validate
+from sovereign_operator.validation.model_source import Resolution, resolve_model
+from sovereign_operator.validation.modeldeployment import parse_spec, validate
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 URI = "models:/chat/3"

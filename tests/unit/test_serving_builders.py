@@ -27,7 +27,7 @@ from sovereign_operator.builders.serving_children import (
     build_service,
     service_url,
 )
-from sovereign_operator.handlers.modeldeployment_resolve import resolve_model
+from sovereign_operator.validation.model_source import resolve_model
 
 OWNER = Owner(name="chat", namespace="team-a", uid="uid-1", kind="ModelDeployment")
 RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par", "eu-central-fra"))

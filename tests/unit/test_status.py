@@ -19,7 +19,7 @@ from sovereign_operator.backends.kuberay import observe_rayjob
 from sovereign_operator.backends.kueue import QueueStanding
 from sovereign_operator.backends.pods import PodFacts, pod_facts
 from sovereign_operator.backends.types import BackendObservation, BackendState
-from sovereign_operator.handlers.finetunejob_status import (
+from sovereign_operator.status.finetunejob import (
     Observed,
     Validation,
     compute_status,

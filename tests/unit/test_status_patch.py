@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobPhase, FineTuneJobStatus
-from sovereign_operator.handlers.status_patch import status_patch
+from sovereign_operator.status.patch import status_patch
 
 
 def test_no_patch_when_nothing_changed_even_with_kopfs_record_stored() -> None:

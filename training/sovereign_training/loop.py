@@ -1,6 +1,6 @@
 """The training loop, shared by Ray Train workers and the single-process (no Ray) mode.
 
-Everything that differs between the two lives behind `Runtime`: rank, world size, device, where
+Everything that differs between the two lives behind `Worker`: rank, world size, device, where
 the latest checkpoint is, and how a checkpoint is reported. Data order depends only on
 (seed, epoch, step), and the step counter is restored from the checkpoint, so a restarted worker
 group continues exactly where the last checkpoint left off.
@@ -61,7 +61,7 @@ from .tracking import RunLogger, redact_uri
 
 
 @dataclass
-class JobContext:
+class WorkerSetup:
     """What the driver resolved before starting the workers; plain data, so Ray can ship it."""
 
     config_json: str
@@ -99,7 +99,10 @@ class JobContext:
         return levers
 
 
-class Runtime(Protocol):
+class Worker(Protocol):
+    """One worker of the job, as the loop sees it: its rank and device, and where its
+    checkpoints go."""
+
     rank: int
     world_size: int
     device: torch.device
@@ -112,7 +115,7 @@ class Runtime(Protocol):
         """Wait until every reported checkpoint is registered."""
 
 
-class LocalRuntime:
+class LocalWorker:
     """One process, no Ray: checkpoints are step-NNNNNNNN folders under `root`, `keep` kept."""
 
     rank = 0
@@ -171,12 +174,12 @@ def _merge_nodes(*lists: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _load_blocks(
-    cfg: TrainingConfig, ctx: JobContext, tokenizer: Any
+    cfg: TrainingConfig, setup: WorkerSetup, tokenizer: Any
 ) -> tuple[Blocks, Blocks | None]:
     ds = cfg.dataset
     hp = cfg.method.hyperparameters
     path, _ = checked_dataset(
-        ds.training_uri, "dataset.trainingUri", ctx.dataset_sha256["training"]
+        ds.training_uri, "dataset.trainingUri", setup.dataset_sha256["training"]
     )
     train = build_blocks(
         tokenizer, read_rows(path, ds.format.value, "dataset.trainingUri"), hp.max_seq_length
@@ -184,7 +187,7 @@ def _load_blocks(
     val = None
     if ds.validation_uri:
         vpath, _ = checked_dataset(
-            ds.validation_uri, "dataset.validationUri", ctx.dataset_sha256.get("validation")
+            ds.validation_uri, "dataset.validationUri", setup.dataset_sha256.get("validation")
         )
         rows = read_rows(vpath, ds.format.value, "dataset.validationUri")
         val = build_blocks(tokenizer, rows, hp.max_seq_length)
@@ -206,18 +209,19 @@ def _label_count(blocks: Blocks, idx: list[int]) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: Any, val: Blocks, rt: Runtime, micro_batch_size: int) -> float:
+def evaluate(model: Any, val: Blocks, worker: Worker, micro_batch_size: int) -> float:
     """Mean token loss over the validation blocks, split across workers."""
     model.eval()
-    mine = list(range(rt.rank, len(val), rt.world_size))
-    totals = torch.zeros(2, dtype=torch.float64, device=rt.device)
+    mine = list(range(worker.rank, len(val), worker.world_size))
+    totals = torch.zeros(2, dtype=torch.float64, device=worker.device)
     for i in range(0, len(mine), micro_batch_size):
         idx = mine[i : i + micro_batch_size]
         count = _label_count(val, idx)
         if count == 0:
             continue
         out = model(
-            **_batch(val, idx, rt.device), num_items_in_batch=torch.tensor(count, device=rt.device)
+            **_batch(val, idx, worker.device),
+            num_items_in_batch=torch.tensor(count, device=worker.device),
         )
         totals[0] += out.loss.double() * count
         totals[1] += count
@@ -226,7 +230,7 @@ def evaluate(model: Any, val: Blocks, rt: Runtime, micro_batch_size: int) -> flo
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
 
-def _system_tags(rt: Runtime) -> dict[str, str]:
+def _system_tags(worker: Worker) -> dict[str, str]:
     import transformers
 
     tags = {
@@ -234,11 +238,11 @@ def _system_tags(rt: Runtime) -> dict[str, str]:
         "sovai.system.torch": torch.__version__,
         "sovai.system.transformers": transformers.__version__,
         "sovai.system.platform": platform.platform(),
-        "sovai.system.device": rt.device.type,
-        "sovai.system.world_size": str(rt.world_size),
+        "sovai.system.device": worker.device.type,
+        "sovai.system.world_size": str(worker.world_size),
     }
-    if rt.device.type == "cuda":
-        tags["sovai.system.gpu"] = torch.cuda.get_device_name(rt.device)
+    if worker.device.type == "cuda":
+        tags["sovai.system.gpu"] = torch.cuda.get_device_name(worker.device)
         tags["sovai.system.cuda"] = str(torch.version.cuda)
     else:
         tags["sovai.system.cpu_threads"] = str(torch.get_num_threads())
@@ -370,24 +374,28 @@ def _save_final(
     return out / "model", adapter, "full model with the LoRA adapter merged in"
 
 
-def _maybe_crash(ctx: JobContext, rt: Runtime, done: int) -> None:
-    if ctx.crash_at_step is None or rt.rank != ctx.crash_rank or done != ctx.crash_at_step:
+def _maybe_crash(setup: WorkerSetup, worker: Worker, done: int) -> None:
+    if (
+        setup.crash_at_step is None
+        or worker.rank != setup.crash_rank
+        or done != setup.crash_at_step
+    ):
         return
-    if ctx.crash_marker is None or Path(ctx.crash_marker).exists():
+    if setup.crash_marker is None or Path(setup.crash_marker).exists():
         return
     # Ray Train registers a reported checkpoint asynchronously; a crash right after a report
     # may lose it, and the test would resume from the one before. Make the test deterministic.
-    rt.settle()
-    Path(ctx.crash_marker).write_text(f"crashed after step {done}\n")
+    worker.settle()
+    Path(setup.crash_marker).write_text(f"crashed after step {done}\n")
     os._exit(17)
 
 
-def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
+def train_worker(setup: WorkerSetup, worker: Worker) -> dict[str, Any]:
     """Run (or resume) the job on this worker; returns the result on rank 0, {} elsewhere."""
-    cfg = ctx.config
-    rank, world = rt.rank, rt.world_size
-    device = rt.device
-    driver_start = ctx.started_at if ctx.started_at is not None else time.time()
+    cfg = setup.config
+    rank, world = worker.rank, worker.world_size
+    device = worker.device
+    driver_start = setup.started_at if setup.started_at is not None else time.time()
     # Before anything is read: a worker on a node outside the allowed regions touches no data.
     identity = refuse_outside(cfg.placement.regions)
     torch.manual_seed(cfg.method.hyperparameters.seed)
@@ -395,7 +403,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     base_path = model_dir(cfg.base_model.uri, cfg.base_model.revision)
     base_revision = resolved_revision(cfg.base_model.uri, cfg.base_model.revision, base_path)
     tokenizer, fallback_template = load_tokenizer(base_path)
-    train, val = _load_blocks(cfg, ctx, tokenizer)
+    train, val = _load_blocks(cfg, setup, tokenizer)
     # "auto" hyperparameters are chosen here, where the data is: for the packed training
     # sequences. Every worker packs the same data, so every worker chooses the same.
     cfg = cfg.resolved(max(1, len(train)))
@@ -412,20 +420,22 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     accumulation = hp.batch_size // (hp.micro_batch_size * world)
 
     dtype = param_dtype(device)
-    speedups = ctx.speedups(device)
+    speedups = setup.speedups(device)
     attention = attention_implementation(speedups, train.documents_per_block())
     model = load_model(
         base_path,
         dtype,
         device,
-        gradient_checkpointing=ctx.gradient_checkpointing,
+        gradient_checkpointing=setup.gradient_checkpointing,
         attention=attention,
     )
     prepare_model(model, speedups)
     is_lora = cfg.method.type == "lora"
     if is_lora:
         assert cfg.method.lora is not None
-        model = add_lora(model, cfg.method.lora, gradient_checkpointing=ctx.gradient_checkpointing)
+        model = add_lora(
+            model, cfg.method.lora, gradient_checkpointing=setup.gradient_checkpointing
+        )
         prepare_lora(model, speedups)
     # Autocast only where PEFT's own forward still computes the adapters.
     autocast_lora = is_lora and not speedups.fused_lora
@@ -436,22 +446,22 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
 
     counters: dict[str, Any] = {"step": 0, "tokens": 0, "seconds": 0.0, "nodes": []}
     finished: dict[str, Any] | None = None
-    with rt.latest_checkpoint() as ckpt:
+    with worker.latest_checkpoint() as ckpt:
         if ckpt is not None and (ckpt / RESULT_FILE).exists():
             finished = json.loads((ckpt / RESULT_FILE).read_text(encoding="utf-8"))
         elif ckpt is not None:
             counters = load_state(ckpt, model, optimizer, scheduler)
     if finished is not None:
         # A restarted driver of a job that already finished: report the same result again.
-        rt.report({"step": total, "final": True, "result": finished if rank == 0 else {}}, None)
+        worker.report({"step": total, "final": True, "result": finished if rank == 0 else {}}, None)
         return finished if rank == 0 else {}
     start_step = int(counters["step"])
     nodes = _merge_nodes(counters["nodes"], _gather(identity, world))
     earlier_wall = accounting.earlier_wall_seconds(counters, driver_start)
 
     logger = (
-        RunLogger(ctx.tracking_uri, ctx.run_id)
-        if rank == 0 and ctx.run_id and ctx.tracking_uri
+        RunLogger(setup.tracking_uri, setup.run_id)
+        if rank == 0 and setup.run_id and setup.tracking_uri
         else None
     )
     n_params = sum(p.numel() for p in unwrap(model).parameters())
@@ -477,10 +487,10 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                     "rowsTruncated": train.stats.truncated,
                     "rowsDropped": train.stats.dropped,
                     "paramDtype": str(dtype).removeprefix("torch."),
-                    "torchCompile": ctx.compile,
+                    "torchCompile": setup.compile,
                     "speedups": speedups.describe(),
                     "attention": attention,
-                    "gradientCheckpointing": ctx.gradient_checkpointing,
+                    "gradientCheckpointing": setup.gradient_checkpointing,
                     "chatTemplateFallback": fallback_template,
                     "trainableParams": sum(p.numel() for p in params),
                     "totalParams": n_params,
@@ -488,7 +498,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                 },
             )
         )
-        logger.tags(_system_tags(rt) | ctx.extra_tags)
+        logger.tags(_system_tags(worker) | setup.extra_tags)
         if start_step:
             logger.tags({"sovai.resumed_from_step": str(start_step)})
     if rank == 0 and start_step:
@@ -547,7 +557,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
         eval_loss = None
         if val is not None and (at_checkpoint or done == total):
             with adapter_precision(device, dtype, lora=autocast_lora):  # as the training loss
-                eval_loss = evaluate(unwrap(model), val, rt, hp.micro_batch_size)
+                eval_loss = evaluate(unwrap(model), val, worker, hp.micro_batch_size)
         if rank == 0:
             tps = step_tokens / step_seconds
             rate = (time.perf_counter() - attempt_start) / (done - start_step)
@@ -593,12 +603,12 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             }
             ckpt_dir = None
             if rank == 0:
-                ckpt_dir = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="ckpt-"))
+                ckpt_dir = Path(tempfile.mkdtemp(dir=setup.work_dir, prefix="ckpt-"))
                 save_state(ckpt_dir, unwrap(model), optimizer, scheduler, state)
-            rt.report({"step": done, "trainLoss": train_loss, "final": False}, ckpt_dir)
+            worker.report({"step": done, "trainLoss": train_loss, "final": False}, ckpt_dir)
             if ckpt_dir is not None:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
-        _maybe_crash(ctx, rt, done)
+        _maybe_crash(setup, worker, done)
 
     result: dict[str, Any] = {}
     if rank == 0:
@@ -608,7 +618,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             "trainLoss": train_loss,
             "evalLoss": eval_loss,
         }
-        out = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="final-"))
+        out = Path(tempfile.mkdtemp(dir=setup.work_dir, prefix="final-"))
         folder, adapter, kind = _save_final(cfg, model, tokenizer, out)
         # The wall time ends here: the card and the tags carry it, so the upload and the
         # registration after them are not counted.
@@ -636,7 +646,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             data_entry(
                 "training",
                 cfg.dataset.training_uri,
-                ctx.dataset_sha256["training"],
+                setup.dataset_sha256["training"],
                 cfg.dataset.format.value,
                 train,
             )
@@ -646,7 +656,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
                 data_entry(
                     "validation",
                     cfg.dataset.validation_uri,
-                    ctx.dataset_sha256.get("validation", ""),
+                    setup.dataset_sha256.get("validation", ""),
                     cfg.dataset.format.value,
                     val,
                 )
@@ -656,14 +666,14 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             base_revision=base_revision,
             nodes=nodes,
             metrics=summary,
-            run_id=ctx.run_id or "",
+            run_id=setup.run_id or "",
             artifact_kind=kind,
             data=data,
             compute=compute,
         )
         (folder / "README.md").write_text(card, encoding="utf-8")
         tags = lineage_tags(
-            cfg, ctx.dataset_sha256, nodes, tokens, gpu_hours, kind, base_revision=base_revision
+            cfg, setup.dataset_sha256, nodes, tokens, gpu_hours, kind, base_revision=base_revision
         ) | accounting.compute_tags(compute)
         # MLflow's pyfunc flavor (mlflow.pyfunc.load_model on models:/NAME/VERSION), written
         # before the digest so that the digest covers every file of the registered folder.
@@ -685,8 +695,8 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             )
             logger.tags({"sovai.model_version": version, "sovai.model_digest": digest})
         result = {
-            "runId": ctx.run_id,
-            "experimentId": ctx.experiment_id,
+            "runId": setup.run_id,
+            "experimentId": setup.experiment_id,
             "modelName": name if version else None,
             "modelVersion": version or None,
             "modelUri": f"models:/{name}/{version}" if version else None,
@@ -700,7 +710,7 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
             "steps": total,
             "trainSeconds": round(seconds, 3),
             "compute": compute,
-            "inputs": result_inputs(cfg, ctx.dataset_sha256, base_revision=base_revision),
+            "inputs": result_inputs(cfg, setup.dataset_sha256, base_revision=base_revision),
             "hyperparameters": chosen,
         }
     # The result travels as a small final checkpoint: Ray Train hands the driver the metrics of
@@ -708,9 +718,9 @@ def train_worker(ctx: JobContext, rt: Runtime) -> dict[str, Any]:
     # training or registering again.
     final_dir = None
     if rank == 0:
-        final_dir = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="result-"))
+        final_dir = Path(tempfile.mkdtemp(dir=setup.work_dir, prefix="result-"))
         (final_dir / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
-    rt.report({"step": total, "final": True, "result": result}, final_dir)
+    worker.report({"step": total, "final": True, "result": result}, final_dir)
     if final_dir is not None:
         shutil.rmtree(final_dir, ignore_errors=True)
     return result

@@ -15,11 +15,11 @@ import torch
 
 from .checkpoint import RESULT_FILE
 from .config import TrainingConfig
-from .loop import JobContext, train_worker
+from .loop import WorkerSetup, train_worker
 
 
-class RayRuntime:
-    """The Runtime of one Ray Train worker."""
+class RayWorker:
+    """One Ray Train worker, as the train loop sees it (loop.Worker)."""
 
     def __init__(self) -> None:
         import ray.train
@@ -56,9 +56,9 @@ class RayRuntime:
 
 
 def _worker_entry(config: dict[str, Any]) -> None:
-    ctx: JobContext = config["ctx"]
-    Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
-    train_worker(ctx, RayRuntime())
+    setup: WorkerSetup = config["setup"]
+    Path(setup.work_dir).mkdir(parents=True, exist_ok=True)
+    train_worker(setup, RayWorker())
 
 
 def storage_filesystem(storage: str) -> tuple[str, Any]:
@@ -86,7 +86,7 @@ def storage_filesystem(storage: str) -> tuple[str, Any]:
 
 
 def run_with_ray(
-    cfg: TrainingConfig, ctx: JobContext, storage: str, run_name: str
+    cfg: TrainingConfig, setup: WorkerSetup, storage: str, run_name: str
 ) -> dict[str, Any]:
     """Fit with TorchTrainer; returns rank 0's result. Connects to RAY_ADDRESS (the RayJob's
     cluster) or starts a local Ray when none is running."""
@@ -105,7 +105,7 @@ def run_with_ray(
     storage_path, filesystem = storage_filesystem(storage)
     trainer = TorchTrainer(
         train_loop_per_worker=_worker_entry,
-        train_loop_config={"ctx": ctx},
+        train_loop_config={"setup": setup},
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.workers, use_gpu=gpus > 0, resources_per_worker=resources
         ),

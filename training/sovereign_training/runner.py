@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import TrainingConfig
 from .data import read_rows
-from .loop import JobContext, LocalRuntime, train_worker
+from .loop import LocalWorker, WorkerSetup, train_worker
 from .progress import emit, result_line
 from .sources import checked_dataset, parse_uri
 from .tracking import JOB_UID_TAG, finish_run, open_run, resolve_tracking_uri
@@ -115,7 +115,7 @@ def run_job(
         emit("sovereign_training: mlflow is not installed; training without tracking")
 
     crash_at = os.environ.get("SOVAI_TEST_CRASH_AT_STEP")
-    ctx = JobContext(
+    setup = WorkerSetup(
         config_json=cfg.model_dump_json(by_alias=True),
         dataset_sha256=shas,
         work_dir=str(Path(work).resolve()),
@@ -138,9 +138,9 @@ def run_job(
         if use_ray:
             from .ray_backend import run_with_ray
 
-            result = run_with_ray(cfg, ctx, checkpoint_storage(cfg), run_name(cfg))
+            result = run_with_ray(cfg, setup, checkpoint_storage(cfg), run_name(cfg))
         else:
-            result = _run_local(cfg, ctx)
+            result = _run_local(cfg, setup)
         ok = True
     finally:
         if tracking_uri and run_id:
@@ -154,7 +154,7 @@ def run_job(
     return result
 
 
-def _run_local(cfg: TrainingConfig, ctx: JobContext) -> dict[str, Any]:
+def _run_local(cfg: TrainingConfig, setup: WorkerSetup) -> dict[str, Any]:
     """One process, one worker: the global batch is kept (accumulation absorbs the workers)."""
     import torch
 
@@ -169,8 +169,8 @@ def _run_local(cfg: TrainingConfig, ctx: JobContext) -> dict[str, Any]:
             )
         }
     )
-    ctx.config_json = local_cfg.model_dump_json(by_alias=True)
+    setup.config_json = local_cfg.model_dump_json(by_alias=True)
     storage = checkpoint_storage(cfg)
-    root = Path(storage if not storage.startswith("s3://") else ctx.work_dir) / run_name(cfg)
-    runtime = LocalRuntime(root, cfg.checkpointing.keep, device)
-    return train_worker(ctx, runtime)
+    root = Path(storage if not storage.startswith("s3://") else setup.work_dir) / run_name(cfg)
+    worker = LocalWorker(root, cfg.checkpointing.keep, device)
+    return train_worker(setup, worker)

@@ -8,8 +8,8 @@
   resources: [finetunejobs, modeldeployments]
   verbs: [list, watch, patch]
 # handlers/modeldeployment.py reconcile(): reads the FineTuneJob a ModelDeployment's
-# spec.model.fineTuneJobRef names, to serve the model it registered; handlers/runtime.py
-# current(): the follow-up sweep reads each job and deployment it passes over.
+# spec.model.fineTuneJobRef names, to serve the model it registered; handlers/state.py
+# OperatorState.current(): the follow-up sweep reads each job and deployment it passes over.
 - apiGroups: [sovereign-ai.eu]
   resources: [finetunejobs, modeldeployments]
   verbs: [get]
@@ -92,7 +92,7 @@
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [create, get, patch, delete]
-# handlers/runtime.py Runtime.event() (the operator's client) and Kopf's own handler events.
+# handlers/state.py OperatorState.event() (the operator's client) and Kopf's own handler events.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

@@ -1,1 +1,2 @@
-"""Kopf handlers (thin: parse -> decide -> ensure -> write status) and their pure decisions."""
+"""Kopf handlers, thin: observe (indexes) -> pure compute (status/, validation/) -> apply the
+children -> one status write -> the shared follow-up sweep."""

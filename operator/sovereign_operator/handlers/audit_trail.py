@@ -19,7 +19,7 @@ from ..api.v1alpha1.modeldeployment import ModelDeploymentStatus
 from ..audit.facts import ADMITTED
 from ..audit.log import AuditUnavailable
 from ..audit.records import Fact, Subject
-from .runtime import Runtime
+from .state import OperatorState
 
 RETRY_SECONDS = 10
 # Either kind's status: both carry `audit`.
@@ -32,7 +32,7 @@ def subject(kind: str, body: Mapping[str, Any]) -> Subject:
 
 
 def record(
-    rt: Runtime,
+    state: OperatorState,
     body: Mapping[str, Any],
     about: Subject,
     facts: Sequence[Fact],
@@ -40,22 +40,22 @@ def record(
 ) -> AuditTrail | None:
     """Append the facts not yet recorded; the object's trail for its status (None when the
     operator keeps no audit log). kopf.TemporaryError when the log cannot be written now."""
-    if rt.audit is None:
+    if state.audit is None:
         return None
     try:
-        heads = rt.audit.append(facts)
-        admission = rt.audit.first(about.uid, ADMITTED)
+        heads = state.audit.append(facts)
+        admission = state.audit.first(about.uid, ADMITTED)
     except AuditUnavailable as error:
-        rt.metrics.errors.labels(about.kind, "audit", "AuditUnavailable").inc()
+        state.metrics.errors.labels(about.kind, "audit", "AuditUnavailable").inc()
         # One Event an hour per object is enough to say why it is held back.
         hour = datetime.now(UTC).strftime("%Y%m%d%H")
         message = f"the audit log cannot be written, so this pass waits: {error}"
-        rt.event(body, "Warning", "AuditLogUnavailable", message[:1000], f"audit@{hour}")
-        rt.seen.pop(about.uid, None)  # the sweep retries on its next tick
+        state.event(body, "Warning", "AuditLogUnavailable", message[:1000], f"audit@{hour}")
+        state.seen.pop(about.uid, None)  # the sweep retries on its next tick
         raise kopf.TemporaryError(message, delay=RETRY_SECONDS) from error
     head = heads.get(about.uid)
     return AuditTrail(
-        log=str(rt.audit.location),
+        log=str(state.audit.location),
         head=str(head) if head else None,
         admission=str(admission) if admission else None,
         policy_digest=policy_digest,

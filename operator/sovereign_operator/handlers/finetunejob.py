@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,12 +37,19 @@ from ..builders.context import QUEUE_NAME_LABEL, Owner, Residency
 from ..k8s.client import FINETUNEJOB, ApiError
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
+from ..status.finetunejob import (
+    TERMINAL,
+    Observed,
+    Validation,
+    compute_status,
+    result_placement,
+    waiting_since,
+)
+from ..status.patch import status_patch
+from ..validation.finetunejob import pods_within_regions, validate
 from .audit_trail import record, subject, with_trail
-from .finetunejob_status import TERMINAL, Observed, Validation, compute_status, waiting_since
-from .finetunejob_validate import validate
 from .indexes import labels_of_namespace, one, policies_of
-from .runtime import JobRef, Runtime, runtime_of
-from .status_patch import status_patch
+from .state import JobRef, OperatorState, state_of
 
 log = logging.getLogger(__name__)
 KIND = "FineTuneJob"
@@ -78,20 +84,11 @@ def _placement(
     return tuple(result)
 
 
-def _result_placement(result: dict[str, Any] | None) -> tuple[PodPlacement, ...]:
-    """Where a Ray job on an existing cluster ran, as the trainer reported it."""
-    nodes = (result or {}).get("nodes") or []
-    return tuple(
-        PodPlacement(
-            pod=f"ray-node/{n.get('node')}", node=str(n.get("node")), region=str(n.get("region"))
-        )
-        for n in nodes
-        if isinstance(n, dict) and n.get("node")
-    )
-
-
 def _announce(
-    rt: Runtime, body: kopf.Body, previous: FineTuneJobStatus | None, new: FineTuneJobStatus
+    state: OperatorState,
+    body: kopf.Body,
+    previous: FineTuneJobStatus | None,
+    new: FineTuneJobStatus,
 ) -> None:
     """An Event on every phase transition, with the message of the condition that moved."""
     if previous is not None and previous.phase == new.phase:
@@ -111,7 +108,7 @@ def _announce(
     kind = "Warning" if new.phase == FineTuneJobPhase.FAILED else "Normal"
     before = previous.phase_name if previous else "New"
     changed = last_change(previous.conditions) if previous else None
-    rt.event(
+    state.event(
         body,
         kind,
         new.phase_name,
@@ -120,10 +117,10 @@ def _announce(
     )
 
 
-def _backend(rt: Runtime, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterBackend:
+def _backend(state: OperatorState, spec: FineTuneJobSpec) -> KubeRayBackend | RayClusterBackend:
     if spec.execution.backend == ExecutionBackend.RAY_CLUSTER:
-        return rt.raycluster
-    return rt.kuberay
+        return state.raycluster
+    return state.kuberay
 
 
 def _seen(
@@ -162,16 +159,16 @@ def _queue_standing(
     return standing(waiting, str(metadata.get("uid")))
 
 
-def needs_pass(rt: Runtime, uid: str) -> bool:
+def needs_pass(state: OperatorState, uid: str) -> bool:
     """Whether a follow-up pass over a job has anything to do: its RayJob or pods changed
     since the last pass, or a deadline may have passed. No I/O: it runs for every job on
     every tick."""
-    live, pods, queue = _observed_children(rt.indexes, uid)
-    return rt.due(uid, _seen(_resource_version(live), pods, queue))
+    live, pods, queue = _observed_children(state.indexes, uid)
+    return state.due(uid, _seen(_resource_version(live), pods, queue))
 
 
 def reconcile(
-    rt: Runtime,
+    state: OperatorState,
     body: kopf.Body,
     *,
     handler: str,
@@ -187,26 +184,26 @@ def reconcile(
     assert namespace is not None
     assert name is not None
     live, pods, queue = _observed_children(indexes, uid)
-    with rt.job_lock(uid), rt.measured(KIND, handler):
+    with state.job_lock(uid), state.measured(KIND, handler):
         status = body.get("status")
         previous = parse_status(status)
         if previous is not None and previous.phase in TERMINAL:
-            rt.metrics.phases.set(uid, previous.phase.value)
-            rt.unfollow(uid)
+            state.metrics.phases.set(uid, previous.phase.value)
+            state.unfollow(uid)
             return
         generation = int(meta.get("generation") or 1)
         policies = policies_of(indexes.get("sovai_policies"))
         spec, validation = validate(
             body.get("spec") or {},
             namespace,
-            labels_of_namespace(rt.kube, indexes.get("sovai_namespaces"), namespace),
+            labels_of_namespace(state.kube, indexes.get("sovai_namespaces"), namespace),
             policies,
-            rt.settings.default_policy,
-            rt.build.runtime_image,
-            rt.platform,
+            state.settings.default_policy,
+            state.build.runtime_image,
+            state.platform,
         )
         backend_kind = ExecutionBackend.KUBERAY
-        deadline = rt.settings.startup_deadline_seconds
+        deadline = state.settings.startup_deadline_seconds
         observation = BackendObservation(BackendState.ABSENT)
         placement: tuple[PodPlacement, ...] = ()
         ctx: JobContext | None = None
@@ -236,8 +233,8 @@ def reconcile(
                 policy_digest,
             )
             policy_digest = audit_facts.content_digest(policy)
-            record(rt, body, about, [*bound, audit_facts.job_admission(about, generation, spec)])
-            admission = admission_head(rt, uid, previous)
+            record(state, body, about, [*bound, audit_facts.job_admission(about, generation, spec)])
+            admission = admission_head(state, uid, previous)
             ctx = JobContext(
                 spec=spec,
                 owner=Owner(name=name, namespace=namespace, uid=uid),
@@ -251,16 +248,16 @@ def reconcile(
                 ),
                 hyperparameters=validation.hyperparameters,
                 policy=policy,
-                build=rt.build,
+                build=state.build,
                 previous=previous,
                 live_rayjob=live,
                 pods=pods,
                 chain_head=str(admission) if admission else None,
             )
             if not spec.cancel:
-                observation = _backend(rt, spec).reconcile(ctx)
+                observation = _backend(state, spec).reconcile(ctx)
             placement = _placement(pods, indexes.get("sovai_nodes"), policy.region_label)
-            placement += _result_placement(observation.result)
+            placement += result_placement(observation.result)
         observed = Observed(
             generation=generation,
             validation=validation,
@@ -268,7 +265,7 @@ def reconcile(
             backend_kind=backend_kind,
             placement=placement,
             startup_deadline_seconds=deadline or 900,
-            result_deadline_seconds=rt.settings.result_deadline_seconds,
+            result_deadline_seconds=state.settings.result_deadline_seconds,
             queue=queue,
         )
         new = compute_status(spec, observed, previous, _now())
@@ -284,7 +281,7 @@ def reconcile(
         if cancelling:
             message = "spec.cancel is true"
             facts.append(audit_facts.stopped(about, generation, "Cancelled", message))
-        new = with_trail(new, record(rt, body, about, facts, policy_digest), previous)
+        new = with_trail(new, record(state, body, about, facts, policy_digest), previous)
         if violating or cancelling:
             owner = Owner(name=name, namespace=namespace, uid=uid)
             why = (
@@ -292,79 +289,60 @@ def reconcile(
                 if cancelling
                 else "the SovereigntyPolicy no longer allows the job"
             )
-            _stop(rt, body, owner, previous, policies, why)
+            _stop(state, body, owner, previous, policies, why)
         if (
             ctx is not None
             and spec is not None
             and new.error is not None
             and new.error.code == "StartupTimeout"
         ):
-            _backend(rt, spec).stop(ctx)
+            _backend(state, spec).stop(ctx)
         patch = status_patch(status, new)
         if patch is not None:
             if kopf_patch is not None:
                 kopf_patch.setdefault("status", {}).update(patch)
             else:
                 try:
-                    rt.kube.merge_patch(
+                    state.kube.merge_patch(
                         FINETUNEJOB, namespace, name, {"status": patch}, subresource="status"
                     )
                 except ApiError as error:
                     if error.status != 404:
                         raise
-                    rt.forget(uid)  # deleted while this pass ran: nothing left to record
+                    state.forget(uid)  # deleted while this pass ran: nothing left to record
                     return
-        rt.metrics.phases.set(uid, new.phase_name)
+        state.metrics.phases.set(uid, new.phase_name)
         version = observation.version or _resource_version(live)
         if new.phase in TERMINAL:
-            rt.unfollow(uid)
+            state.unfollow(uid)
         else:
-            rt.jobs[uid] = JobRef(namespace, name)
-            rt.seen[uid] = (
+            state.jobs[uid] = JobRef(namespace, name)
+            state.seen[uid] = (
                 _seen(version, pods, queue),
-                time.monotonic() + _recheck_after(rt, new, observed, live, deadline or 900),
+                time.monotonic() + _recheck_after(state, new, observed, live, deadline or 900),
             )
-        _announce(rt, body, previous, new)
+        _announce(state, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid FineTuneJob")
 
 
-def pods_within_regions(validation: Validation, pods: tuple[PodPlacement, ...]) -> Validation:
-    """The validation, failed when a pod runs in a region outside the job's (a region whose
-    node label is not known yet is not judged)."""
-    outside = [p for p in pods if p.region != "unknown" and p.region not in validation.regions]
-    if not outside:
-        return validation
-    where = "; ".join(f"pod {p.pod} runs on node {p.node} in {p.region}" for p in outside)
-    message = (
-        f"{where}, outside the regions SovereigntyPolicy {validation.policy_name} allows for "
-        f"this job [{', '.join(validation.regions)}]"
-    )
-    return replace(
-        validation,
-        ok=False,
-        code="PodOutsideAllowedRegions",
-        message=message,
-        field="spec.placement.regions",
-        residency=True,
-    )
-
-
-def admission_head(rt: Runtime, uid: str, previous: FineTuneJobStatus | None) -> Head | None:
+def admission_head(
+    state: OperatorState, uid: str, previous: FineTuneJobStatus | None
+) -> Head | None:
     """The admission record to give the trainer: from the chain, for a job not started yet or
     already given one. A job that started before the operator kept a log gets none, so that
     its job.json (and so its running RayJob) does not change when the log is turned on."""
-    if rt.audit is None:
+    if state.audit is None:
         return None
     started = previous is not None and previous.start_time is not None
     given = previous is not None and previous.audit is not None and previous.audit.admission
     if started and not given:
         return None
-    return rt.audit.first(uid, ADMITTED)
+    return state.audit.first(uid, ADMITTED)
 
 
 def _stop(
-    rt: Runtime,
+    state: OperatorState,
     body: kopf.Body,
     owner: Owner,
     previous: FineTuneJobStatus | None,
@@ -374,16 +352,16 @@ def _stop(
     """Stop a job's RayJob (and so its pods), or its submission on a Ray cluster: it was
     cancelled, or the policy it was admitted under no longer allows it. The FineTuneJob
     stays, with its evidence."""
-    rt.kuberay.stop_owned(owner)
+    state.kuberay.stop_owned(owner)
     raw = body.get("spec") or {}
     bound = previous.policy_name if previous else None
     if previous is not None and previous.submission_id and bound is not None and bound in policies:
         ref = (raw.get("execution") or {}).get("rayClusterRef")
         try:
-            rt.raycluster.delete_run(policies[bound], ref, owner, previous)
+            state.raycluster.delete_run(policies[bound], ref, owner, previous)
         except Exception:
             log.warning("could not stop the Ray job of %s/%s", owner.namespace, owner.name)
-    rt.event(
+    state.event(
         body,
         "Warning",
         "Stopped",
@@ -420,7 +398,7 @@ def _phase(about: Subject, new: FineTuneJobStatus) -> list[Fact]:
 
 
 def _recheck_after(
-    rt: Runtime,
+    state: OperatorState,
     new: FineTuneJobStatus,
     observed: Observed,
     live: dict[str, Any] | None,
@@ -437,11 +415,11 @@ def _recheck_after(
         if since is None or observed.backend.state == BackendState.SUSPENDED:
             # No deadline runs (nothing made yet, or held by its queue): any change to the
             # RayJob wakes the job up, and this is only the safety net.
-            return 300.0 if since is not None else rt.settings.reconcile_interval_seconds
+            return 300.0 if since is not None else state.settings.reconcile_interval_seconds
         remaining = (since - now).total_seconds() + deadline + 1
-        return max(remaining, rt.settings.reconcile_interval_seconds)
+        return max(remaining, state.settings.reconcile_interval_seconds)
     if new.phase == FineTuneJobPhase.RUNNING and observed.backend.state == BackendState.SUCCEEDED:
-        return rt.settings.reconcile_interval_seconds  # its result is read again (ReadingResult)
+        return state.settings.reconcile_interval_seconds  # its result is read again (ReadingResult)
     if new.phase == FineTuneJobPhase.RUNNING and ((live or {}).get("status") or {}).get(
         "dashboardURL"
     ):
@@ -452,7 +430,7 @@ def _recheck_after(
 def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> None:
     """Create, resume and spec updates."""
     reconcile(
-        runtime_of(memo),
+        state_of(memo),
         body,
         handler="ftj-reconcile",
         raise_permanent=True,
@@ -461,20 +439,22 @@ def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> N
     )
 
 
-def follow(rt: Runtime, uid: str, job: JobRef) -> None:
+def follow(state: OperatorState, uid: str, job: JobRef) -> None:
     """A follow-up pass, from the sweep: read the job as it is now, then reconcile it."""
-    body = rt.current(uid, job, FINETUNEJOB)
+    body = state.current(uid, job, FINETUNEJOB)
     if body is not None:
-        reconcile(rt, body, handler="ftj-follow", raise_permanent=False, indexes=rt.indexes)
+        reconcile(state, body, handler="ftj-follow", raise_permanent=False, indexes=state.indexes)
 
 
 def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Delete the children explicitly and stop a submitted Ray job; Kopf then removes the
     finalizer."""
-    cleanup(runtime_of(memo), body, kwargs.get("sovai_policies"))
+    cleanup(state_of(memo), body, kwargs.get("sovai_policies"))
 
 
-def cleanup(rt: Runtime, body: kopf.Body, policy_index: kopf.Index[str, Any] | None) -> None:
+def cleanup(
+    state: OperatorState, body: kopf.Body, policy_index: kopf.Index[str, Any] | None
+) -> None:
     """What deleting a FineTuneJob undoes: its children (those it controls), and a job it
     submitted to a Ray cluster."""
     meta = body.metadata
@@ -483,20 +463,20 @@ def cleanup(rt: Runtime, body: kopf.Body, policy_index: kopf.Index[str, Any] | N
     uid = str(meta.uid)
     owner = Owner(name=meta.name, namespace=meta.namespace, uid=uid)
     previous = parse_status(body.get("status"))
-    with rt.job_lock(uid), rt.measured(KIND, "ftj-cleanup"):
+    with state.job_lock(uid), state.measured(KIND, "ftj-cleanup"):
         # Recorded first: a deletion that cannot be recorded waits (Kopf keeps the finalizer).
         phase = previous.phase_name if previous else None
-        record(rt, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
-        rt.kuberay.delete(owner, previous)
+        record(state, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
+        state.kuberay.delete(owner, previous)
         raw = body.get("spec") or {}
         if (raw.get("execution") or {}).get("backend") == ExecutionBackend.RAY_CLUSTER.value:
             policies = policies_of(policy_index)
             bound = previous.policy_name if previous else None
             if bound in policies:
                 try:
-                    rt.raycluster.delete_run(
+                    state.raycluster.delete_run(
                         policies[bound], raw["execution"].get("rayClusterRef"), owner, previous
                     )
                 except Exception:
                     log.warning("could not stop the Ray job of %s/%s", meta.namespace, meta.name)
-    rt.forget(uid)
+    state.forget(uid)

@@ -63,15 +63,15 @@ from ..k8s.client import (
 from ..k8s.ensure import delete_owned, ensure
 from ..k8s.events import last_change, transition_key
 from ..policy.places import hub_mirror, routes_document
+from ..status.modeldeployment import ServingObserved, compute_status
+from ..status.patch import status_patch
+from ..status.serving_facts import blockers, deployment_facts, fetch_record, fetched_digest
+from ..validation.model_source import Resolution, resolve_model
+from ..validation.modeldeployment import parse_spec, validate
 from .audit_trail import record, subject, with_trail
 from .finetunejob import _now
 from .indexes import labels_of_namespace, one, policies_of
-from .modeldeployment_observe import blockers, deployment_facts, fetch_record, fetched_digest
-from .modeldeployment_resolve import Resolution, resolve_model
-from .modeldeployment_status import ServingObserved, compute_status
-from .modeldeployment_validate import parse_spec, validate
-from .runtime import JobRef, Runtime, runtime_of
-from .status_patch import status_patch
+from .state import JobRef, OperatorState, state_of
 
 log = logging.getLogger(__name__)
 # How long an unchanged deployment goes without a pass: a safety net, as any change to its
@@ -136,7 +136,7 @@ class ServingChildren:
 
 
 def desired_children(
-    rt: Runtime,
+    state: OperatorState,
     spec: ModelDeploymentSpec,
     owner: Owner,
     residency: Residency,
@@ -145,9 +145,9 @@ def desired_children(
 ) -> ServingChildren:
     """The children as built, the Deployment annotated with a hash that covers every one of
     them: a pass whose hash matches the live Deployment's has nothing to ensure. Pure."""
-    cfg = serving_config(rt.settings)
+    cfg = serving_config(state.settings)
     network_policy = build_network_policy(spec, owner, policy)
-    deployment = build_deployment(spec, owner, residency, model, rt.build, cfg)
+    deployment = build_deployment(spec, owner, residency, model, state.build, cfg)
     service = build_service(spec, owner)
     hpa, pdb = build_hpa(spec, owner), build_pdb(spec, owner)
     digest = spec_hash(
@@ -167,22 +167,22 @@ def desired_children(
 
 
 def _ensure_children(
-    rt: Runtime, children: ServingChildren, spec: ModelDeploymentSpec, owner: Owner
+    state: OperatorState, children: ServingChildren, spec: ModelDeploymentSpec, owner: Owner
 ) -> dict[str, Any]:
     """Create or correct every child; delete the optional ones this spec does not want.
     Returns the live Deployment."""
-    ensure(rt.kube, children.network_policy)
-    live = ensure(rt.kube, children.deployment).obj
-    ensure(rt.kube, children.service)
+    ensure(state.kube, children.network_policy)
+    live = ensure(state.kube, children.deployment).obj
+    ensure(state.kube, children.service)
     for kind, desired in ((HPA, children.hpa), (PDB, children.pdb)):
         if desired is None:
-            delete_owned(rt.kube, kind, owner.namespace, serving_name(owner.name), owner.uid)
+            delete_owned(state.kube, kind, owner.namespace, serving_name(owner.name), owner.uid)
         else:
-            ensure(rt.kube, desired)
+            ensure(state.kube, desired)
     scaling = spec.autoscaling
     if scaling and not spec.suspend and (live.get("spec") or {}).get("replicas") == 0:
         # An HPA never scales up from zero: resuming hands it minReplicas to start from.
-        live = rt.kube.merge_patch(
+        live = state.kube.merge_patch(
             DEPLOYMENT,
             owner.namespace,
             serving_name(owner.name),
@@ -191,15 +191,15 @@ def _ensure_children(
     return live
 
 
-def delete_children(rt: Runtime, namespace: str, name: str, uid: str) -> None:
+def delete_children(state: OperatorState, namespace: str, name: str, uid: str) -> None:
     """Delete every child this deployment controls (the garbage collector would too, later,
     via owner references)."""
     for kind in CHILD_KINDS:
-        delete_owned(rt.kube, kind, namespace, serving_name(name), uid)
+        delete_owned(state.kube, kind, namespace, serving_name(name), uid)
 
 
 def write_status(
-    rt: Runtime,
+    state: OperatorState,
     namespace: str,
     name: str,
     current: Mapping[str, Any] | None,
@@ -216,7 +216,7 @@ def write_status(
         kopf_patch.setdefault("status", {}).update(patch)
         return True
     try:
-        rt.kube.merge_patch(
+        state.kube.merge_patch(
             MODELDEPLOYMENT, namespace, name, {"status": patch}, subresource="status"
         )
     except ApiError as error:
@@ -227,7 +227,7 @@ def write_status(
 
 
 def _announce(
-    rt: Runtime,
+    state: OperatorState,
     body: kopf.Body,
     previous: ModelDeploymentStatus | None,
     new: ModelDeploymentStatus,
@@ -240,7 +240,7 @@ def _announce(
     kind = "Warning" if new.phase in _WARNING_PHASES else "Normal"
     before = previous.phase.value if previous else "Pending"
     changed = last_change(previous.conditions) if previous else None
-    rt.event(
+    state.event(
         body,
         kind,
         new.phase.value,
@@ -250,13 +250,13 @@ def _announce(
 
 
 def serving_pods(
-    rt: Runtime, indexes: Mapping[str, Any], namespace: str, uid: str
+    state: OperatorState, indexes: Mapping[str, Any], namespace: str, uid: str
 ) -> list[dict[str, Any]]:
     """The deployment's pods: from the index, or listed before the index exists."""
     if "sovai_serving_pods" in indexes:
         store = indexes["sovai_serving_pods"].get(uid, ())
         return sorted((dict(p) for p in store), key=lambda p: str(p["metadata"]["name"]))
-    return rt.kube.list(POD, namespace, f"{DEPLOYMENT_UID_LABEL}={uid}")
+    return state.kube.list(POD, namespace, f"{DEPLOYMENT_UID_LABEL}={uid}")
 
 
 def source_key(spec: ModelDeploymentSpec | None, namespace: str) -> str | None:
@@ -279,23 +279,23 @@ def _seen(indexes: Mapping[str, Any], uid: str, source: str | None) -> Hashable:
     )
 
 
-def needs_pass(rt: Runtime, uid: str, ref: JobRef) -> bool:
+def needs_pass(state: OperatorState, uid: str, ref: JobRef) -> bool:
     """Whether a follow-up pass over a deployment has anything to do: something it serves or
     runs changed, or the safety net's time came. No I/O: it runs for every deployment on every
     tick."""
-    return rt.due(uid, _seen(rt.indexes, uid, ref.source))
+    return state.due(uid, _seen(state.indexes, uid, ref.source))
 
 
-def follow(rt: Runtime, uid: str, ref: JobRef) -> None:
+def follow(state: OperatorState, uid: str, ref: JobRef) -> None:
     """A follow-up pass, from the shared sweep: read the deployment as it is now, then
     reconcile it."""
-    body = rt.current(uid, ref, MODELDEPLOYMENT)
+    body = state.current(uid, ref, MODELDEPLOYMENT)
     if body is not None:
-        reconcile(rt, body, handler="mdep-follow", raise_permanent=False, indexes=rt.indexes)
+        reconcile(state, body, handler="mdep-follow", raise_permanent=False, indexes=state.indexes)
 
 
 def reconcile(
-    rt: Runtime,
+    state: OperatorState,
     body: kopf.Body,
     *,
     handler: str,
@@ -314,7 +314,7 @@ def reconcile(
         return
     assert namespace is not None
     assert name is not None
-    with rt.job_lock(uid), rt.measured(KIND, handler):
+    with state.job_lock(uid), state.measured(KIND, handler):
         status = body.get("status")
         previous = parse_status(status)
         generation = int(meta.get("generation") or 1)
@@ -330,20 +330,20 @@ def reconcile(
             observed = ServingObserved(generation, validation, None)
         else:
             ref = spec.model.fine_tune_job_ref
-            ftj = rt.kube.get_or_none(FINETUNEJOB, namespace, ref.name) if ref else None
+            ftj = state.kube.get_or_none(FINETUNEJOB, namespace, ref.name) if ref else None
             resolution = resolve_model(spec, namespace, ftj)
             policies = policies_of(indexes.get("sovai_policies"))
-            cfg = serving_config(rt.settings)
+            cfg = serving_config(state.settings)
             validation = validate(
                 spec,
                 namespace,
-                labels_of_namespace(rt.kube, indexes.get("sovai_namespaces"), namespace),
+                labels_of_namespace(state.kube, indexes.get("sovai_namespaces"), namespace),
                 policies,
-                rt.settings.default_policy,
+                state.settings.default_policy,
                 _default_image(spec, cfg),
                 resolution.uri,
                 resolution.base.uri if resolution.base else None,
-                rt.platform,
+                state.platform,
             )
             owner = Owner(name=name, namespace=namespace, uid=uid, kind=KIND)
             observed = ServingObserved(
@@ -357,7 +357,7 @@ def reconcile(
             )
             if not validation.ok:
                 # Nothing that breaks a policy keeps running, even if it ran before.
-                delete_children(rt, namespace, name, uid)
+                delete_children(state, namespace, name, uid)
             elif resolution.uri is not None:
                 assert validation.policy_name is not None
                 policy = policies[validation.policy_name]
@@ -368,7 +368,7 @@ def reconcile(
                 bound = audit_facts.policy_facts(
                     about, validation.policy_name, policy_digest, validation.regions, last_digest
                 )
-                record(rt, body, about, [*bound, admission])
+                record(state, body, about, [*bound, admission])
                 residency = Residency(
                     validation.policy_name,
                     policy.region_label,
@@ -379,7 +379,7 @@ def reconcile(
                 model = ServedModel(
                     resolution.uri, resolution.base, resolution.adapter_rank, resolution.provenance
                 )
-                children = desired_children(rt, spec, owner, residency, policy, model)
+                children = desired_children(state, spec, owner, residency, policy, model)
                 known = (
                     one(indexes["sovai_deployments"], uid)
                     if "sovai_deployments" in indexes
@@ -390,14 +390,14 @@ def reconcile(
                     live = dict(known)  # every child is as built: nothing to send
                 else:
                     try:
-                        live = _ensure_children(rt, children, spec, owner)
+                        live = _ensure_children(state, children, spec, owner)
                     except ApiError as error:
                         if not error.namespace_terminating:
                             raise
                         # The namespace's deletion began after this pass did: the cleanup is due.
                         log.info("%s/%s: its namespace is being deleted", namespace, name)
                         return
-                pods = serving_pods(rt, indexes, namespace, uid)
+                pods = serving_pods(state, indexes, namespace, uid)
                 base_uri = model.base.uri if model.base else None
                 observed = replace(
                     observed,
@@ -415,15 +415,15 @@ def reconcile(
                 )
         new = compute_status(observed, previous, _now())
         facts = _serving_facts(about, generation, observed, live, new)
-        new = with_trail(new, record(rt, body, about, facts, policy_digest), previous)
-        if not write_status(rt, namespace, name, status, new, kopf_patch):
-            rt.forget(uid)
+        new = with_trail(new, record(state, body, about, facts, policy_digest), previous)
+        if not write_status(state, namespace, name, status, new, kopf_patch):
+            state.forget(uid)
             return
         source = source_key(spec, namespace)
-        rt.jobs[uid] = JobRef(namespace, name, KIND, source)
+        state.jobs[uid] = JobRef(namespace, name, KIND, source)
         # Any change to what it serves or runs ends the wait; this is only the safety net.
-        rt.seen[uid] = (_seen(indexes, uid, source), time.monotonic() + SAFETY_NET_SECONDS)
-        _announce(rt, body, previous, new)
+        state.seen[uid] = (_seen(indexes, uid, source), time.monotonic() + SAFETY_NET_SECONDS)
+        _announce(state, body, previous, new)
     if not validation.ok and raise_permanent:
         raise kopf.PermanentError(validation.message or "invalid ModelDeployment")
 
@@ -473,7 +473,7 @@ def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> N
     """Create, resume and spec updates: a spec change rolls the Deployment out. Later passes
     (the referenced job, the rollout, the pods) are the shared follow-up sweep's."""
     reconcile(
-        runtime_of(memo),
+        state_of(memo),
         body,
         handler="mdep-reconcile",
         raise_permanent=True,
@@ -484,21 +484,21 @@ def on_change(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> N
 
 def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Delete the children explicitly; Kopf then removes the finalizer."""
-    cleanup(runtime_of(memo), body)
+    cleanup(state_of(memo), body)
 
 
-def cleanup(rt: Runtime, body: kopf.Body) -> None:
+def cleanup(state: OperatorState, body: kopf.Body) -> None:
     """What deleting a ModelDeployment undoes: its children (those it controls)."""
     meta = body.metadata
     assert meta.namespace is not None
     assert meta.name is not None
-    with rt.job_lock(str(meta.uid)), rt.measured(KIND, "mdep-cleanup"):
+    with state.job_lock(str(meta.uid)), state.measured(KIND, "mdep-cleanup"):
         # Recorded first: a deletion that cannot be recorded waits (Kopf keeps the finalizer).
         previous = parse_status(body.get("status"))
         phase = previous.phase.value if previous else None
-        record(rt, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
-        delete_children(rt, meta.namespace, meta.name, str(meta.uid))
-    rt.forget(str(meta.uid))
+        record(state, body, subject(KIND, body), [audit_facts.deletion(subject(KIND, body), phase)])
+        delete_children(state, meta.namespace, meta.name, str(meta.uid))
+    state.forget(str(meta.uid))
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -21,7 +21,7 @@ import kopf
 from ..api.v1alpha1.common import FINALIZER
 from ..k8s.client import FINETUNEJOB, MODELDEPLOYMENT, ApiError, Kind, Kube
 from . import finetunejob, modeldeployment
-from .runtime import Runtime
+from .state import OperatorState
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +57,31 @@ def without_finalizer(kube: Kube, kind: Kind, obj: dict[str, Any]) -> bool:
     return True
 
 
-def finalize_terminating(rt: Runtime) -> int:
+def finalize_terminating(state: OperatorState) -> int:
     """One pass over the watched namespaces being deleted; returns how many objects were
     finalized."""
-    patterns = rt.settings.namespaces
-    index = rt.indexes.get("sovai_terminating")
+    patterns = state.settings.namespaces
+    index = state.indexes.get("sovai_terminating")
     if not patterns or not index:
         return 0
     cleanups: tuple[tuple[Kind, Callable[[kopf.Body], None]], ...] = (
-        (FINETUNEJOB, lambda body: finetunejob.cleanup(rt, body, rt.indexes.get("sovai_policies"))),
-        (MODELDEPLOYMENT, lambda body: modeldeployment.cleanup(rt, body)),
+        (
+            FINETUNEJOB,
+            lambda body: finetunejob.cleanup(state, body, state.indexes.get("sovai_policies")),
+        ),
+        (MODELDEPLOYMENT, lambda body: modeldeployment.cleanup(state, body)),
     )
     done = 0
     for namespace in [ns for ns in list(index) if watched(ns, patterns)]:
         for kind, cleanup in cleanups:
-            for obj in rt.kube.list(kind, namespace):
+            for obj in state.kube.list(kind, namespace):
                 meta = obj.get("metadata") or {}
                 if not meta.get("deletionTimestamp") or FINALIZER not in (
                     meta.get("finalizers") or []
                 ):
                     continue
                 cleanup(kopf.Body(cast(kopf.RawBody, obj)))
-                if without_finalizer(rt.kube, kind, obj):
+                if without_finalizer(state.kube, kind, obj):
                     log.info("finalized %s %s/%s", kind.plural, namespace, meta.get("name"))
                     done += 1
     return done

@@ -1,4 +1,4 @@
-"""Kubernetes Events about the operator's objects: built here (pure), posted by Runtime."""
+"""Kubernetes Events about the operator's objects: built here (pure), posted by OperatorState."""
 
 from __future__ import annotations
 

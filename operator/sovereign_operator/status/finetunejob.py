@@ -544,3 +544,15 @@ def _str(value: Any) -> str | None:
 def conditions_by_type(status: FineTuneJobStatus) -> dict[str, Condition]:
     """The conditions of a status keyed by type (for tests and event messages)."""
     return {c.type: c for c in status.conditions}
+
+
+def result_placement(result: dict[str, Any] | None) -> tuple[PodPlacement, ...]:
+    """Where a Ray job on an existing cluster ran, as the trainer reported it."""
+    nodes = (result or {}).get("nodes") or []
+    return tuple(
+        PodPlacement(
+            pod=f"ray-node/{n.get('node')}", node=str(n.get("node")), region=str(n.get("region"))
+        )
+        for n in nodes
+        if isinstance(n, dict) and n.get("node")
+    )

@@ -46,7 +46,7 @@ class JobRef(NamedTuple):
 
 
 @dataclass
-class Runtime:
+class OperatorState:
     """Shared state of the running operator (one per process)."""
 
     settings: Settings
@@ -158,8 +158,8 @@ class Runtime:
             log.warning("could not post the %s Event %s", reason, message[:200], exc_info=True)
 
 
-def runtime_of(memo: Any) -> Runtime:
-    """The Runtime stored in Kopf's memo at startup."""
-    runtime = memo.runtime
-    assert isinstance(runtime, Runtime)
-    return runtime
+def state_of(memo: Any) -> OperatorState:
+    """The OperatorState stored in Kopf's memo at startup."""
+    state = memo.state
+    assert isinstance(state, OperatorState)
+    return state

@@ -4,11 +4,12 @@ intersect the regions and resolve "auto" hyperparameters. Everything it needs is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ..api.v1alpha1.common import PodPlacement
 from ..api.v1alpha1.finetunejob import ExecutionBackend, FineTuneJobSpec
 from ..api.v1alpha1.hyperparameters import (
     HyperparameterError,
@@ -20,7 +21,7 @@ from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import Violation, check_finetunejob, selects_namespace
 from ..policy.places import NO_PLATFORM, Platform
 from ..policy.residency import finetunejob_places
-from .finetunejob_status import Validation
+from ..status.finetunejob import Validation
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -235,4 +236,25 @@ def no_region(bound: str, namespace: str, regions: Regions) -> Validation:
         policy_name=bound,
         message=f"spec.placement.regions: {list(regions.requested or ())} has no region allowed "
         f"by the policies of namespace {namespace}; allowed: {list(regions.allowed)}",
+    )
+
+
+def pods_within_regions(validation: Validation, pods: tuple[PodPlacement, ...]) -> Validation:
+    """The validation, failed when a pod runs in a region outside the job's (a region whose
+    node label is not known yet is not judged)."""
+    outside = [p for p in pods if p.region != "unknown" and p.region not in validation.regions]
+    if not outside:
+        return validation
+    where = "; ".join(f"pod {p.pod} runs on node {p.node} in {p.region}" for p in outside)
+    message = (
+        f"{where}, outside the regions SovereigntyPolicy {validation.policy_name} allows for "
+        f"this job [{', '.join(validation.regions)}]"
+    )
+    return replace(
+        validation,
+        ok=False,
+        code="PodOutsideAllowedRegions",
+        message=message,
+        field="spec.placement.regions",
+        residency=True,
     )

@@ -1,4 +1,4 @@
-"""The operator's Runtime with a client that is never called, for pure logic and metrics."""
+"""The operator's shared state with a client that is never called, for pure logic and metrics."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from kubernetes.client import Configuration
 from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.backends.raycluster import RayClusterBackend
 from sovereign_operator.config import Settings
-from sovereign_operator.handlers.runtime import Runtime
+from sovereign_operator.handlers.state import OperatorState
 from sovereign_operator.k8s.client import Kube
 from sovereign_operator.main import build_config
 from sovereign_operator.metrics import Metrics
 
 
-def offline_runtime() -> Runtime:
-    """A Runtime whose client points at a closed port: a test that reaches it fails."""
+def offline_state() -> OperatorState:
+    """An OperatorState whose client points at a closed port: a test that reaches it fails."""
     settings = Settings()
     kube = Kube(lambda: Configuration(host="https://127.0.0.1:9"), pool_size=1)
-    return Runtime(
+    return OperatorState(
         settings=settings,
         kube=kube,
         metrics=Metrics(),

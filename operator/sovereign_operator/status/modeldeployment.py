@@ -22,9 +22,9 @@ from ..api.v1alpha1.modeldeployment import (
     ModelDeploymentPhase,
     ModelDeploymentStatus,
 )
-from .finetunejob_status import Validation
-from .modeldeployment_observe import DeploymentFacts, FetchRecord, blocker_reason
-from .modeldeployment_resolve import REF_FIELD, Resolution
+from ..validation.model_source import REF_FIELD, Resolution
+from .finetunejob import Validation
+from .serving_facts import DeploymentFacts, FetchRecord, blocker_reason
 
 Phase = ModelDeploymentPhase
 Type = ModelDeploymentConditionType

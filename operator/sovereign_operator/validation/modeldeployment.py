@@ -11,8 +11,8 @@ from ..api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from ..policy import check_modeldeployment
 from ..policy.places import NO_PLATFORM, Platform
 from ..policy.residency import modeldeployment_places
-from .finetunejob_status import Validation
-from .finetunejob_validate import bind_policy, enforce_policies, no_region, parse_spec_as
+from ..status.finetunejob import Validation
+from .finetunejob import bind_policy, enforce_policies, no_region, parse_spec_as
 
 
 def parse_spec(raw: Mapping[str, Any]) -> tuple[ModelDeploymentSpec | None, Validation | None]:
