@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A control plane with KubeRay and one real node (kubelet, containerd, runc, a CNI bridge,
     kube-proxy, CoreDNS) in eu-west-par, and no kwok nodes: every pod scheduled here runs. Its
-    S3 store (SeaweedFS) listens on the node's bridge, where pods reach it.
+    S3 store (SeaweedFS) listens on the node's bridge, where pods reach it, and Kueue holds
+    queued jobs until the node's CPU quota admits them.
 
     Package scope (tests/e2e is a package for it): the node, its pods and the control plane
     stop after the last end-to-end test, not at the end of the session, so that they take no
@@ -32,7 +33,13 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
     workdir = tmp_path_factory.mktemp("node-cluster")
     with (
         LocalCluster(
-            workdir, nodes=(), real_node=True, node_images=archives, keep_workdir=keep, s3=True
+            workdir,
+            nodes=(),
+            real_node=True,
+            node_images=archives,
+            keep_workdir=keep,
+            s3=True,
+            kueue=True,
         ) as cluster,
         ResidencyWatch(cluster.kubeconfig) as residency,
     ):

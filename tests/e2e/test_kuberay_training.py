@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from secrets_audit import record as audit_record
 from sovereign_operator.builders.podtemplate import IMAGE_UID  # must write the claim's folder
@@ -156,6 +158,46 @@ def mlflow_get(cluster: LocalCluster, tracking_uri: str, path: str) -> dict[str,
 
 
 JOB = "tiny-lora"
+# Both jobs wait in a Kueue queue whose CPU quota in the node's region holds one of them: the
+# second is admitted when the first has finished.
+QUEUE = "e2e-cpu"
+QUEUED_JOB = "tiny-lora-queued"
+KUEUE_EXAMPLE = REPO_ROOT / "examples" / "kueue" / "eu-gpu-queues.yaml"
+
+
+def cpu_queue(namespace: str) -> list[dict[str, Any]]:
+    """The example's flavor for the node's region, a ClusterQueue with CPU quota there for one
+    of these jobs (each asks for 1.7 CPUs and 8.25 GiB: head, two workers, submitter), and
+    the namespace's LocalQueue."""
+    [flavor] = [
+        doc
+        for doc in yaml.safe_load_all(KUEUE_EXAMPLE.read_text())
+        if doc and doc["kind"] == "ResourceFlavor" and doc["metadata"]["name"] == REGION
+    ]
+    quota = {"cpu": "2500m", "memory": "12Gi", "ephemeral-storage": "2Gi"}
+    cluster_queue: dict[str, Any] = {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "ClusterQueue",
+        "metadata": {"name": f"{QUEUE}-{namespace}"},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "resourceGroups": [{
+                "coveredResources": list(quota),
+                "flavors": [{"name": REGION, "resources": [
+                    {"name": name, "nominalQuota": value} for name, value in quota.items()
+                ]}],
+            }],
+        },
+    }  # fmt: skip
+    local_queue = {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "LocalQueue",
+        "metadata": {"name": QUEUE, "namespace": namespace},
+        "spec": {"clusterQueue": cluster_queue["metadata"]["name"]},
+    }
+    return [flavor, cluster_queue, local_queue]
+
+
 REGION_TERMS = [
     {"matchExpressions": [
         {"key": "topology.kubernetes.io/region", "operator": "In", "values": [REGION]}
@@ -203,18 +245,21 @@ def training_run(
 ) -> dict[str, Any]:
     """The FineTuneJob, applied once: what was seen while it ran, and its final status."""
     namespace, _ = shared_claim
-    node_cluster.apply(
-        cpu_lora_job(
-            JOB,
+    node_cluster.apply(*cpu_queue(namespace))
+    for name, model in ((JOB, "tiny-kuberay"), (QUEUED_JOB, "tiny-kuberay-queued")):
+        job = cpu_lora_job(
+            name,
             namespace,
             claim=CLAIM,
             bucket=BUCKET,
             secret=S3_SECRET,
             region=REGION,
-            registered_model_name="tiny-kuberay",
+            registered_model_name=model,
             experiment_name="e2e-kuberay",
         )
-    )
+        job["spec"]["placement"]["queueName"] = QUEUE
+        node_cluster.apply(job)
+        time.sleep(1.1)  # Kueue orders by creation time, to the second
 
     def status() -> dict[str, Any]:
         return get(node_cluster, "finetunejob", JOB, "-n", namespace).get("status") or {}
@@ -228,7 +273,11 @@ def training_run(
         step = (current.get("progress") or {}).get("step") or 0
         if current.get("phase") == "Running" and step > 0:
             seen["status"] = current
-            seen["pods"] = get(node_cluster, "pods", "-n", namespace)["items"]
+            seen["behind"] = get(node_cluster, "finetunejob", QUEUED_JOB, "-n", namespace)
+            seen["behind_rayjob"] = get(node_cluster, "rayjob", QUEUED_JOB, "-n", namespace)
+            seen["pods"] = get(
+                node_cluster, "pods", "-n", namespace, "-l", f"sovereign-ai.eu/finetunejob={JOB}"
+            )["items"]
             seen["wide"] = node_cluster.kubectl("get", "pods", "-o", "wide", "-n", namespace).stdout
             return True
         return False
@@ -249,6 +298,16 @@ def training_run(
 
     wait(finished, 900, "finished", node_cluster, (namespace,), 2)
     seen["final"] = status()
+    seen["rayjob"] = get(node_cluster, "rayjob", JOB, "-n", namespace)
+
+    # The job behind it in the queue trains now, alone on the node, before serving starts.
+    def behind_finished() -> bool:
+        phase = get(node_cluster, "finetunejob", QUEUED_JOB, "-n", namespace)["status"]["phase"]
+        return phase in ("Succeeded", "Failed")
+
+    wait(behind_finished, 900, f"{QUEUED_JOB} finished", node_cluster, (namespace,), 2)
+    seen["behind_final"] = get(node_cluster, "finetunejob", QUEUED_JOB, "-n", namespace)
+    seen["behind_rayjob_final"] = get(node_cluster, "rayjob", QUEUED_JOB, "-n", namespace)
     return seen
 
 
@@ -332,6 +391,28 @@ def test_finetunejob_trains_in_ray_pods_on_the_real_node(
     placement = final["placement"]
     assert {p["region"] for p in placement} == {REGION}
     assert len([p for p in placement if "worker" in p["pod"]]) == 2
+
+
+def test_a_job_behind_it_in_the_queue_waits_for_quota_then_trains(
+    training_run: dict[str, Any],
+) -> None:
+    """Kueue's quota on the node's CPUs holds one job: the second waited in Queued, with its
+    place and Kueue's reason, while the first trained, and trained once it had finished."""
+    waiting = training_run["behind"]
+    assert waiting["status"]["phase"] == "Queued", waiting["status"]
+    running = {c["type"]: c for c in waiting["status"]["conditions"]}["Running"]
+    assert (
+        f"waits in queue {QUEUE} for quota (position 1 of 1 waiting; Kueue: "
+        in (running["message"])
+    ), running
+    assert training_run["behind_rayjob"]["spec"]["suspend"] is True
+    final = training_run["behind_final"]["status"]
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=2)
+    assert final["fineTunedModel"].startswith("models:/tiny-kuberay-queued/")
+    # It started only after the first had ended: KubeRay's times of the two RayJobs.
+    first_end = training_run["rayjob"]["status"]["endTime"]
+    second_start = training_run["behind_rayjob_final"]["status"]["startTime"]
+    assert second_start >= first_end, (first_end, second_start)
 
 
 SERVED_NAME = "tiny-chat"
