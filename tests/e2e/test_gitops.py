@@ -137,11 +137,14 @@ class Watch:
             apps = self.cluster.kubectl(
                 "get", "applications", "-n", ARGOCD_NAMESPACE, "-o", "yaml", check=False
             ).stdout
+            operator = self.cluster.kubectl(
+                "logs", f"deployment/{FULLNAME}", "-n", SYSTEM_NAMESPACE, "--tail=60", check=False
+            ).stdout
             logs = "\n".join(
                 f"--- {name}\n{tail(path, 30)}"
                 for name, path in self.argocd.component_logs().items()
             )
-            raise AssertionError(f"{error}\n{apps[-8000:]}\n{logs}") from None
+            raise AssertionError(f"{error}\n{apps[-8000:]}\n{operator}\n{logs}") from None
 
     def app(
         self, name: str, check: Callable[[dict[str, Any]], bool], timeout: float, what: str
