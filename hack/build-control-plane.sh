@@ -217,6 +217,21 @@ build_kueue() {
   cp "$moddir"/config/components/webhook/manifests.yaml "$dest/webhooks.yaml"
   chmod u+w "$dest"/crds/*.yaml "$dest/webhooks.yaml"
 }
+# --- Argo CD (docs/gitops.md) ---
+# Argo CD's multi-call binary (it picks its role from argv[0] or ARGOCD_BINARY_NAME: application
+# controller, repo server, CLI), from a wrapper module (hack/go/argocd): its go.mod has replace
+# lines. Its CRDs come from the same module version.
+build_argocd() {
+  (cd "$here/go/argocd" && go build -ldflags "-s -w \
+    -X github.com/argoproj/argo-cd/v3/common.version=${ARGOCD_VERSION#v}" \
+    -o "$dest/argocd" github.com/argoproj/argo-cd/v3/cmd)
+  local moddir
+  moddir=$(cd "$here/go/argocd" && go list -m -f '{{.Dir}}' "github.com/argoproj/argo-cd/v3")
+  mkdir -p "$dest/crds"
+  cp "$moddir"/manifests/crds/*-crd.yaml "$dest/crds/"
+  chmod u+w "$dest"/crds/*.yaml
+}
+# --- end Argo CD ---
 build_syft() {
   GOBIN="$dest" go install -ldflags "-s -w -X main.version=${SYFT_VERSION}" \
     "github.com/anchore/syft/cmd/syft@${SYFT_VERSION}"
@@ -237,5 +252,7 @@ build_component coredns-cluster "$COREDNS_VERSION" coredns -- build_coredns
 build_component seaweedfs "$SEAWEEDFS_VERSION" weed -- build_seaweedfs
 build_component argocd-health "${GOPHER_LUA_VERSION}-$(argocd_health_key)" argocd-health -- build_argocd_health
 build_component kube-score "$KUBE_SCORE_VERSION" kube-score -- build_kube_score
+# Argo CD (docs/gitops.md)
+build_component argocd "$ARGOCD_VERSION" argocd crds/application-crd.yaml -- build_argocd
 log "${only[*]:-all binaries} ready under $cache"
 echo "$cache"

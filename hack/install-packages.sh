@@ -5,6 +5,8 @@
 #   filesystem), umoci and runc (unpack and run an image; runc is also the node's OCI runtime),
 #   containernetworking-plugins (the node's CNI: bridge, host-local, loopback, portmap),
 #   iptables (kube-proxy's Service rules).
+#   redis-server and git (git daemon): Argo CD's cache and the git server of the local cluster's
+#   Argo CD (devcluster/argocd.py, docs/gitops.md).
 # syft, containerd, kubelet and kube-proxy are built from their Go modules by
 # hack/build-control-plane.sh.
 set -euo pipefail
@@ -15,6 +17,9 @@ declare -A provides=(
   [runc]=/usr/sbin/runc
   [containernetworking-plugins]=/usr/lib/cni/bridge
   [iptables]=/usr/sbin/iptables
+  # Argo CD (docs/gitops.md)
+  [redis-server]=/usr/bin/redis-server
+  [git]=/usr/lib/git-core/git-daemon
 )
 missing=()
 for package in "${!provides[@]}"; do

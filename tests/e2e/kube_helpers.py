@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import time
@@ -11,7 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sovereign_operator.builders.podtemplate import IMAGE_UID  # must write the claim's folder
 from sovereign_operator.devcluster import LocalCluster
+from sovereign_operator.devcluster.incluster import (
+    host_path_claim,
+    mlflow_server,
+    mlflow_tracking_uri,
+    s3_secret,
+)
+from sovereign_operator.devcluster.s3store import make_bucket, upload
+from sovereign_operator.images.references import RUNTIME_IMAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "sovereign-ai-operator"
@@ -112,3 +122,53 @@ def port_forward(cluster: LocalCluster, namespace: str, target: str, port: int) 
     finally:
         forward.terminate()
         forward.wait(timeout=10)
+
+
+def start_mlflow(cluster: LocalCluster, bucket: str, region: str) -> str:
+    """MLflow as a Deployment in the system namespace (not waited for), its artifacts in
+    ``bucket`` of the cluster's S3 store, whose keys it gets in a Secret; returns its tracking
+    URI. What the platform runs beside the product."""
+    store = cluster.s3_credentials
+    assert store is not None, "the e2e cluster runs its S3 store"
+    cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
+    make_bucket(store, bucket)
+    cluster.apply(s3_secret(SYSTEM_NAMESPACE, store))
+    for manifest in mlflow_server(
+        SYSTEM_NAMESPACE, RUNTIME_IMAGE, [region], artifacts=(store, bucket)
+    ):
+        cluster.apply(manifest)
+    return mlflow_tracking_uri(SYSTEM_NAMESPACE)
+
+
+def small_node_config(tracking_uri: str) -> dict[str, Any]:
+    """The operator's settings (chart `config`) for jobs on the real node's two cores."""
+    return {
+        "mlflowTrackingUri": tracking_uri,
+        "headCpu": "500m",
+        "headMemory": "4Gi",  # the driver, the TrainController and Ray's own daemons
+        "reconcileIntervalSeconds": 2,
+        "startupDeadlineSeconds": 900,
+    }
+
+
+def team_namespace(
+    cluster: LocalCluster, namespace: str, folder: Path, *, claim: str, bucket: str
+) -> None:
+    """A namespace with the S3 store's keys (Secret S3_SECRET), the sample chat data at
+    s3://<bucket>/data/train.jsonl, and a claim ``claim`` on ``folder`` of the node, which gets
+    the tiny base model (pvc://<claim>/models/tiny): what a team has before its jobs."""
+    from sovereign_training.tiny import create_tiny_model
+
+    store = cluster.s3_credentials
+    assert store is not None, "the e2e cluster runs its S3 store"
+    assert cluster.real_node is not None
+    create_tiny_model(folder / "models" / "tiny")
+    upload(store, bucket, "data/train.jsonl",
+           REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl")  # fmt: skip
+    for path in (folder, *folder.rglob("*")):
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+    os.chmod(folder.parent, 0o755)
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.apply(s3_secret(namespace, store))
+    for manifest in host_path_claim(claim, namespace, str(folder), cluster.real_node.name):
+        cluster.apply(manifest)

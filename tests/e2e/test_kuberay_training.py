@@ -27,36 +27,30 @@ import pytest
 import yaml
 
 from secrets_audit import record as audit_record
-from sovereign_operator.builders.podtemplate import IMAGE_UID  # must write the claim's folder
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
     LOCAL_S3,
     MLFLOW_PORT,
     S3_SECRET,
-    host_path_claim,
     local_places,
-    mlflow_server,
-    mlflow_tracking_uri,
-    s3_secret,
 )
 from sovereign_operator.devcluster.s3store import (
     admin_client,
     audit_environment,
     audit_settings,
-    make_bucket,
     make_locked_bucket,
     objects,
-    upload,
 )
 from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
-from sovereign_operator.images.references import RUNTIME_IMAGE
 
 from .kube_helpers import (
-    REPO_ROOT,
     SYSTEM_NAMESPACE,
     get,
     install_operator,
     port_forward,
+    small_node_config,
+    start_mlflow,
+    team_namespace,
     uninstall_operator,
     wait,
 )
@@ -79,25 +73,14 @@ TRAINING_POD_COMPONENTS = ("ray-head", "ray-worker", "ray-submitter")
 def training_operator(node_cluster: LocalCluster) -> Iterator[str]:
     """MLflow in the cluster and the operator as a pod, set up to use it; yields the tracking
     URI. Small head and submitter requests: the node has two cores for everything."""
+    tracking_uri = start_mlflow(node_cluster, ARTIFACTS_BUCKET, REGION)
     store = node_cluster.s3_credentials
-    assert store is not None, "the e2e cluster runs its S3 store"
-    node_cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
-    make_bucket(store, ARTIFACTS_BUCKET)
-    node_cluster.apply(s3_secret(SYSTEM_NAMESPACE, store))
-    for manifest in mlflow_server(
-        SYSTEM_NAMESPACE, RUNTIME_IMAGE, [REGION], artifacts=(store, ARTIFACTS_BUCKET)
-    ):
-        node_cluster.apply(manifest)
-    tracking_uri = mlflow_tracking_uri(SYSTEM_NAMESPACE)
+    assert store is not None
     make_locked_bucket(store, AUDIT_BUCKET)
     install_operator(
         node_cluster,
         {
-            "mlflowTrackingUri": tracking_uri,
-            "headCpu": "500m",
-            "headMemory": "4Gi",  # the driver, the TrainController and Ray's own daemons
-            "reconcileIntervalSeconds": 2,
-            "startupDeadlineSeconds": 900,
+            **small_node_config(tracking_uri),
             **audit_settings(store, AUDIT_BUCKET, AUDIT_PREFIX),
         },
         policy=local_places(store, SYSTEM_NAMESPACE, REGION),
@@ -120,23 +103,9 @@ def shared_claim(
 ) -> Iterator[tuple[str, Path]]:
     """A namespace and a claim on a folder of the node holding the tiny base model and the
     sample chat data: what pvc://shared/... names in the job."""
-    from sovereign_training.tiny import create_tiny_model
-
     namespace = f"e2e-train-{uuid.uuid4().hex[:6]}"
-    tmp_path = tmp_path_factory.mktemp("shared-claim")
-    folder = tmp_path / "claim"
-    create_tiny_model(folder / "models" / "tiny")
-    assert node_cluster.s3_credentials is not None
-    upload(node_cluster.s3_credentials, BUCKET, "data/train.jsonl",
-           REPO_ROOT / "examples" / "data" / "eu-data-protection-chat.jsonl")  # fmt: skip
-    for path in (folder, *folder.rglob("*")):
-        os.chown(path, IMAGE_UID, IMAGE_UID)
-    os.chmod(tmp_path, 0o755)
-    node_cluster.kubectl("create", "namespace", namespace)
-    node_cluster.apply(s3_secret(namespace, node_cluster.s3_credentials))
-    assert node_cluster.real_node is not None
-    for manifest in host_path_claim(CLAIM, namespace, str(folder), node_cluster.real_node.name):
-        node_cluster.apply(manifest)
+    folder = tmp_path_factory.mktemp("shared-claim") / "claim"
+    team_namespace(node_cluster, namespace, folder, claim=CLAIM, bucket=BUCKET)
     yield namespace, folder
     # Waited for, while the operator still runs (training_operator is torn down after this):
     # it must finalize the FineTuneJob and the ModelDeployment, and a namespace left

@@ -52,6 +52,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "kube-score": ("kube-score", "KUBE_SCORE_VERSION"),
     # Runs the chart's Argo CD health scripts as Argo CD does (tests/unit/test_helm_argocd.py).
     "argocd-health": ("argocd-health", "GOPHER_LUA_VERSION"),
+    # --- Argo CD (devcluster/argocd.py, docs/gitops.md): started only by the GitOps tests ---
+    "argocd": ("argocd", "ARGOCD_VERSION"),
 }
 # Components built from this repository's own Go source (hack/go/<folder>): their cache folder
 # also carries a digest of that source, so that an edit is rebuilt instead of found cached.
