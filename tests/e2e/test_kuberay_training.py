@@ -44,6 +44,7 @@ from sovereign_operator.devcluster.s3store import (
 from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
 
 from .kube_helpers import (
+    REPO_ROOT,
     SYSTEM_NAMESPACE,
     get,
     install_operator,

@@ -34,6 +34,9 @@ CONFIG: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def argocd(crds: LocalCluster) -> Iterator[ArgoCD]:
     with ArgoCD(crds) as running:
+        # The controller's metrics server binds 0.0.0.0 (no flag in Argo CD 3.3): its port is
+        # closed to every interface but loopback while it runs.
+        assert len(running.fenced()) == 1, running.fenced()
         yield running
     assert not running.leftovers(), running.leftovers()
 

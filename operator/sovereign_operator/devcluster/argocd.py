@@ -10,7 +10,10 @@ as their cache, and a git server (`git daemon`) on loopback that holds what user
 
 Everything runs on this machine, next to the control plane, as the cluster's other controllers
 do: the controller reaches the API server through the cluster's admin kubeconfig, as Argo CD's
-"in-cluster" destination (https://kubernetes.default.svc); every listener is on 127.0.0.1.
+"in-cluster" destination (https://kubernetes.default.svc); every listener is on 127.0.0.1 but
+one: the application controller's metrics server binds 0.0.0.0 (Argo CD 3.3 has no flag for
+its address), so its port is closed to every interface but loopback by a firewall rule made
+before the controller starts and removed after it stops (``LoopbackOnly``).
 Argo CD's own settings are what a user's installation holds: the CRDs of the same module
 version, the default AppProject, and the ``argocd-cm`` the chart's docs tell users to write
 (charts/sovereign-ai-operator/argocd/argocd-cm.yaml, applied unchanged).
@@ -18,6 +21,7 @@ version, the default AppProject, and the ``argocd-cm`` the chart's docs tell use
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -39,6 +43,42 @@ ARGOCD_CM = Path("charts") / "sovereign-ai-operator" / "argocd" / "argocd-cm.yam
 # Where Redis and git daemon come from (hack/install-packages.sh installs both).
 REDIS_SERVER = "/usr/bin/redis-server"
 GIT = "git"
+
+
+class LoopbackOnly:
+    """Firewall rules that refuse a port's TCP connections from any interface but loopback
+    (iptables and ip6tables, INPUT): for a listener that cannot be told to bind 127.0.0.1."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.commands = [c for c in ("iptables", "ip6tables") if shutil.which(c)]
+
+    def _rule(self, command: str, action: str) -> subprocess.CompletedProcess[str]:
+        rule = ["INPUT", "-p", "tcp", "--dport", str(self.port), "!", "-i", "lo", "-j", "REJECT"]
+        return subprocess.run([command, action, *rule], capture_output=True, text=True, check=False)
+
+    def close(self) -> None:
+        if os.geteuid() != 0 or "iptables" not in self.commands:
+            raise ClusterStartError(
+                f"the Argo CD application controller's metrics port {self.port} listens on every "
+                "interface; closing it to all but loopback needs root and iptables"
+            )
+        for command in self.commands:
+            result = self._rule(command, "-I")
+            if result.returncode != 0:
+                raise ClusterStartError(f"{command} -I INPUT failed: {result.stderr.strip()}")
+
+    def open(self) -> None:
+        for command in self.commands:
+            while self._rule(command, "-C").returncode == 0:
+                self._rule(command, "-D")
+
+    def left(self) -> list[str]:
+        return [
+            f"{command} rule for port {self.port}"
+            for command in self.commands
+            if self._rule(command, "-C").returncode == 0
+        ]
 
 
 def _listening(port: int) -> bool:
@@ -170,6 +210,7 @@ class ArgoCD:
         self.resync_seconds = resync_seconds
         self.git_port = 0
         self._processes: list[ManagedProcess] = []
+        self._fences: list[LoopbackOnly] = []
 
     # -- public API ------------------------------------------------------------------------
 
@@ -186,11 +227,15 @@ class ArgoCD:
     def component_logs(self) -> dict[str, Path]:
         return {p.name: p.log_path for p in self._processes}
 
+    def fenced(self) -> list[int]:
+        """The ports now closed to every interface but loopback (``LoopbackOnly``)."""
+        return [fence.port for fence in self._fences if fence.left()]
+
     def leftovers(self) -> list[str]:
         """Processes ``stop`` left behind; empty when the teardown was complete."""
         return [
             f"{p.name} (pids {members})" for p in self._processes if (members := p.group_members())
-        ]
+        ] + [rule for fence in self._fences for rule in fence.left()]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -224,6 +269,8 @@ class ArgoCD:
     def stop(self) -> None:
         for process in reversed(self._processes):
             process.stop()
+        for fence in self._fences:
+            fence.open()
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -322,6 +369,10 @@ class ArgoCD:
 
     def _start_controller(self, redis_port: int, repo_port: int) -> None:
         metrics = free_port()
+        # Its metrics server binds 0.0.0.0 whatever the flags: closed to all but loopback first.
+        fence = LoopbackOnly(metrics)
+        self._fences.append(fence)
+        fence.close()
         controller = self._spawn(
             "argocd-application-controller",
             [
