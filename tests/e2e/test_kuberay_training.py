@@ -228,6 +228,8 @@ def training_run(
             experiment_name="e2e-kuberay",
         )
         job["spec"]["placement"]["queueName"] = QUEUE
+        if name == QUEUED_JOB:
+            job["spec"]["method"]["hyperparameters"]["epochs"] = 1  # it proves the queue only
         node_cluster.apply(job)
         time.sleep(1.1)  # Kueue orders by creation time, to the second
 

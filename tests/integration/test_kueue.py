@@ -289,7 +289,9 @@ def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
         # Quota is given; Kueue admits it.
         crds.apply(queue_objects(namespace, gpus="8")[-2])
         until(
-            lambda: not rayjob(crds, namespace, "held")["spec"].get("suspend"),
+            lambda: (
+                not rayjob(crds, namespace, "held").get("spec", {"suspend": True}).get("suspend")
+            ),
             90,
             "Kueue to admit the job",
         )

@@ -589,7 +589,7 @@ def test_a_job_held_by_its_queue_is_never_failed_by_the_startup_deadline() -> No
     assert held.phase == FineTuneJobPhase.QUEUED
     assert held.error is None
     running = conditions_by_type(held)["Running"]
-    assert running.reason == "Queued"
+    assert running.reason == "WaitingForQuota"
     assert running.message == "RayJob ft waits in queue eu-gpus for quota; it starts once admitted"
     # Where it stands in the queue, once Kueue's Workload for it is seen.
     standing = QueueStanding(2, 3, "insufficient unused quota for nvidia.com/gpu")
@@ -599,6 +599,19 @@ def test_a_job_held_by_its_queue_is_never_failed_by_the_startup_deadline() -> No
         "RayJob ft waits in queue eu-gpus for quota (position 2 of 3 waiting; Kueue: "
         "insufficient unused quota for nvidia.com/gpu); it starts once admitted"
     )
+
+
+def test_a_job_its_queue_just_admitted_gets_its_whole_startup_deadline() -> None:
+    # The first pass after Kueue lifts the suspension may come before KubeRay writes the
+    # attempt's status.startTime: the RayJob's creation, hours ago, must not count.
+    spec = SPEC.model_copy(
+        update={"placement": SPEC.placement.model_copy(update={"queue_name": "eu-gpus"})}
+    )
+    later = T0 + timedelta(hours=5)
+    held = compute_status(spec, observed(BackendState.SUSPENDED), None, later)
+    released = compute_status(spec, observed(BackendState.PENDING), held, later)
+    assert released.phase == FineTuneJobPhase.QUEUED, released.error
+    assert conditions_by_type(released)["Running"].reason == "Queued"
 
 
 def test_the_startup_deadline_counts_from_the_start_of_the_current_attempt() -> None:

@@ -93,6 +93,8 @@ class _Decision:
 
 
 RESUMED = "Resumed"
+# The Running condition's reason while Kueue holds the job's RayJob for quota.
+WAITING_FOR_QUOTA = "WaitingForQuota"
 
 
 def _was_suspended(condition: Condition | None) -> bool:
@@ -118,6 +120,13 @@ def waiting_since(
     moments = [m for m in (backend.created_at, backend.start_time) if m is not None]
     if previous is not None and previous.phase == FineTuneJobPhase.SUSPENDED:
         moments.append(now)  # resuming in this very pass
+    if previous is not None and any(
+        c.type == FineTuneJobConditionType.RUNNING and c.reason == WAITING_FOR_QUOTA
+        for c in previous.conditions
+    ):
+        # Its queue admitted it since the last pass, which may run before KubeRay has written
+        # this attempt's status.startTime: the attempt starts now.
+        moments.append(now)
     for condition in previous.conditions if previous else []:
         if condition.type == FineTuneJobConditionType.SUSPENDED and condition.reason == RESUMED:
             moments.append(condition.last_transition_time)
@@ -202,7 +211,7 @@ def _decide(
         held = f"queue {queue}" if queue else "its queue"
         where = f" ({observed.queue.describe()})" if observed.queue else ""
         message = f"RayJob {backend.name} waits in {held} for quota{where}; it starts once admitted"
-        return _Decision(FineTuneJobPhase.QUEUED, "WaitingForQuota", message)
+        return _Decision(FineTuneJobPhase.QUEUED, WAITING_FOR_QUOTA, message)
     if backend.state in (BackendState.PENDING, BackendState.ABSENT):
         since = waiting_since(observed, previous, now)
         deadline = observed.startup_deadline_seconds
@@ -422,8 +431,9 @@ def compute_status(
         if phase == target:
             conditions.append(cond(kind, T, decision.reason, decision.message))
         elif kind == FineTuneJobConditionType.RUNNING and phase == FineTuneJobPhase.QUEUED:
-            # Why it is not running yet: what the RayJob waits for (pods, KubeRay's failures).
-            conditions.append(cond(kind, F, phase.value, decision.message))
+            # Why it is not running yet: what the RayJob waits for (quota in its queue, pods,
+            # KubeRay's failures).
+            conditions.append(cond(kind, F, decision.reason, decision.message))
         elif kind == FineTuneJobConditionType.SUSPENDED and _was_suspended(before.get(kind.value)):
             # Remembered, so the start-up deadline counts from the resume, not from creation.
             conditions.append(cond(kind, F, RESUMED, "resumed after a suspension"))
