@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from kueue_queues import queue_objects
 from secrets_audit import record as audit_record
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.incluster import (
@@ -44,7 +44,6 @@ from sovereign_operator.devcluster.s3store import (
 from sovereign_operator.devcluster.samples import cpu_lora_job, cpu_serving
 
 from .kube_helpers import (
-    REPO_ROOT,
     SYSTEM_NAMESPACE,
     get,
     install_operator,
@@ -128,44 +127,11 @@ def mlflow_get(cluster: LocalCluster, tracking_uri: str, path: str) -> dict[str,
 
 
 JOB = "tiny-lora"
-# Both jobs wait in a Kueue queue whose CPU quota in the node's region holds one of them: the
-# second is admitted when the first has finished.
-QUEUE = "e2e-cpu"
+# Both jobs wait in the example's Kueue queue, whose CPU quota in the node's region holds one
+# of them (each asks for 1.7 CPUs and 8.25 GiB: head, two workers, submitter): the second is
+# admitted when the first has finished.
+CPU_QUOTA_FOR_ONE = {"cpu": "2500m", "memory": "12Gi", "ephemeral-storage": "2Gi"}
 QUEUED_JOB = "tiny-lora-queued"
-KUEUE_EXAMPLE = REPO_ROOT / "examples" / "kueue" / "eu-gpu-queues.yaml"
-
-
-def cpu_queue(namespace: str) -> list[dict[str, Any]]:
-    """The example's flavor for the node's region, a ClusterQueue with CPU quota there for one
-    of these jobs (each asks for 1.7 CPUs and 8.25 GiB: head, two workers, submitter), and
-    the namespace's LocalQueue."""
-    [flavor] = [
-        doc
-        for doc in yaml.safe_load_all(KUEUE_EXAMPLE.read_text())
-        if doc and doc["kind"] == "ResourceFlavor" and doc["metadata"]["name"] == REGION
-    ]
-    quota = {"cpu": "2500m", "memory": "12Gi", "ephemeral-storage": "2Gi"}
-    cluster_queue: dict[str, Any] = {
-        "apiVersion": "kueue.x-k8s.io/v1beta2",
-        "kind": "ClusterQueue",
-        "metadata": {"name": f"{QUEUE}-{namespace}"},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "resourceGroups": [{
-                "coveredResources": list(quota),
-                "flavors": [{"name": REGION, "resources": [
-                    {"name": name, "nominalQuota": value} for name, value in quota.items()
-                ]}],
-            }],
-        },
-    }  # fmt: skip
-    local_queue = {
-        "apiVersion": "kueue.x-k8s.io/v1beta2",
-        "kind": "LocalQueue",
-        "metadata": {"name": QUEUE, "namespace": namespace},
-        "spec": {"clusterQueue": cluster_queue["metadata"]["name"]},
-    }
-    return [flavor, cluster_queue, local_queue]
 
 
 REGION_TERMS = [
@@ -215,7 +181,9 @@ def training_run(
 ) -> dict[str, Any]:
     """The FineTuneJob, applied once: what was seen while it ran, and its final status."""
     namespace, _ = shared_claim
-    node_cluster.apply(*cpu_queue(namespace))
+    queue = queue_objects(namespace, CPU_QUOTA_FOR_ONE, flavors=(REGION,))
+    node_cluster.apply(*queue)
+    seen: dict[str, Any] = {"queue": queue[-1]["metadata"]["name"]}
     for name, model in ((JOB, "tiny-kuberay"), (QUEUED_JOB, "tiny-kuberay-queued")):
         job = cpu_lora_job(
             name,
@@ -227,7 +195,7 @@ def training_run(
             registered_model_name=model,
             experiment_name="e2e-kuberay",
         )
-        job["spec"]["placement"]["queueName"] = QUEUE
+        job["spec"]["placement"]["queueName"] = seen["queue"]
         if name == QUEUED_JOB:
             job["spec"]["method"]["hyperparameters"]["epochs"] = 1  # it proves the queue only
         node_cluster.apply(job)
@@ -235,8 +203,6 @@ def training_run(
 
     def status() -> dict[str, Any]:
         return get(node_cluster, "finetunejob", JOB, "-n", namespace).get("status") or {}
-
-    seen: dict[str, Any] = {}
 
     def running_with_progress() -> bool:
         current = status()
@@ -374,7 +340,7 @@ def test_a_job_behind_it_in_the_queue_waits_for_quota_then_trains(
     assert waiting["status"]["phase"] == "Queued", waiting["status"]
     running = {c["type"]: c for c in waiting["status"]["conditions"]}["Running"]
     assert (
-        f"waits in queue {QUEUE} for quota (position 1 of 1 waiting; Kueue: "
+        f"waits in queue {training_run['queue']} for quota (position 1 of 1 waiting; Kueue: "
         in (running["message"])
     ), running
     assert training_run["behind_rayjob"]["spec"]["suspend"] is True

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from kueue_queues import queue_objects
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.nodes import REGION_LABEL
 
@@ -35,7 +35,6 @@ from .test_finetunejob import NO_NODE_HAS_THIS_GPU, SHORT_DEADLINE, operator, op
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # The operator fixture, imported to be found here by name.
 __all__ = ["operator"]
-QUEUES = Path(__file__).resolve().parents[2] / "examples" / "kueue" / "eu-gpu-queues.yaml"
 OPERATOR_MANAGER = "sovereign-ai-operator"
 # One worker with all 8 GPUs of a kwok H100 node in Paris: the example gives Paris 16 GPUs.
 EIGHT_GPUS = {"workers": 1, "gpusPerWorker": 8, "cpu": "4", "memory": "16Gi"}
@@ -47,38 +46,18 @@ EIGHT_GPUS_HELD = {**EIGHT_GPUS, "gpuType": "NVIDIA-B200"}
 IN_PARIS = {"regions": ["eu-west-par"]}
 
 
-def queue_objects(namespace: str, gpus: str = "16", *, flavors: tuple[str, ...] = ()) -> list[
+def queue_for(namespace: str, gpus: str = "16", *, flavors: tuple[str, ...] = ()) -> list[
     dict[str, Any]
 ]:  # fmt: skip
-    """The example's ResourceFlavors, and its ClusterQueue and LocalQueue made this test's
-    own: the ClusterQueue takes only ``namespace``'s jobs and gives Paris ``gpus`` GPUs; with
-    ``flavors``, it offers only those flavors (each with the Paris quota)."""
-    docs = [d for d in yaml.safe_load_all(QUEUES.read_text()) if d]
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for doc in docs:
-        by_kind.setdefault(doc["kind"], []).append(doc)
-    [cluster_queue] = copy.deepcopy(by_kind["ClusterQueue"])
-    [local_queue] = copy.deepcopy(by_kind["LocalQueue"])
-    cluster_queue["metadata"]["name"] = f"eu-gpus-{namespace}"
-    cluster_queue["spec"]["namespaceSelector"] = {
-        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-    }
-    [group] = cluster_queue["spec"]["resourceGroups"]
-    paris = next(f for f in group["flavors"] if f["name"] == "eu-west-par")
-    for resource in paris["resources"]:
-        if resource["name"] == "nvidia.com/gpu":
-            resource["nominalQuota"] = gpus
-    if flavors:
-        group["flavors"] = [{**copy.deepcopy(paris), "name": name} for name in flavors]
-    local_queue["metadata"]["namespace"] = namespace
-    local_queue["spec"]["clusterQueue"] = cluster_queue["metadata"]["name"]
-    return [*by_kind["ResourceFlavor"], cluster_queue, local_queue]
+    """The example's queue objects for this test: Paris with ``gpus`` GPUs (and only
+    ``flavors``, each with Paris' quota, when given)."""
+    return queue_objects(namespace, {"nvidia.com/gpu": gpus}, flavors=flavors)
 
 
 @pytest.fixture
 def queue(crds: LocalCluster, namespace: str) -> Iterator[str]:
     """The LocalQueue's name; the test's ClusterQueue is deleted afterwards."""
-    objects = queue_objects(namespace)
+    objects = queue_for(namespace)
     crds.apply(*objects)
     yield str(objects[-1]["metadata"]["name"])
     crds.kubectl("delete", "clusterqueue", f"eu-gpus-{namespace}", "--wait=false", check=False)
@@ -226,7 +205,7 @@ def test_a_flavor_in_a_forbidden_region_never_takes_the_job(
     }
     # A ClusterQueue whose only flavor, with room to spare, is in a region the namespace's
     # policy forbids (it allows Paris and Frankfurt).
-    objects = queue_objects(namespace, flavors=("us-east-1",))
+    objects = queue_for(namespace, flavors=("us-east-1",))
     crds.apply(us_east, *objects)
     queue = str(objects[-1]["metadata"]["name"])
     until = waiter(crds, namespace, operator)
@@ -263,7 +242,7 @@ def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
 ) -> None:
     setup_namespace(crds, namespace)
     # No GPU quota at all: Kueue holds the job until some is given.
-    objects = queue_objects(namespace, gpus="0")
+    objects = queue_for(namespace, gpus="0")
     crds.apply(*objects)
     queue = str(objects[-1]["metadata"]["name"])
     with operator_with(
@@ -287,7 +266,7 @@ def test_a_job_held_in_its_queue_is_not_failed_by_its_startup_deadline(
         assert waits_at(crds, namespace, "held", queue, "1 of 1")
         assert rayjob(crds, namespace, "held")["spec"]["suspend"] is True
         # Quota is given; Kueue admits it.
-        crds.apply(queue_objects(namespace, gpus="8")[-2])
+        crds.apply(queue_for(namespace, gpus="8")[-2])
         until(
             lambda: (
                 not rayjob(crds, namespace, "held").get("spec", {"suspend": True}).get("suspend")
