@@ -492,3 +492,26 @@ def test_metadata_updates_are_not_rejudged(
         "-p", json.dumps({"spec": {"suffix": "v2"}}), check=False,
     )  # fmt: skip
     assert "not allowed by SovereigntyPolicy tightened" in denied(result)
+
+
+def test_a_new_job_gets_the_operators_finalizer_at_admission(
+    api: LocalCluster, namespace: str
+) -> None:
+    """The MutatingAdmissionPolicy gives a created FineTuneJob the operator's finalizer, so
+    that the operator's first pass makes its children at once (Kopf would otherwise add it
+    in a write and a watch round trip of its own). Finalizers a user wrote stay; ours is
+    never there twice."""
+
+    def created(name: str, finalizers: list[str] | None = None) -> list[str]:
+        body = yaml.safe_load(ftj(name))
+        if finalizers is not None:
+            body["metadata"]["finalizers"] = finalizers
+        result = create(api, json.dumps(body), namespace, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return list(json.loads(result.stdout)["metadata"].get("finalizers") or [])
+
+    ours = "sovereign-ai.eu/finalizer"
+    assert wait_for(lambda: created(f"plain-{uuid.uuid4().hex[:6]}") == [ours] or None,
+                    "the finalizer policy to be in force") is True  # fmt: skip
+    assert sorted(created("users", ["example.com/hold"])) == sorted(["example.com/hold", ours])
+    assert created("already", [ours]) == [ours]

@@ -54,9 +54,13 @@ def value_args(values: dict[str, Any] | None) -> list[str]:
 
 
 def template(
-    values: dict[str, Any] | None = None, namespace: str = "sovai-system"
+    values: dict[str, Any] | None = None,
+    namespace: str = "sovai-system",
+    api_versions: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """`helm template` of the chart, every rendered document (hooks included) as a dict."""
+    """`helm template` of the chart, every rendered document (hooks included) as a dict.
+    ``api_versions``: what the cluster's discovery would add ("group/version/Kind"), which
+    `helm install` reads from the cluster and `helm template` only from flags."""
     result = run_helm(
         "template",
         "rel",
@@ -65,6 +69,7 @@ def template(
         namespace,
         "--kube-version",
         KUBE_VERSION,
+        *(arg for version in api_versions for arg in ("--api-versions", version)),
         *value_args(values),
     )
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

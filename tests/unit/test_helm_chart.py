@@ -447,13 +447,18 @@ def test_crds_disabled_renders_none() -> None:
     assert of_kind(template({"crds": {"enabled": False}}), "CustomResourceDefinition") == []
 
 
+MUTATING_ADMISSION_POLICY = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+ADMISSION_KINDS = (
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+)
+
+
 def test_admission_policies_are_rendered_as_generated() -> None:
-    docs = template()
-    rendered = [
-        d
-        for d in docs
-        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-    ]
+    docs = template(api_versions=(MUTATING_ADMISSION_POLICY,))
+    rendered = [d for d in docs if d["kind"] in ADMISSION_KINDS]
 
     def key(doc: dict[str, Any]) -> tuple[str, str]:
         return doc["kind"], doc["metadata"]["name"]
@@ -463,8 +468,34 @@ def test_admission_policies_are_rendered_as_generated() -> None:
     assert all(
         d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-1" for d in rendered
     )
-    off = template({"admissionPolicy": {"enabled": False}})
-    assert of_kind(off, "ValidatingAdmissionPolicy") == []
+    off = template(
+        {"admissionPolicy": {"enabled": False}}, api_versions=(MUTATING_ADMISSION_POLICY,)
+    )
+    assert [d for d in off if d["kind"] in ADMISSION_KINDS] == []
+
+
+def test_finalizer_policy_needs_the_kind_and_binds_only_watched_namespaces() -> None:
+    """Without MutatingAdmissionPolicy (before Kubernetes 1.36) the operator adds its
+    finalizer itself; with namespaces set, no job elsewhere gets a finalizer nobody removes."""
+    older = template()
+    assert of_kind(older, "MutatingAdmissionPolicy") == []
+    assert of_kind(older, "MutatingAdmissionPolicyBinding") == []
+    assert of_kind(older, "ValidatingAdmissionPolicy") != []
+    (cluster_wide,) = of_kind(
+        template(api_versions=(MUTATING_ADMISSION_POLICY,)), "MutatingAdmissionPolicyBinding"
+    )
+    assert "namespaceSelector" not in cluster_wide["spec"]["matchResources"]
+    (scoped,) = of_kind(
+        template(
+            {"config": {"namespaces": ["ml-a", "ml-b"]}}, api_versions=(MUTATING_ADMISSION_POLICY,)
+        ),
+        "MutatingAdmissionPolicyBinding",
+    )
+    assert scoped["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ml-a", "ml-b"]}
+        ]
+    }
 
 
 def test_default_policy_is_valid_and_a_hook() -> None:

@@ -1,5 +1,6 @@
 """ValidatingAdmissionPolicies (no webhook) that check FineTuneJobs and ModelDeployments
-against every SovereigntyPolicy that selects their namespace.
+against every SovereigntyPolicy that selects their namespace, and the MutatingAdmissionPolicy
+that gives a new FineTuneJob the operator's finalizer as it is created.
 
 The CEL here and policy/ (the operator's re-check) implement the same rules; tests hold
 both to the same examples.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.v1alpha1 import finetunejob, modeldeployment, sovereigntypolicy
-from ..api.v1alpha1.common import API_VERSION, GROUP, VERSION
+from ..api.v1alpha1.common import API_VERSION, FINALIZER, GROUP, VERSION
 from .crds import PART_OF_LABELS
 
 # Without any SovereigntyPolicy nothing can be proven about residency, so nothing new is
@@ -307,6 +308,64 @@ def _bindings(plural: str) -> list[dict[str, Any]]:
     ]
 
 
+FINALIZER_POLICY = f"{finetunejob.PLURAL}-finalizer.{GROUP}"
+
+
+def finalizer_policy() -> list[dict[str, Any]]:
+    """A MutatingAdmissionPolicy (GA in Kubernetes 1.36) and its binding that add the
+    operator's finalizer to a FineTuneJob as the API server creates it.
+
+    The operator must record a job's deletion in the audit log before the job is gone, so
+    the job carries its finalizer. Without this policy, Kopf adds the finalizer itself on
+    first sight: a write of its own, and a second watch round trip, before anything is made
+    for the job. With it, the first event already shows the finalizer and the job's children
+    are made at once. Kopf still adds it where the policy is absent (an older cluster, or
+    ``admissionPolicy.enabled: false``): the policy saves work, nothing depends on it. It
+    fails open for the same reason. The chart scopes the binding to the watched namespaces,
+    so that no job gets a finalizer that no operator removes.
+    """
+    rules = [
+        {
+            "apiGroups": [GROUP],
+            "apiVersions": [VERSION],
+            "operations": ["CREATE"],
+            "resources": [finetunejob.PLURAL],
+        }
+    ]
+    labels = dict(PART_OF_LABELS)
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicy",
+            "metadata": {"name": FINALIZER_POLICY, "labels": labels},
+            "spec": {
+                "failurePolicy": "Ignore",
+                "reinvocationPolicy": "Never",
+                "matchConstraints": {"resourceRules": rules},
+                "mutations": [
+                    {
+                        # Server-side apply semantics: finalizers is a set, so one the user
+                        # wrote stays, and ours is not added twice.
+                        "patchType": "ApplyConfiguration",
+                        "applyConfiguration": {
+                            "expression": (
+                                "Object{metadata: Object.metadata{finalizers: "
+                                f"['{FINALIZER}']}}}}"
+                            )
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicyBinding",
+            "metadata": {"name": FINALIZER_POLICY, "labels": labels},
+            "spec": {"policyName": FINALIZER_POLICY, "matchResources": {"resourceRules": rules}},
+        },
+    ]
+
+
 def build_admission() -> list[dict[str, Any]]:
     """The admission policies and their bindings, policies first."""
     ftj = finetunejob.PLURAL
@@ -329,4 +388,5 @@ def build_admission() -> list[dict[str, Any]]:
             {"modelHost": "model.uri", "baseModelHost": "model.baseModel.uri"},
         ),
         *_bindings(mdep),
+        *finalizer_policy(),
     ]
