@@ -18,7 +18,7 @@ import pytest
 from sovereign_operator.audit.log import Location
 from sovereign_operator.audit.records import parse_head
 from sovereign_operator.audit.verify import Chain, check_chain, read_store
-from sovereign_operator.builders.names import configmap_name
+from sovereign_operator.builders.jobconfig import job_config_of
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.s3store import admin_client, make_locked_bucket
 
@@ -121,8 +121,9 @@ def test_a_jobs_story_is_recorded_once_and_verifies_against_the_cluster(
     admission = parse_head(trail["admission"])
     assert chain.records[admission.seq][1] == admission.digest
     assert chain.records[admission.seq][0].event == "Admitted"
-    config = get_json(crds, "configmap", configmap_name("story"), "-n", namespace)
-    assert json.loads(config["data"]["job.json"])["audit"]["chainHead"] == trail["admission"]
+    live_rayjob = get_json(crds, "rayjob", rayjob["metadata"]["name"], "-n", namespace)
+    job_json = json.loads(job_config_of(live_rayjob) or "{}")
+    assert job_json["audit"]["chainHead"] == trail["admission"]
 
     # A policy changed under the job, seen after a restart: recorded once, as a change.
     audited.operator.stop()

@@ -17,11 +17,10 @@ from sovereign_operator.backends.context import JobContext
 from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.backends.types import BackendObservation, BackendState
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
-from sovereign_operator.builders.names import configmap_name, network_policy_name, rayjob_name
+from sovereign_operator.builders.names import network_policy_name, rayjob_name
 from sovereign_operator.builders.network import build_job_network_policy
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.k8s.client import (
-    CONFIGMAP,
     NETWORK_POLICY,
     RAYJOB,
     Kube,
@@ -91,13 +90,10 @@ def test_the_network_policy_is_made_before_the_rayjob(job: Job) -> None:
     observation = job.reconcile(job.policy)
     assert observation.state == BackendState.PENDING
     netpol = job.get(NETWORK_POLICY, network_policy_name("ft"))
-    configmap = job.get(CONFIGMAP, configmap_name("ft"))
     rayjob = job.get(RAYJOB, rayjob_name("ft"))
     assert netpol is not None
     assert rayjob is not None
     assert netpol["spec"] == build_job_network_policy(job.owner, job.policy)["spec"]
-    # etcd's revisions order the creations (the ConfigMap is written by nobody else).
-    assert version(netpol) < version(configmap)
     assert netpol["metadata"]["creationTimestamp"] <= rayjob["metadata"]["creationTimestamp"]
 
 
@@ -136,7 +132,6 @@ def test_delete_removes_the_network_policy_with_the_rest(job: Job) -> None:
     # then stays, marked for deletion, until KubeRay has cleaned up after it.
     children = [
         (RAYJOB, rayjob_name("ft")),
-        (CONFIGMAP, configmap_name("ft")),
         (NETWORK_POLICY, network_policy_name("ft")),
     ]
     for kind, name in children:

@@ -18,9 +18,10 @@ from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicyS
 from sovereign_operator.backends.context import JobContext
 from sovereign_operator.backends.kuberay import KubeRayBackend
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
-from sovereign_operator.builders.names import configmap_name, rayjob_name
+from sovereign_operator.builders.jobconfig import job_config_of
+from sovereign_operator.builders.names import rayjob_name
 from sovereign_operator.devcluster import LocalCluster
-from sovereign_operator.k8s.client import CONFIGMAP, RAYJOB, Kube, load_configuration
+from sovereign_operator.k8s.client import RAYJOB, Kube, load_configuration
 
 from .operator_process import (
     MODEL_SOURCES,
@@ -204,11 +205,11 @@ def test_a_spec_change_that_only_touches_job_json_reaches_the_configmap(
 
     reconcile(epochs=2)
     reconcile(epochs=5)
-    configmap = kube.get(CONFIGMAP, namespace, configmap_name(owner.name))
-    document = json.loads(configmap["data"]["job.json"])
-    assert document["method"]["hyperparameters"]["epochs"] == 5
-    digest = hashlib.sha256(configmap["data"]["job.json"].encode()).hexdigest()
     rayjob = kube.get(RAYJOB, namespace, rayjob_name(owner.name))
+    text = job_config_of(rayjob)
+    assert text is not None
+    assert json.loads(text)["method"]["hyperparameters"]["epochs"] == 5
+    digest = hashlib.sha256(text.encode()).hexdigest()
     assert rayjob["spec"]["entrypoint"].endswith(f"--config-sha256 {digest}")
 
 

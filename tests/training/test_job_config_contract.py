@@ -15,7 +15,7 @@ from sovereign_operator.api.v1alpha1.finetunejob import FineTuneJobSpec, Resolve
 from sovereign_operator.api.v1alpha1.hyperparameters import resolve_hyperparameters
 from sovereign_operator.api.v1alpha1.sovereigntypolicy import SovereigntyPolicySpec
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
-from sovereign_operator.builders.jobconfig import CONFIG_KEY, build_job_configmap, config_digest
+from sovereign_operator.builders.jobconfig import CONFIG_ANNOTATION, config_digest, job_config_text
 from sovereign_operator.builders.rayjob import build_rayjob
 from sovereign_training.cli import build_parser
 from sovereign_training.config import ConfigError, load_config, parse_config
@@ -49,11 +49,9 @@ def job_json(
         warmup_ratio=0.03,
         seed=42,
     )
-    configmap = build_job_configmap(
+    return job_config_text(
         spec, OWNER, hyperparameters, RESIDENCY, policy=policy, chain_head=chain_head
     )
-    text: str = configmap["data"][CONFIG_KEY]
-    return text
 
 
 def test_the_trainer_parses_what_the_operator_writes_and_its_entrypoint(tmp_path: Path) -> None:
@@ -62,14 +60,15 @@ def test_the_trainer_parses_what_the_operator_writes_and_its_entrypoint(tmp_path
     spec = FineTuneJobSpec.model_validate(
         {"baseModel": {"uri": "hf://acme/tiny"}, "dataset": {"trainingUri": "s3://eu-data/t.jsonl"}}
     )
-    digest = config_digest({"data": {CONFIG_KEY: path.read_text()}})
-    entrypoint = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=digest)["spec"][
-        "entrypoint"
-    ]
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=path.read_text())
+    entrypoint = rayjob["spec"]["entrypoint"]
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    # What the head pod shows the trainer as its job.json is what the operator wrote.
+    assert head["metadata"]["annotations"][CONFIG_ANNOTATION] == path.read_text()
     argv = shlex.split(entrypoint)
     assert argv[:3] == ["python", "-m", "sovereign_training"]
     args = build_parser().parse_args([*argv[3:]])
-    assert args.config_sha256 == digest
+    assert args.config_sha256 == config_digest(path.read_text())
     cfg = load_config(path, args.config_sha256, 1)
     assert cfg.method.hyperparameters.epochs == 3
     assert cfg.method.type == "lora"
@@ -98,9 +97,9 @@ def test_the_trainer_reads_the_policy_facts_and_the_chain_head(tmp_path: Path) -
 
 def test_the_trainer_waits_for_the_job_json_it_was_started_for(tmp_path: Path) -> None:
     path = tmp_path / "job.json"
-    path.write_text(job_json(3))  # the kubelet has not synced the new ConfigMap yet
+    path.write_text(job_json(3))  # the kubelet has not synced the new file yet
     new = job_json(5)
-    digest = config_digest({"data": {CONFIG_KEY: new}})
+    digest = config_digest(new)
     writer = threading.Timer(0.5, path.write_text, args=(new,))
     writer.start()
     started = time.monotonic()
@@ -113,7 +112,7 @@ def test_the_trainer_waits_for_the_job_json_it_was_started_for(tmp_path: Path) -
 def test_a_job_json_that_never_comes_fails_naming_both_digests(tmp_path: Path) -> None:
     path = tmp_path / "job.json"
     path.write_text(job_json(3))
-    wanted = config_digest({"data": {CONFIG_KEY: job_json(5)}})
+    wanted = config_digest(job_json(5))
     with pytest.raises(ConfigError, match=f"started for {wanted}") as err:
         load_config(path, wanted, wait_seconds=0.2)
     assert "did not reach this pod within 0 s" in str(err.value)
@@ -137,8 +136,7 @@ def test_the_trainer_chooses_what_the_operator_left_auto_by_the_same_rules(
         }
     )
     estimate = resolve_hyperparameters(spec)
-    configmap = build_job_configmap(spec, OWNER, estimate, RESIDENCY)
-    document = json.loads(configmap["data"][CONFIG_KEY])
+    document = json.loads(job_config_text(spec, OWNER, estimate, RESIDENCY))
     hp = document["method"]["hyperparameters"]
     assert (hp["epochs"], hp["batchSize"], hp["microBatchSize"]) == ("auto", "auto", "auto")
     cfg = parse_config(document)
@@ -162,7 +160,7 @@ def test_explicit_hyperparameters_reach_the_trainer_unchanged() -> None:
             "resources": {"workers": 2, "gpusPerWorker": 1},
         }
     )
-    configmap = build_job_configmap(spec, OWNER, resolve_hyperparameters(spec), RESIDENCY)
-    cfg = parse_config(json.loads(configmap["data"][CONFIG_KEY]))
+    text = job_config_text(spec, OWNER, resolve_hyperparameters(spec), RESIDENCY)
+    cfg = parse_config(json.loads(text))
     chosen = cfg.resolved(10).chosen()
     assert (chosen.epochs, chosen.batch_size, chosen.micro_batch_size) == (2, 12, 3)

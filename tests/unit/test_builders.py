@@ -1,4 +1,4 @@
-"""Builders are pure: whole-dict comparisons of the RayJob, the ConfigMap and job.json."""
+"""Builders are pure: whole-dict comparisons of the RayJob and job.json."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from sovereign_operator.builders.context import (
 )
 from sovereign_operator.builders.jobconfig import (
     build_job_config,
-    build_job_configmap,
     config_digest,
+    job_config_text,
 )
 from sovereign_operator.builders.names import (
     RAYJOB_NAME_MAX,
-    configmap_name,
+    network_policy_name,
     rayjob_name,
     short_hash,
 )
@@ -32,7 +32,8 @@ from sovereign_operator.builders.rayjob import build_rayjob
 from sovereign_operator.k8s.ensure import drift
 
 OWNER = Owner(name="ft", namespace="team-a", uid="0000-1111")
-DIGEST = "ab" * 32  # the job.json digest the entrypoint carries
+JOB_CONFIG = '{"kind": "TrainingConfig"}'  # a job.json, as the RayJob carries it
+DIGEST = config_digest(JOB_CONFIG)  # the job.json digest the entrypoint carries
 RESIDENCY = Residency("eu-only", "topology.kubernetes.io/region", ("eu-west-par", "eu-central-fra"))
 CFG = BuildConfig(
     runtime_image="registry.eu/sovai/training:1", mlflow_tracking_uri="http://mlflow:5000"
@@ -133,10 +134,18 @@ ENV = [
     {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}},
     {"name": "SOVAI_S3_ROUTES", "value": '{"modelSources":[],"storage":[]}'},
 ]
+# job.json: the head pod's own annotation, as a file (no ConfigMap, no write of its own).
 VOLUMES = [
     {
         "name": "sovereign-ai-config",
-        "configMap": {"name": "ft-config", "items": [{"key": "job.json", "path": "job.json"}]},
+        "downwardAPI": {
+            "items": [
+                {
+                    "path": "job.json",
+                    "fieldRef": {"fieldPath": "metadata.annotations['sovereign-ai.eu/job-config']"},
+                }
+            ]
+        },
     }
 ]
 MOUNTS = [{"name": "sovereign-ai-config", "mountPath": "/etc/sovereign-ai", "readOnly": True}]
@@ -168,7 +177,7 @@ def test_rayjob_suspend_is_left_to_kueue_in_a_queue(
     spec = spec.model_copy(
         update={"placement": spec.placement.model_copy(update={"queue_name": queue})}
     )
-    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)
     assert rayjob["spec"].get("suspend") == stated
 
 
@@ -195,7 +204,7 @@ def test_cleanup_decides_the_teardown_per_outcome(
         "cleanup": {"onSuccess": on_success, "onFailure": on_failure},
     }
     spec = make_spec(execution=execution)
-    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST, succeeded=succeeded)
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG, succeeded=succeeded)
     assert rayjob["spec"]["ttlSecondsAfterFinished"] == ttl
     assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
 
@@ -245,7 +254,10 @@ def test_rayjob_is_exactly_as_expected() -> None:
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                 "template": {
-                    "metadata": {"labels": labels("ray-head")},
+                    "metadata": {
+                        "labels": labels("ray-head"),
+                        "annotations": {"sovereign-ai.eu/job-config": JOB_CONFIG},
+                    },
                     "spec": {
                         "affinity": REGION_AFFINITY,
                         "tolerations": SPEC_TOLERATIONS,
@@ -302,11 +314,9 @@ def test_rayjob_is_exactly_as_expected() -> None:
                                         },
                                     },
                                     "env": ENV,
-                                    "volumeMounts": MOUNTS,
                                     "securityContext": CONTAINER_SECURITY,
                                 }
                             ],
-                            "volumes": VOLUMES,
                         },
                     },
                 }
@@ -326,14 +336,14 @@ def test_rayjob_is_exactly_as_expected() -> None:
         },
         "spec": expected_spec,
     }
-    assert build_rayjob(make_spec(), OWNER, CFG, RESIDENCY, config_sha256=DIGEST) == expected
+    assert build_rayjob(make_spec(), OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG) == expected
 
 
 def test_cpu_job_has_no_gpu_selector_toleration_or_limit() -> None:
     spec = make_spec(
         resources={"workers": 1, "gpusPerWorker": 0, "cpu": "2", "memory": "4Gi"}, placement={}
     )
-    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)
     worker = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert worker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
         "nodeSelectorTerms": [
@@ -357,7 +367,7 @@ def test_cpu_job_has_no_gpu_selector_toleration_or_limit() -> None:
 
 def test_gpus_without_type_pin_to_any_gpu_node() -> None:
     spec = make_spec(resources={"workers": 1, "gpusPerWorker": 2})
-    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)["spec"][
         "rayClusterSpec"
     ]
     pod = cluster["workerGroupSpecs"][0]["template"]["spec"]
@@ -370,7 +380,7 @@ def test_gpus_without_type_pin_to_any_gpu_node() -> None:
 
 def test_every_pod_template_is_pinned_to_the_allowed_regions() -> None:
     spec = make_spec()
-    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"]
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)["spec"]
     templates = [
         rayjob["submitterPodTemplate"],
         rayjob["rayClusterSpec"]["headGroupSpec"]["template"],
@@ -390,7 +400,7 @@ def test_a_secret_gives_the_pods_its_credentials_and_nothing_else() -> None:
     """Not envFrom: an AWS_ENDPOINT_URL (any case) or a proxy in the Secret would reach boto3 in
     the workers and send the data to a place the policy never checked."""
     spec = make_spec(dataset={"trainingUri": "s3://eu-data/t.jsonl", "secretRef": {"name": "s3"}})
-    head = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+    head = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)["spec"][
         "rayClusterSpec"
     ]["headGroupSpec"]
     container = head["template"]["spec"]["containers"][0]
@@ -413,16 +423,16 @@ def test_the_pods_get_the_policys_s3_routes_last() -> None:
     routes = '{"modelSources":[],"storage":[{"buckets":"eu-*","endpoint":"s3-par"}]}'
     residency = replace(RESIDENCY, s3_routes=routes)
     spec = make_spec()
-    head = build_rayjob(spec, OWNER, CFG, residency, config_sha256=DIGEST)["spec"][
+    head = build_rayjob(spec, OWNER, CFG, residency, job_config=JOB_CONFIG)["spec"][
         "rayClusterSpec"
     ]["headGroupSpec"]
     env = head["template"]["spec"]["containers"][0]["env"]
     assert env[-1] == {"name": "SOVAI_S3_ROUTES", "value": routes}
     assert "HF_ENDPOINT" not in {e["name"] for e in env}
     mirrored = replace(residency, hub_mirror="https://hf.mirror.eu")
-    head = build_rayjob(spec, OWNER, CFG, mirrored, config_sha256=DIGEST)["spec"]["rayClusterSpec"][
-        "headGroupSpec"
-    ]
+    head = build_rayjob(spec, OWNER, CFG, mirrored, job_config=JOB_CONFIG)["spec"][
+        "rayClusterSpec"
+    ]["headGroupSpec"]
     env = head["template"]["spec"]["containers"][0]["env"]
     assert env[-2:] == [
         {"name": "HF_ENDPOINT", "value": "https://hf.mirror.eu"},
@@ -431,8 +441,8 @@ def test_the_pods_get_the_policys_s3_routes_last() -> None:
 
 
 def test_suspend_maps_to_rayjob_suspend_and_changes_the_hash() -> None:
-    running = build_rayjob(make_spec(), OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
-    suspended = build_rayjob(make_spec(suspend=True), OWNER, CFG, RESIDENCY, config_sha256=DIGEST)
+    running = build_rayjob(make_spec(), OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)
+    suspended = build_rayjob(make_spec(suspend=True), OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)
     assert suspended["spec"]["suspend"] is True
     assert running["metadata"]["annotations"] != suspended["metadata"]["annotations"]
 
@@ -443,7 +453,7 @@ def test_pvc_uris_mount_their_claims_in_the_head_and_workers_not_the_submitter()
         dataset={"trainingUri": "pvc://data/train.jsonl", "validationUri": "pvc://data/v.jsonl"},
         output={"uri": "pvc://models/out/ft"},
     )
-    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+    cluster = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)["spec"][
         "rayClusterSpec"
     ]
     claims = [
@@ -454,11 +464,14 @@ def test_pvc_uris_mount_their_claims_in_the_head_and_workers_not_the_submitter()
         {"name": "pvc-data", "mountPath": "/mnt/pvc/data"},
         {"name": "pvc-models", "mountPath": "/mnt/pvc/models"},
     ]
-    for template in (cluster["headGroupSpec"]["template"],
-                     cluster["workerGroupSpecs"][0]["template"]):  # fmt: skip
-        assert template["spec"]["volumes"] == [*VOLUMES, *claims]
-        assert template["spec"]["containers"][0]["volumeMounts"] == [*MOUNTS, *mounts]
-    submitter = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=DIGEST)["spec"][
+    head = cluster["headGroupSpec"]["template"]
+    assert head["spec"]["volumes"] == [*VOLUMES, *claims]
+    assert head["spec"]["containers"][0]["volumeMounts"] == [*MOUNTS, *mounts]
+    # Only the head reads job.json: the workers mount the claims alone.
+    worker = cluster["workerGroupSpecs"][0]["template"]
+    assert worker["spec"]["volumes"] == claims
+    assert worker["spec"]["containers"][0]["volumeMounts"] == mounts
+    submitter = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=JOB_CONFIG)["spec"][
         "submitterPodTemplate"
     ]
     assert "volumes" not in submitter["spec"]
@@ -483,7 +496,7 @@ def test_rayjob_names(name: str, expected: str) -> None:
 )
 def test_names_that_clean_up_alike_get_different_children(one: str, other: str) -> None:
     assert rayjob_name(one) != rayjob_name(other)
-    assert configmap_name(one) != configmap_name(other)
+    assert network_policy_name(one) != network_policy_name(other)
 
 
 @pytest.mark.parametrize("length", [48, 63, 200, 253])
@@ -491,7 +504,7 @@ def test_long_names_are_truncated_with_a_hash_and_stay_distinct(length: int) -> 
     name = "x" * (length - 1) + "a"
     other = "x" * (length - 1) + "b"
     assert len(rayjob_name(name)) <= RAYJOB_NAME_MAX
-    assert len(configmap_name(name)) <= 63
+    assert len(network_policy_name(name)) <= 63
     assert rayjob_name(name) != rayjob_name(other)
     assert rayjob_name(name) == rayjob_name(name)
 
@@ -565,10 +578,8 @@ def test_job_config_carries_the_policy_facts_and_the_chain_head() -> None:
         "energy": {"pue": 1.3},
         "audit": {"chainHead": CHAIN_HEAD},
     }
-    configmap = build_job_configmap(
-        spec, OWNER, HP, RESIDENCY, policy=policy, chain_head=CHAIN_HEAD
-    )
-    assert json.loads(configmap["data"]["job.json"]) == document
+    text = job_config_text(spec, OWNER, HP, RESIDENCY, policy=policy, chain_head=CHAIN_HEAD)
+    assert json.loads(text) == document
 
 
 @pytest.mark.parametrize(
@@ -594,24 +605,18 @@ def test_job_config_leaves_out_facts_not_known(policy: SovereigntyPolicySpec) ->
     assert "audit" not in document
 
 
-def test_configmap_holds_job_json_and_is_owned() -> None:
+def test_job_json_travels_in_the_head_pods_annotation_as_stable_json() -> None:
     spec = make_spec()
-    configmap = build_job_configmap(spec, OWNER, HP, RESIDENCY)
-    assert configmap == {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": "ft-config",
-            "namespace": "team-a",
-            "labels": labels("config"),
-            "ownerReferences": [OWNER_REF],
-        },
-        "data": {
-            "job.json": json.dumps(
-                build_job_config(spec, OWNER, HP, RESIDENCY), indent=2, sort_keys=True
-            )
-        },
-    }
+    text = job_config_text(spec, OWNER, HP, RESIDENCY)
+    assert text == json.dumps(
+        build_job_config(spec, OWNER, HP, RESIDENCY), indent=2, sort_keys=True
+    )
+    head = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=text)["spec"]["rayClusterSpec"][
+        "headGroupSpec"
+    ]["template"]
+    assert head["metadata"]["annotations"] == {"sovereign-ai.eu/job-config": text}
+    assert head["spec"]["volumes"] == VOLUMES
+    assert head["spec"]["containers"][0]["volumeMounts"] == MOUNTS
 
 
 def test_a_change_only_to_job_json_changes_the_rayjob_too() -> None:
@@ -621,8 +626,9 @@ def test_a_change_only_to_job_json_changes_the_rayjob_too() -> None:
     for epochs in (3, 5):
         spec = make_spec(method={"type": "lora", "hyperparameters": {"epochs": epochs}})
         hp = HP.model_copy(update={"epochs": epochs})
-        digest = config_digest(build_job_configmap(spec, OWNER, hp, RESIDENCY))
-        rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, config_sha256=digest)
+        text = job_config_text(spec, OWNER, hp, RESIDENCY)
+        digest = config_digest(text)
+        rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=text)
         assert rayjob["spec"]["entrypoint"].endswith(f"--config-sha256 {digest}")
         hashes.append(rayjob["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
     assert hashes[0] != hashes[1]

@@ -639,7 +639,6 @@ def test_cluster_wide_rbac_grants_exactly_the_operators_calls() -> None:
         (["ray.io"], ["rayjobs"], ["create", "get", "patch", "delete"]),
         (["ray.io"], ["rayjobs"], ["list", "watch"]),
         (["kueue.x-k8s.io"], ["workloads"], ["list", "watch"]),
-        ([""], ["configmaps"], ["create", "get", "patch", "delete"]),
         ([""], ["pods"], ["list", "watch"]),
         ([""], ["pods/log"], ["get"]),
         (["apps"], ["deployments"], ["create", "get", "patch", "delete"]),

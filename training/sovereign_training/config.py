@@ -1,4 +1,5 @@
-"""The training job's configuration: the JSON file the operator writes (ConfigMap key job.json).
+"""The training job's configuration: the JSON file the operator writes (job.json, which the head
+pod shows from its annotation).
 
 The shape is the operator <-> training contract (docs/training.md). Keys are camelCase; unknown
 keys are rejected so that a typo fails loudly instead of being ignored.
@@ -264,10 +265,10 @@ def wait_for_digest(path: Path, sha256: str, timeout: float, poll: float = 2.0) 
     """The file's bytes once their sha256 is ``sha256``.
 
     The operator names the digest of the job.json it wrote in the RayJob's entrypoint; the
-    file is a mounted ConfigMap, which reaches an already running pod only at the kubelet's
-    next sync (about a minute). Training on the previous job.json would silently ignore a
-    spec change, so the trainer waits for the one it was started for, and fails clearly if it
-    never comes."""
+    file is the head pod's annotation through the downward API, which reaches an already
+    running pod only at the kubelet's next sync (about a minute). Training on the previous
+    job.json would silently ignore a spec change, so the trainer waits for the one it was
+    started for, and fails clearly if it never comes."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -280,7 +281,7 @@ def wait_for_digest(path: Path, sha256: str, timeout: float, poll: float = 2.0) 
         if time.monotonic() >= deadline:
             raise ConfigError(
                 f"--config: {path} has sha256 {actual}, but the job was started for {sha256}: "
-                f"the updated ConfigMap did not reach this pod within {timeout:.0f} s"
+                f"the updated job.json did not reach this pod within {timeout:.0f} s"
             )
         time.sleep(poll)
 

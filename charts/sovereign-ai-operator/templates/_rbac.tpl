@@ -41,11 +41,6 @@
 - apiGroups: [kueue.x-k8s.io]
   resources: [workloads]
   verbs: [list, watch]
-# backends/kuberay.py reconcile(): the job.json ConfigMap (builders/jobconfig.py) is ensured
-# before the RayJob; delete() removes it.
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [create, get, patch, delete]
 # main.py kopf.index "sovai_pods" (handlers/indexes.py pods_by_owner): placement evidence and
 # start-up blockers (image pull errors) of the pods the operator's RayJobs made; and
 # kopf.index "sovai_serving_pods" (serving_pods_by_owner): the serving pods' placement, blockers

@@ -10,11 +10,11 @@ from typing import Any
 
 from ..api.v1alpha1.finetunejob import FineTuneJobStatus
 from ..builders.context import SPEC_HASH_ANNOTATION, Owner, spec_hash
-from ..builders.jobconfig import build_job_configmap, config_digest
-from ..builders.names import configmap_name, network_policy_name, rayjob_name
+from ..builders.jobconfig import job_config_text
+from ..builders.names import network_policy_name, rayjob_name
 from ..builders.network import build_job_network_policy
 from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob
-from ..k8s.client import CONFIGMAP, NETWORK_POLICY, RAYJOB, ApiError, Kube
+from ..k8s.client import NETWORK_POLICY, RAYJOB, ApiError, Kube
 from ..k8s.ensure import ForeignChild, delete_owned, ensure
 from .context import JobContext
 from .logs import LOG_TAIL_BYTES, LOG_TAIL_LINES, last_progress
@@ -124,7 +124,7 @@ def covering(rayjob: dict[str, Any], network_policy: dict[str, Any]) -> dict[str
 
 
 class KubeRayBackend:
-    """Creates the NetworkPolicy, ConfigMap and RayJob (ensure), reads state from the cached
+    """Creates the NetworkPolicy and the RayJob (ensure), reads state from the cached
     RayJob and pods, and progress and the result from the tail of the submitter pod's log."""
 
     kind = "kuberay"
@@ -137,7 +137,7 @@ class KubeRayBackend:
     def reconcile(self, ctx: JobContext) -> BackendObservation:
         """Ensure the children as built, then observe them."""
         network_policy = build_job_network_policy(ctx.owner, ctx.policy)
-        configmap = build_job_configmap(
+        job_config = job_config_text(
             ctx.spec,
             ctx.owner,
             ctx.hyperparameters,
@@ -150,7 +150,7 @@ class KubeRayBackend:
             ctx.owner,
             ctx.build,
             ctx.residency,
-            config_sha256=config_digest(configmap),
+            job_config=job_config,
             succeeded=outcome(ctx.live_rayjob),
         )
         desired = covering(rayjob, network_policy)
@@ -161,11 +161,9 @@ class KubeRayBackend:
         )
         if live is None or live_hash != wanted_hash:
             # The NetworkPolicy first, so that no pod of the job ever runs without it; then
-            # the ConfigMap, which the RayJob's pods mount. Its job.json is in the RayJob's
-            # hash through the entrypoint, so a change that only touches job.json lands too.
+            # the RayJob, which carries job.json in its head pod's annotations.
             try:
                 ensure(self.kube, network_policy)
-                ensure(self.kube, configmap)
                 live = ensure(self.kube, desired).obj
             except ForeignChild as conflict:
                 return BackendObservation(
@@ -227,7 +225,6 @@ class KubeRayBackend:
         """Delete the children explicitly (owner references would too, later, via the GC);
         only those this job controls."""
         delete_owned(self.kube, RAYJOB, owner.namespace, rayjob_name(owner.name), owner.uid)
-        delete_owned(self.kube, CONFIGMAP, owner.namespace, configmap_name(owner.name), owner.uid)
         # Last, after the RayJob. Its pods may still be in their termination grace period, then
         # without it; leaving it to the garbage collector would not close that gap, as the
         # collector removes it as soon as this job is gone.

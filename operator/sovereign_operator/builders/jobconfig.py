@@ -1,10 +1,12 @@
-"""The job.json the trainer reads (the operator <-> training contract) and its ConfigMap."""
+"""The job.json the trainer reads (the operator <-> training contract), and how it reaches the
+Ray head: an annotation of the head's pod, which a downward API volume shows as a file."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..api.v1alpha1.finetunejob import (
@@ -25,11 +27,13 @@ from .context import (
     Owner,
     Residency,
 )
-from .names import configmap_name, rayjob_name
+from .names import rayjob_name
 
 CONFIG_KEY = "job.json"
 CONFIG_DIR = "/etc/sovereign-ai"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+# The head pod's annotation that holds job.json (builders/podtemplate.py config_volume).
+CONFIG_ANNOTATION = "sovereign-ai.eu/job-config"
 _MODEL_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -138,6 +142,29 @@ def build_job_config(
     return document
 
 
+def job_config_text(
+    spec: FineTuneJobSpec,
+    owner: Owner,
+    hyperparameters: ResolvedHyperparameters,
+    residency: Residency,
+    *,
+    policy: SovereigntyPolicySpec | None = None,
+    chain_head: str | None = None,
+) -> str:
+    """job.json as the trainer reads it: build_job_config's document, as stable JSON (its
+    digest is in the RayJob's entrypoint)."""
+    document = build_job_config(
+        spec, owner, hyperparameters, residency, policy=policy, chain_head=chain_head
+    )
+    return json.dumps(document, indent=2, sort_keys=True)
+
+
+def config_digest(text: str) -> str:
+    """sha256 of a job.json: the RayJob's entrypoint names it, so that a changed job.json
+    changes the RayJob too, and the trainer checks that the file it reads is that one."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def child_labels(owner: Owner, component: str) -> dict[str, str]:
     """Labels every child carries: who owns it (uid, name-derived) and which part it is."""
     return {
@@ -148,35 +175,10 @@ def child_labels(owner: Owner, component: str) -> dict[str, str]:
     }
 
 
-def build_job_configmap(
-    spec: FineTuneJobSpec,
-    owner: Owner,
-    hyperparameters: ResolvedHyperparameters,
-    residency: Residency,
-    *,
-    policy: SovereigntyPolicySpec | None = None,
-    chain_head: str | None = None,
-) -> dict[str, Any]:
-    """The owned ConfigMap that is mounted at /etc/sovereign-ai and holds job.json
-    (build_job_config's document)."""
-    document = build_job_config(
-        spec, owner, hyperparameters, residency, policy=policy, chain_head=chain_head
-    )
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": configmap_name(owner.name),
-            "namespace": owner.namespace,
-            "labels": child_labels(owner, "config"),
-            "ownerReferences": [owner.reference()],
-        },
-        "data": {CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True)},
-    }
-
-
-def config_digest(configmap: dict[str, Any]) -> str:
-    """sha256 of the job.json a ConfigMap holds: the RayJob's entrypoint names it, so that a
-    changed job.json changes the RayJob too, and the trainer waits until the file it reads is
-    that one (a mounted ConfigMap reaches a running pod only after the kubelet's next sync)."""
-    return hashlib.sha256(configmap["data"][CONFIG_KEY].encode()).hexdigest()
+def job_config_of(rayjob: Mapping[str, Any]) -> str | None:
+    """The job.json a RayJob carries (its head pod template's annotation), as build_rayjob put
+    it there; None when it carries none. For readers: `sovai` tools, tests."""
+    head = (((rayjob.get("spec") or {}).get("rayClusterSpec") or {}).get("headGroupSpec")) or {}
+    annotations = ((head.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(CONFIG_ANNOTATION)
+    return value if isinstance(value, str) else None

@@ -38,11 +38,6 @@ def rayjob_name(ftj_name: str) -> str:
     return fit_name(ftj_name, RAYJOB_NAME_MAX)
 
 
-def configmap_name(ftj_name: str) -> str:
-    """Name of the ConfigMap holding job.json (<= 63 characters)."""
-    return f"{rayjob_name(ftj_name)}-config"
-
-
 def network_policy_name(ftj_name: str) -> str:
     """Name of the NetworkPolicy of a FineTuneJob's Ray pods (<= 63 characters)."""
     return f"{rayjob_name(ftj_name)}-egress"

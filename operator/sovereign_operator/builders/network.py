@@ -67,8 +67,8 @@ def build_job_network_policy(owner: Owner, policy: SovereigntyPolicySpec) -> dic
     The Kubernetes API is not allowed: nothing in the Ray pods calls it. KubeRay's submitter
     runs `ray job submit` against the head's dashboard, the workers wait for the head's GCS,
     in-tree autoscaling is off (its sidecar is what would call the API), the trainer reads
-    job.json from a mounted ConfigMap, and Ray's auth token comes from a secretKeyRef that the
-    kubelet resolves.
+    job.json from its pod's annotations (a downward API volume), and Ray's auth token comes
+    from a secretKeyRef that the kubelet resolves.
     """
     return {
         "apiVersion": "networking.k8s.io/v1",

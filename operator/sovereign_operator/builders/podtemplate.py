@@ -18,7 +18,7 @@ from ..api.v1alpha1.common import (
 from ..policy.places import EMPTY_ROUTES
 from ..policy.places import ROUTES_ENV as S3_ROUTES_ENV
 from .context import GPU_PRODUCT_LABEL, GPU_RESOURCE, BuildConfig, Residency
-from .jobconfig import CONFIG_DIR, CONFIG_KEY
+from .jobconfig import CONFIG_ANNOTATION, CONFIG_DIR, CONFIG_KEY
 
 CONFIG_VOLUME = "sovereign-ai-config"
 # The kubelet copies nothing from nodes to pods; since Kubernetes 1.33 the topology labels
@@ -182,11 +182,16 @@ def environment(
     return env
 
 
-def config_volume(configmap: str) -> dict[str, Any]:
-    """The ConfigMap holding job.json, as a pod volume."""
+def config_volume() -> dict[str, Any]:
+    """job.json as a pod volume: the pod's own CONFIG_ANNOTATION, through the downward API.
+
+    Carried by the RayJob itself rather than by a ConfigMap of its own, job.json costs no
+    write, no object and no permission besides the RayJob, and it cannot be missing or stale
+    when a pod starts: the pod is made with it."""
+    field = f"metadata.annotations['{CONFIG_ANNOTATION}']"
     return {
         "name": CONFIG_VOLUME,
-        "configMap": {"name": configmap, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+        "downwardAPI": {"items": [{"path": CONFIG_KEY, "fieldRef": {"fieldPath": field}}]},
     }
 
 

@@ -14,8 +14,8 @@ from .context import (
     Residency,
     spec_hash,
 )
-from .jobconfig import CONFIG_PATH, child_labels
-from .names import configmap_name, rayjob_name
+from .jobconfig import CONFIG_ANNOTATION, CONFIG_PATH, child_labels, config_digest
+from .names import rayjob_name
 from .podtemplate import (
     claim_volumes,
     claims_of,
@@ -48,6 +48,7 @@ def _pod_template(
     volumes: list[dict[str, Any]],
     gpus: int = 0,
     restart_never: bool = False,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Only the workers ask for GPUs: the head and the submitter are pinned to the allowed
     regions, but not to the GPU pool, so they take no GPU node's room."""
@@ -65,7 +66,10 @@ def _pod_template(
         pod_spec["volumes"] = volumes
     if restart_never:
         pod_spec["restartPolicy"] = "Never"
-    return {"metadata": {"labels": child_labels(owner, component)}, "spec": pod_spec}
+    metadata: dict[str, Any] = {"labels": child_labels(owner, component)}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"metadata": metadata, "spec": pod_spec}
 
 
 def teardown_ttl(execution: Execution, succeeded: bool | None) -> int:
@@ -93,12 +97,14 @@ def build_rayjob(
     cfg: BuildConfig,
     residency: Residency,
     *,
-    config_sha256: str,
+    job_config: str,
     succeeded: bool | None = None,
 ) -> dict[str, Any]:
     """A RayJob with one head and one worker group, every pod pinned to the allowed regions.
-    ``config_sha256`` is the digest of the job.json it runs (jobconfig.config_digest): part of
-    the entrypoint, so a new job.json is a new RayJob spec too, and the trainer checks it.
+    ``job_config`` is the job.json it runs (jobconfig.job_config_text). It travels in the head
+    pod's annotations, the only pod that reads it (Ray starts the training driver there, and
+    the driver hands the workers their part through Ray Train); its digest is part of the
+    entrypoint, so a new job.json is a new RayJob spec too, and the trainer checks it.
     ``succeeded``: the Ray job's outcome once it has ended (see teardown_ttl)."""
     image = spec.execution.image or cfg.runtime_image
     gpus = spec.resources.gpus_per_worker
@@ -118,16 +124,18 @@ def build_rayjob(
         ]
     )
     claim_vols, claim_mounts = claim_volumes(claims)
-    volumes = [config_volume(configmap_name(owner.name)), *claim_vols]
 
-    def ray_container(name: str, amounts: dict[str, Any], ports: list[int]) -> dict[str, Any]:
+    def ray_container(
+        name: str, amounts: dict[str, Any], ports: list[int], mounts: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         container: dict[str, Any] = {
             "name": name,
             "image": image,
             "resources": amounts,
             "env": env,
-            "volumeMounts": [config_mount(), *claim_mounts],
         }
+        if mounts:
+            container["volumeMounts"] = mounts
         if ports:
             container["ports"] = [
                 {"name": port_name, "containerPort": port}
@@ -140,16 +148,22 @@ def build_rayjob(
         owner,
         residency,
         "ray-head",
-        ray_container("ray-head", resources(cfg.head_cpu, cfg.head_memory), [6379, 8265, 10001]),
-        volumes,
+        ray_container(
+            "ray-head",
+            resources(cfg.head_cpu, cfg.head_memory),
+            [6379, 8265, 10001],
+            [config_mount(), *claim_mounts],
+        ),
+        [config_volume(), *claim_vols],
+        annotations={CONFIG_ANNOTATION: job_config},
     )
     workers = _pod_template(
         spec,
         owner,
         residency,
         "ray-worker",
-        ray_container("ray-worker", resources(cpu, memory, gpus), []),
-        volumes,
+        ray_container("ray-worker", resources(cpu, memory, gpus), [], claim_mounts),
+        claim_vols,
         gpus=gpus,
     )
     # No command: KubeRay fills in `ray job submit ... -- <entrypoint>` itself.
@@ -179,7 +193,8 @@ def build_rayjob(
     )
     rayjob_spec: dict[str, Any] = {
         "entrypoint": (
-            f"{cfg.training_command} --config {CONFIG_PATH} --config-sha256 {config_sha256}"
+            f"{cfg.training_command} --config {CONFIG_PATH} "
+            f"--config-sha256 {config_digest(job_config)}"
         ),
         "submissionMode": "K8sJobMode",
         "metadata": {METADATA_UID_KEY: owner.uid},
