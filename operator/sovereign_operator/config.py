@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str | None = Field(
         default=None,
-        description="MLFLOW_TRACKING_URI given to training pods; unset: the trainer's default.",
+        description=(
+            "MLFLOW_TRACKING_URI given to training pods; unset: the trainer's default. The "
+            "operator reads it too (http or https), for the result of a job whose log no longer "
+            "gives it, with MLFLOW_TRACKING_TOKEN or _USERNAME/_PASSWORD from its own "
+            "environment."
+        ),
     )
     mlflow_secret_name: str | None = Field(
         default=None,

@@ -44,6 +44,7 @@ from .kopf_tuning import (
     login_with_bounded_pool,
 )
 from .metrics import Metrics
+from .mlflow_rest import MlflowRest
 
 ANNOTATION_PREFIX = "sovereign-ai.eu"
 log = logging.getLogger(__name__)
@@ -61,6 +62,20 @@ def build_config(settings: Settings) -> BuildConfig:
         ray_version=settings.ray_version,
         training_command=settings.training_command,
     )
+
+
+# A handler thread waits on MLflow at most this long per look (a lost result, rarely).
+MLFLOW_TIMEOUT_S = 10.0
+
+
+def tracking_server(settings: Settings) -> MlflowRest | None:
+    """The tracking server the operator reads kept results from, with the credentials in its
+    own environment (MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD: never a job's Secret);
+    None without an http(s) tracking URI."""
+    uri = settings.mlflow_tracking_uri
+    if not uri or not uri.startswith(("http://", "https://")):
+        return None
+    return MlflowRest.from_environment(uri, timeout=MLFLOW_TIMEOUT_S)
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -145,7 +160,7 @@ def register(
             kube=kube,
             metrics=metrics,
             build=build_config(memo.settings),
-            kuberay=KubeRayBackend(kube),
+            kuberay=KubeRayBackend(kube, mlflow=tracking_server(memo.settings)),
             raycluster=RayClusterBackend(
                 kube,
                 memo.settings.training_command,

@@ -7,6 +7,7 @@ RayJob's status subresource, as KubeRay would.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ import pytest
 
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.nodes import GPU_PRODUCT_LABEL, REGION_LABEL
+from sovereign_operator.devcluster.services import LocalMlflow
+from sovereign_training.progress import RESULT_KEYS, result_body
+from sovereign_training.tracking import JOB_UID_TAG, finish_run, keep_result, open_run
 
 from .operator_process import (
     EU_REGIONS,
@@ -43,10 +47,15 @@ SHORT_DEADLINE = 12
 
 @contextmanager
 def operator_with(
-    crds: LocalCluster, namespace: str, tmp_path: Path, **env: str
+    crds: LocalCluster,
+    namespace: str,
+    tmp_path: Path,
+    policy: dict[str, Any] | None = None,
+    **env: str,
 ) -> Iterator[OperatorProcess]:
-    """The operator for one namespace and its test policy, with extra SOVAI_* settings."""
-    setup_namespace(crds, namespace)
+    """The operator for one namespace and its test policy (``policy``: spec keys it replaces),
+    with extra SOVAI_* settings."""
+    setup_namespace(crds, namespace, **(policy or {}))
     with OperatorProcess(crds, tmp_path, namespaces=[namespace], env=env) as process:
         yield process
     crds.kubectl("delete", "sovereigntypolicy", f"pol-{namespace}", "--wait=false", check=False)
@@ -57,6 +66,35 @@ def operator(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[Ope
     # A short result deadline, so that a success whose result cannot be read ends in time.
     with operator_with(
         crds, namespace, tmp_path, SOVAI_RESULT_DEADLINE_SECONDS=str(RESULT_DEADLINE)
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMlflow]:
+    """A real MLflow tracking server (sqlite, artifacts served by the server)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    with LocalMlflow(folder / "data", folder / "logs") as server:
+        yield server
+
+
+@pytest.fixture
+def mlflow_operator(
+    crds: LocalCluster, namespace: str, tmp_path: Path, mlflow: LocalMlflow
+) -> Iterator[OperatorProcess]:
+    """The operator with the short result deadline and a tracking server, which the policy
+    declares (as it must, for the jobs to log there)."""
+    endpoints = [
+        *policy_for(namespace)["spec"]["storageEndpoints"],
+        {"name": "mlflow", "url": mlflow.tracking_uri, "region": "eu-west-par"},
+    ]
+    with operator_with(
+        crds,
+        namespace,
+        tmp_path,
+        {"storageEndpoints": endpoints},
+        SOVAI_RESULT_DEADLINE_SECONDS=str(RESULT_DEADLINE),
+        SOVAI_MLFLOW_TRACKING_URI=mlflow.tracking_uri,
     ) as process:
         yield process
 
@@ -183,21 +221,29 @@ def reading_result(cluster: LocalCluster, namespace: str, name: str) -> dict[str
     return obj if conditions(obj)["Running"]["reason"] == "ReadingResult" else None
 
 
-def test_a_success_whose_result_cannot_be_read_is_not_called_succeeded(
-    crds: LocalCluster, namespace: str, operator: OperatorProcess
-) -> None:
-    # KubeRay reports success, but the result (the trainer's SOVAI_RESULT line: the registered
-    # model and its digest) cannot be read: kwok's submitter pod has no log to serve. The job is
-    # not called Succeeded without it (a ModelDeployment would wait on it forever); it is read
-    # again until the result deadline, then the job fails with ResultLost.
-    crds.apply(finetunejob("ok", namespace, suffix="faq"))
-    run_as_kuberay_reports(crds, namespace, "ok", operator)
+def succeed(cluster: LocalCluster, namespace: str, name: str, operator: OperatorProcess) -> None:
+    """Report the job's Ray job running, then succeeded, as KubeRay would."""
+    run_as_kuberay_reports(cluster, namespace, name, operator)
     patch_rayjob_status(
-        crds,
+        cluster,
         namespace,
-        "ok",
+        name,
         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": now_rfc3339()},
     )
+
+
+def test_a_success_whose_result_cannot_be_read_is_not_called_succeeded(
+    crds: LocalCluster, namespace: str, mlflow_operator: OperatorProcess, mlflow: LocalMlflow
+) -> None:
+    # KubeRay reports success, but the result (the trainer's SOVAI_RESULT line: the registered
+    # model and its digest) cannot be read: kwok's submitter pod has no log to serve, and the
+    # job's MLflow run, where the trainer keeps it too, does not exist (no trainer ran). The
+    # job is not called Succeeded without it (a ModelDeployment would wait on it forever); it
+    # is read again until the result deadline, then the job fails with ResultLost, naming
+    # what was tried.
+    operator = mlflow_operator
+    crds.apply(finetunejob("ok", namespace, suffix="faq"))
+    succeed(crds, namespace, "ok", operator)
     obj = wait_for(
         lambda: reading_result(crds, namespace, "ok"),
         30,
@@ -210,8 +256,15 @@ def test_a_success_whose_result_cannot_be_read_is_not_called_succeeded(
         crds, namespace, "ok", "Failed", timeout=RESULT_DEADLINE + 40, log=operator.log_tail
     )
     status = obj["status"]
+    uid = obj["metadata"]["uid"]
     assert status["error"]["code"] == "ResultLost"
-    assert f"could not be read within {RESULT_DEADLINE} s" in status["error"]["message"]
+    message = status["error"]["message"]
+    assert f"could not be read within {RESULT_DEADLINE} s" in message
+    assert (
+        "from the SOVAI_RESULT line of the submitter's log or the job's MLflow run (MLflow at "
+        f"{mlflow.tracking_uri} has no run in experiment '{namespace}/ok' tagged "
+        f"sovai.job.uid={uid} that kept a result (sovai/result.json))"
+    ) in message
     assert "fineTunedModel" not in status
     cond = conditions(obj)
     assert (cond["Succeeded"]["status"], cond["Failed"]["status"]) == ("False", "True")
@@ -219,6 +272,70 @@ def test_a_success_whose_result_cannot_be_read_is_not_called_succeeded(
     assert {"Queued", "Running", "Failed"} <= set(story)
     assert "Succeeded" not in story
     assert f"SovereigntyPolicy pol-{namespace} allows" in story["Queued"]
+
+
+def keep_result_as_the_trainer_does(
+    tracking_uri: str, experiment: str, namespace: str, name: str, uid: str, version: str
+) -> tuple[str, dict[str, Any]]:
+    """A run in ``experiment``, tagged as the job's (uid, namespace, name), keeping a result
+    document, written with the trainer's own functions and MLflow's client: (run id, the
+    document)."""
+    tags = {JOB_UID_TAG: uid, "sovai.job.namespace": namespace, "sovai.job.name": name}
+    run_id, experiment_id = open_run(tracking_uri, experiment, name, tags)
+    values: dict[str, Any] = {key: None for key in RESULT_KEYS} | {
+        "runId": run_id,
+        "experimentId": experiment_id,
+        "modelName": "faq",
+        "modelVersion": version,
+        "modelUri": f"models:/faq/{version}",
+        "modelDigest": "sha256:" + "ab" * 32,
+        "tokensTrained": 1234,
+        "gpuHours": 0.5,
+        "nodes": [{"node": "gpu-eu-west-par-0", "region": "eu-west-par"}],
+    }
+    body = result_body(values)
+    keep_result(tracking_uri, run_id, body)
+    finish_run(tracking_uri, run_id, ok=True)
+    return run_id, json.loads(body)
+
+
+def test_a_success_whose_log_is_gone_takes_its_result_from_the_jobs_mlflow_run(
+    crds: LocalCluster, namespace: str, mlflow_operator: OperatorProcess, mlflow: LocalMlflow
+) -> None:
+    # kwok's submitter pod has no log to serve, as a real one whose pod is gone would not; the
+    # trainer kept the result on its MLflow run too. The job becomes Succeeded with that
+    # result, and its status and Event say where the result came from.
+    operator = mlflow_operator
+    crds.apply(finetunejob("kept", namespace, suffix="faq"))
+    obj = wait_phase(crds, namespace, "kept", "Queued", log=operator.log_tail)
+    uid = obj["metadata"]["uid"]
+    experiment = f"{namespace}/kept"  # the default: <namespace>/<name>
+    run_id, document = keep_result_as_the_trainer_does(
+        mlflow.tracking_uri, experiment, namespace, "kept", uid, "3"
+    )
+    # A newer run in the same experiment with the job's uid tag, but not naming the job's
+    # namespace: not this job's result.
+    keep_result_as_the_trainer_does(mlflow.tracking_uri, experiment, "elsewhere", "kept", uid, "9")
+    succeed(crds, namespace, "kept", operator)
+    obj = wait_phase(crds, namespace, "kept", "Succeeded", timeout=30, log=operator.log_tail)
+    status = obj["status"]
+    assert status["fineTunedModel"] == "models:/faq/3"
+    assert status["mlflow"] == {
+        "runId": run_id,
+        "experimentId": document["experimentId"],
+        "modelName": "faq",
+        "modelVersion": "3",
+        "modelUri": "models:/faq/3",
+        "modelDigest": "sha256:" + "ab" * 32,
+    }
+    assert "error" not in status
+    assert status["completionTime"]
+    said = f"its result was read from MLflow run {run_id}, the submitter's log not giving it"
+    succeeded = conditions(obj)["Succeeded"]
+    assert succeeded["status"] == "True"
+    assert succeeded["message"] == f"training finished; registered models:/faq/3; {said}"
+    story = {e["reason"]: e["message"] for e in events(crds, namespace, "kept")}
+    assert said in story["Succeeded"]
 
 
 def test_failure_path_driving_rayjob_status_through_status_subresource(

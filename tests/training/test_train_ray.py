@@ -26,6 +26,7 @@ from sovereign_training.digest import file_sha256, model_digest
 from sovereign_training.progress import parse_line
 from sovereign_training.runner import run_job
 from sovereign_training.sources import SourceError
+from sovereign_training.tracking import RESULT_ARTIFACT, RESULT_TAG
 
 from .conftest import NODE_NAME, NODE_REGION, job_dict
 
@@ -237,6 +238,11 @@ def test_single_process_matches_ray_and_prints_progress(
         "inputs",
         "hyperparameters",
     }
+    # The job's run keeps the same document, where the operator reads it when the log is gone.
+    client = MlflowClient(tracking)
+    assert client.get_run(result["runId"]).data.tags[RESULT_TAG] == RESULT_ARTIFACT
+    kept = client.download_artifacts(result["runId"], RESULT_ARTIFACT, str(tmp_path / "kept"))
+    assert json.loads(Path(kept).read_text(encoding="utf-8")) == result
     # What it trained with, in every line: here the job's explicit values.
     explicit = job["method"]["hyperparameters"]
     assert result["hyperparameters"] == explicit

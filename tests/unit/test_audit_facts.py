@@ -93,6 +93,10 @@ def test_a_finished_jobs_outcome() -> None:
     assert found["PhaseChanged"].key == "phase/Succeeded/1"
     [placed] = facts.placement_facts(JOB, status.placement or [])
     assert placed.details == {"pod": "p-0", "node": "gpu-1", "region": "eu-west-par"}
+    # A result read from the job's MLflow run, not its log, says so in the model's record.
+    kept = facts.job_outcome_facts(JOB, status, {"inputs": inputs}, "MLflow run r")
+    [registered] = [f for f in kept if f.event == "ModelRegistered"]
+    assert registered.details["resultFrom"] == "MLflow run r"
     # Without a result (a pass before the end) there is no inputs fact.
     assert "InputsVerified" not in {f.event for f in facts.job_outcome_facts(JOB, status, None)}
 

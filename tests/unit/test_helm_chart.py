@@ -131,6 +131,7 @@ def _documented_keys(lines: list[str]) -> list[str]:
         "networkPolicy.dnsTo",
         "networkPolicy.rayDashboards",
         "networkPolicy.auditStore",
+        "networkPolicy.mlflow",
     }
     missing: list[str] = []
     stack: list[tuple[int, str]] = []
@@ -348,6 +349,46 @@ def test_network_policy_lets_the_operator_reach_the_audit_store() -> None:
     assert egress[-1] == AUDIT_STORE_RULE
     assert len(egress) == 3  # DNS, the API server, the store
     assert AUDIT_STORE_RULE not in one(template(AUDIT), "NetworkPolicy")["spec"]["egress"]
+
+
+# -- MLflow ----------------------------------------------------------------------------------
+
+MLFLOW_CONFIG = {**VALUES["config"], "mlflowTrackingUri": "http://mlflow.mlflow.svc:5000"}
+MLFLOW = {"config": MLFLOW_CONFIG, "mlflow": {"credentialsSecret": "operator-mlflow"}}
+MLFLOW_RULE = {
+    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mlflow"}}}],
+    "ports": [{"port": 5000, "protocol": "TCP"}],
+}
+
+
+def test_the_operator_gets_its_own_mlflow_credentials_by_optional_secret_key_refs() -> None:
+    env = {e["name"]: e for e in container(MLFLOW)["env"]}
+    for key in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        ref = {"name": "operator-mlflow", "key": key, "optional": True}
+        assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": ref}}
+    # Without the Secret: no credentials, and no Secret the operator may read (RBAC).
+    names = {e["name"] for e in container({"config": MLFLOW_CONFIG})["env"]}
+    assert not {n for n in names if n.startswith("MLFLOW_")}
+    docs = template(MLFLOW)
+    assert not any(
+        "secrets" in rule.get("resources", [])
+        for doc in docs
+        if doc["kind"] in ("Role", "ClusterRole")
+        for rule in doc.get("rules") or []
+    )
+
+
+def test_mlflow_credentials_without_a_tracking_server_fail_rendering() -> None:
+    assert "mlflow.credentialsSecret is set but config.mlflowTrackingUri is not" in (
+        template_error({"mlflow": {"credentialsSecret": "operator-mlflow"}})
+    )
+
+
+def test_network_policy_lets_the_operator_reach_the_tracking_server() -> None:
+    values = {**MLFLOW, "networkPolicy": {**VALUES["networkPolicy"], "mlflow": [MLFLOW_RULE]}}
+    egress = one(template(values), "NetworkPolicy")["spec"]["egress"]
+    assert egress[-1] == MLFLOW_RULE
+    assert MLFLOW_RULE not in one(template(MLFLOW), "NetworkPolicy")["spec"]["egress"]
 
 
 def _notes(values: dict[str, Any], tmp_path: Path) -> str:

@@ -414,6 +414,68 @@ def test_a_result_unreadable_past_the_result_deadline_fails_with_result_lost() -
     assert "sovai.job.uid" in lost.error.message
 
 
+MLFLOW_TRIED = (
+    "MLflow at http://mlflow:5000 has no run in experiment 'team-a/ft' tagged "
+    "sovai.job.uid=u1 that kept a result (sovai/result.json)"
+)
+
+
+def test_a_result_read_from_mlflow_makes_the_same_success_and_says_where_it_came_from() -> None:
+    ended = T0 + timedelta(minutes=30)
+    later = ended + timedelta(seconds=40)
+    from_log = compute_status(
+        SPEC, observed(BackendState.SUCCEEDED, end_time=ended, result=RESULT), None, later
+    )
+    from_mlflow = compute_status(
+        SPEC,
+        observed(
+            BackendState.SUCCEEDED, end_time=ended, result=RESULT, result_from="MLflow run r1"
+        ),
+        None,
+        later,
+    )
+    assert from_mlflow.phase == FineTuneJobPhase.SUCCEEDED
+    succeeded = conditions_by_type(from_mlflow)["Succeeded"]
+    assert succeeded.message == (
+        "training finished; registered models:/ft/1; its result was read from MLflow run r1, "
+        "the submitter's log not giving it"
+    )
+    assert conditions_by_type(from_log)["Succeeded"].message == (
+        "training finished; registered models:/ft/1"
+    )
+    # Everything else is what the log's result would have made.
+    same = from_mlflow.model_copy(update={"conditions": from_log.conditions})
+    assert same == from_log
+
+
+def test_while_reading_the_result_and_when_it_is_lost_the_status_names_what_was_tried() -> None:
+    ended = T0 + timedelta(minutes=30)
+    waiting = compute_status(
+        SPEC,
+        observed(BackendState.SUCCEEDED, end_time=ended, result_tried=MLFLOW_TRIED),
+        None,
+        ended + timedelta(seconds=5),
+    )
+    assert conditions_by_type(waiting)["Running"].message == (
+        "the Ray job ft succeeded; reading its result from the SOVAI_RESULT line of the "
+        f"submitter's log or the job's MLflow run ({MLFLOW_TRIED}) before the job is called "
+        "Succeeded"
+    )
+    lost = compute_status(
+        SPEC,
+        observed(BackendState.SUCCEEDED, end_time=ended, result_tried=MLFLOW_TRIED),
+        waiting,
+        ended + timedelta(hours=1),
+    )
+    assert lost.error is not None
+    assert lost.error.message == (
+        "the Ray job ft succeeded at 2026-11-27T08:30:00+00:00, but its result could not be "
+        "read within 600 s from the SOVAI_RESULT line of the submitter's log or the job's "
+        f"MLflow run ({MLFLOW_TRIED}); the model it registered, if any, is in MLflow under the "
+        "run tagged sovai.job.uid with this job's uid"
+    )
+
+
 def test_startup_deadline_fails_with_the_blockers() -> None:
     blocked = ("pod ft-head is unschedulable: 0/7 nodes are available",)
     within = compute_status(

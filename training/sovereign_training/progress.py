@@ -52,20 +52,26 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _line(prefix: str, keys: tuple[str, ...], values: dict[str, Any]) -> str:
+def _body(prefix: str, keys: tuple[str, ...], values: dict[str, Any]) -> str:
     missing = [k for k in keys if k not in values]
     if missing:
         raise KeyError(f"{prefix.strip()} line lacks {missing}")
     body = {k: _clean(values[k]) for k in keys}
-    return prefix + json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
 def progress_line(values: dict[str, Any]) -> str:
-    return _line(PROGRESS_PREFIX, PROGRESS_KEYS, values)
+    return PROGRESS_PREFIX + _body(PROGRESS_PREFIX, PROGRESS_KEYS, values)
+
+
+def result_body(values: dict[str, Any]) -> str:
+    """The result document as the SOVAI_RESULT line carries it, without the prefix: also what
+    the job's MLflow run keeps (tracking.keep_result), byte for byte."""
+    return _body(RESULT_PREFIX, RESULT_KEYS, values)
 
 
 def result_line(values: dict[str, Any]) -> str:
-    return _line(RESULT_PREFIX, RESULT_KEYS, values)
+    return RESULT_PREFIX + result_body(values)
 
 
 def emit(line: str) -> None:

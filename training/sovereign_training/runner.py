@@ -20,9 +20,9 @@ from typing import Any
 from .config import TrainingConfig
 from .data import read_rows
 from .loop import LocalWorker, WorkerSetup, train_worker
-from .progress import emit, result_line
+from .progress import RESULT_PREFIX, emit, result_body
 from .sources import checked_dataset, parse_uri
-from .tracking import JOB_UID_TAG, finish_run, open_run, resolve_tracking_uri
+from .tracking import JOB_UID_TAG, finish_run, keep_result, open_run, resolve_tracking_uri
 
 
 def ray_available() -> bool:
@@ -141,6 +141,9 @@ def run_job(
             result = run_with_ray(cfg, setup, checkpoint_storage(cfg), run_name(cfg))
         else:
             result = _run_local(cfg, setup)
+        body = result_body(result)
+        if tracking_uri and run_id:
+            _keep_result(tracking_uri, run_id, body)
         ok = True
     finally:
         if tracking_uri and run_id:
@@ -150,8 +153,18 @@ def run_job(
     if owned:
         result.pop("localModelDir", None)  # removed with the folder
     if print_result:
-        emit(result_line(result))
+        emit(RESULT_PREFIX + body)
     return result
+
+
+def _keep_result(tracking_uri: str, run_id: str, body: str) -> None:
+    """The result on the run too, before the run is finished. The log's line stays the first
+    place the operator reads it from; a tracking server that fails this one write does not
+    fail a job that trained and registered its model."""
+    try:
+        keep_result(tracking_uri, run_id, body)
+    except Exception as error:  # MLflow's, requests' and the artifact store's errors alike
+        emit(f"sovereign_training: the result could not be kept on MLflow run {run_id}: {error}")
 
 
 def _run_local(cfg: TrainingConfig, setup: WorkerSetup) -> dict[str, Any]:

@@ -17,6 +17,13 @@ from urllib.parse import urlparse, urlunparse
 from .storage import route_mlflow_artifacts
 
 JOB_UID_TAG = "sovai.job.uid"
+# The result document (the SOVAI_RESULT line's JSON) as an artifact of the job's run, so that
+# the operator can still read it when the submitter's log is gone (docs/operator.md). An
+# artifact, not a tag: a tag's value is capped at 8,000 characters (5,000 on older servers),
+# and the result's node list grows with the job. The tag names the artifact, so that a search
+# by job uid finds only runs that carry one.
+RESULT_ARTIFACT = "sovai/result.json"
+RESULT_TAG = "sovai.result"
 
 
 def redact_uri(uri: str | None) -> str:
@@ -80,6 +87,17 @@ def open_run(
             return run_id, experiment_id
     run = mlc.create_run(experiment_id, run_name=run_name, tags=tags)
     return run.info.run_id, experiment_id
+
+
+def keep_result(tracking_uri: str, run_id: str, body: str) -> None:
+    """Record the result document ``body`` on the run: RESULT_ARTIFACT, then RESULT_TAG naming
+    it (in that order, so that a run tagged always has the artifact)."""
+    from mlflow.entities import RunTag
+
+    mlc = client(tracking_uri)
+    route_mlflow_artifacts(mlc.get_run(run_id).info.artifact_uri)
+    mlc.log_text(run_id, body, RESULT_ARTIFACT)
+    mlc.log_batch(run_id, tags=[RunTag(RESULT_TAG, RESULT_ARTIFACT)])
 
 
 def finish_run(tracking_uri: str, run_id: str, ok: bool) -> None:

@@ -72,6 +72,28 @@ which would pass on whatever else the Secret holds). boto3's default chain reads
 when config.auditUri is unset. Fails on settings that would do nothing, or not work: an
 auditUri without credentials, and an endpoint, region or credentials without an auditUri.
 */}}
+{{- /*
+The operator's own MLflow credentials (mlflow.credentialsSecret), MLflow's variables read by
+secretKeyRef, each optional: a token, or a user and password. The operator reads the tracking
+server only to find a job's kept result; it reads no Secret itself.
+*/}}
+{{- define "sovai.mlflowEnv" -}}
+{{- $secret := (.Values.mlflow | default dict).credentialsSecret }}
+{{- if $secret }}
+{{- if not .Values.config.mlflowTrackingUri }}
+{{- fail "mlflow.credentialsSecret is set but config.mlflowTrackingUri is not: without a tracking server the operator reads no MLflow and the Secret does nothing; set config.mlflowTrackingUri or unset mlflow.credentialsSecret" }}
+{{- end }}
+{{- range $key := list "MLFLOW_TRACKING_TOKEN" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret | quote }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "sovai.auditEnv" -}}
 {{- $config := .Values.config }}
 {{- $secret := (.Values.audit | default dict).credentialsSecret }}

@@ -8,12 +8,12 @@ the command line, so that the pure parts (``status_claims``, ``version_claims``)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
 
 from ..k8s import client as k8s
+from ..mlflow_rest import MlflowError, MlflowRest
 from .log import Location
 from .records import RecordError, parse_head
 from .verify import Claim, Finding
@@ -143,34 +143,14 @@ def mlflow_claims(
 def fetch_model_version(tracking_uri: str, name: str, version: str) -> dict[str, Any] | None:
     """MLflow's REST answer for one model version (the operator image has no mlflow client);
     None when it has no such version."""
-    import requests
-
-    headers = {}
-    auth = None
-    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
-    elif user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
-        auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
-    url = tracking_uri.rstrip("/") + "/api/2.0/mlflow/model-versions/get"
     try:
-        answer = requests.get(
-            url,
-            params={"name": name, "version": version},
-            headers=headers,
-            auth=auth,
-            timeout=HTTP_TIMEOUT_S,
+        mlflow = MlflowRest.from_environment(tracking_uri, timeout=HTTP_TIMEOUT_S)
+        answer = mlflow.get(
+            "model-versions/get",
+            {"name": name, "version": version},
+            f"model {name} version {version}",
         )
-    except requests.RequestException as error:
-        raise Unreadable(f"cannot reach MLflow at {tracking_uri}: {error}") from None
-    if answer.status_code == 404 or "RESOURCE_DOES_NOT_EXIST" in answer.text[:1000]:
-        return None
-    if not answer.ok:
-        raise Unreadable(
-            f"MLflow at {tracking_uri} answered {answer.status_code} for model {name} "
-            f"version {version}: {answer.text[:300]}"
-        )
-    try:
-        found: Any = answer.json().get("model_version")
-    except (ValueError, AttributeError):
-        raise Unreadable(f"MLflow at {tracking_uri} answered with no model version") from None
+    except (ValueError, MlflowError) as error:
+        raise Unreadable(str(error)) from None
+    found: Any = (answer or {}).get("model_version")
     return dict(found) if isinstance(found, dict) else None

@@ -98,10 +98,14 @@ def child_fact(subject: Subject, kind: str, name: str, uid: str) -> Fact:
 
 
 def job_outcome_facts(
-    subject: Subject, status: FineTuneJobStatus, result: Mapping[str, Any] | None
+    subject: Subject,
+    status: FineTuneJobStatus,
+    result: Mapping[str, Any] | None,
+    result_from: str | None = None,
 ) -> list[Fact]:
     """What the trainer reported (inputs with their digests, the model, the compute) and the
-    phase the job is in."""
+    phase the job is in. ``result_from``: where the result was read when not from the job's
+    log ("MLflow run <id>"), which the model's record names."""
     facts = []
     inputs = (result or {}).get("inputs")
     if isinstance(inputs, dict) and inputs:
@@ -114,6 +118,7 @@ def job_outcome_facts(
             modelDigest=mlflow.model_digest,
             runId=mlflow.run_id,
             outputUri=status.output_uri,
+            resultFrom=result_from,
         )
         key = f"model/{uri}/{mlflow.model_digest}"
         facts.append(Fact(subject, "ModelRegistered", key, details))

@@ -10,15 +10,17 @@ from typing import Any
 
 from ..api.v1alpha1.finetunejob import FineTuneJobStatus
 from ..builders.context import SPEC_HASH_ANNOTATION, Owner, spec_hash
-from ..builders.jobconfig import job_config_text
+from ..builders.jobconfig import experiment_name, job_config_text
 from ..builders.names import network_policy_name, rayjob_name
 from ..builders.network import build_job_network_policy
 from ..builders.rayjob import SUBMITTER_COMPONENT, SUBMITTER_CONTAINER, build_rayjob
 from ..k8s.client import NETWORK_POLICY, RAYJOB, ApiError, Kube
 from ..k8s.ensure import ForeignChild, delete_owned, ensure
+from ..mlflow_rest import MlflowError, MlflowRest
 from .context import JobContext
 from .logs import LOG_TAIL_BYTES, LOG_TAIL_LINES, last_progress
 from .logs import result as parse_result
+from .mlflow_result import find_kept_result
 from .pods import PodFacts
 from .types import BackendObservation, BackendState
 
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 _PENDING = frozenset({"", "New", "Initializing", "Waiting", "Retrying"})
 _FAILED = frozenset({"Failed", "ValidationFailed"})
 _SUSPENDED = frozenset({"Suspended", "Suspending"})
+NO_TRACKING_SERVER = (
+    "no MLflow tracking server that the operator can read over HTTP is configured "
+    "(SOVAI_MLFLOW_TRACKING_URI), so the job's run was not looked up"
+)
 # The submitter's `ray job submit` follows the driver's log, so the tail of the submitter pod's
 # log (LOG_TAIL_LINES, read from the kubelet through the API server) holds the latest progress
 # line and, at the end, the result.
@@ -129,10 +135,18 @@ class KubeRayBackend:
 
     kind = "kuberay"
 
-    def __init__(self, kube: Kube, retry_after: float = 30.0):
+    def __init__(
+        self, kube: Kube, retry_after: float = 30.0, mlflow: MlflowRest | None = None
+    ) -> None:
         self.kube = kube
         self.retry_after = retry_after
+        # The tracking server the jobs log to, where each run keeps its result: read when the
+        # submitter's log no longer gives it. None: no server to ask (none configured, or not
+        # one this process can read over HTTP).
+        self.mlflow = mlflow
         self._logs_failed: dict[str, float] = {}
+        # Per job uid: when MLflow was last asked for its kept result, and what it said.
+        self._mlflow_asked: dict[str, tuple[float, str]] = {}
 
     def reconcile(self, ctx: JobContext) -> BackendObservation:
         """Ensure the children as built, then observe them."""
@@ -182,6 +196,8 @@ class KubeRayBackend:
         if observation.state in (BackendState.RUNNING, BackendState.SUCCEEDED):
             progress, result = self._read_logs(ctx)
             observation = replace(observation, progress=progress, result=result)
+        if observation.state == BackendState.SUCCEEDED and observation.result is None:
+            observation = self._read_kept_result(ctx, observation)
         return observation
 
     def _read_logs(self, ctx: JobContext) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -212,6 +228,31 @@ class KubeRayBackend:
         self._logs_failed.pop(uid, None)
         return last_progress(text), parse_result(text)
 
+    def _read_kept_result(
+        self, ctx: JobContext, observation: BackendObservation
+    ) -> BackendObservation:
+        """The result the job's MLflow run kept, when the log gave none (its pods are gone, or
+        kwok's, or the line fell out of the tail). Asked at most every ``retry_after`` seconds
+        per job, like the log; meanwhile the last look's finding stands."""
+        if self.mlflow is None:
+            return replace(observation, result_tried=NO_TRACKING_SERVER)
+        uid = ctx.owner.uid
+        asked = self._mlflow_asked.get(uid)
+        if asked is not None and time.monotonic() - asked[0] < self.retry_after:
+            return replace(observation, result_tried=asked[1])
+        try:
+            kept = find_kept_result(self.mlflow, experiment_name(ctx.spec, ctx.owner), ctx.owner)
+        except MlflowError as error:
+            kept = str(error)
+        if isinstance(kept, str):
+            log.debug(
+                "no result kept in MLflow for %s/%s: %s", ctx.owner.namespace, ctx.owner.name, kept
+            )
+            self._mlflow_asked[uid] = (time.monotonic(), kept)
+            return replace(observation, result_tried=kept)
+        self._mlflow_asked.pop(uid, None)
+        return replace(observation, result=kept.document, result_from=f"MLflow run {kept.run_id}")
+
     def stop(self, ctx: JobContext) -> None:
         """Give up on a job that cannot start."""
         self.stop_owned(ctx.owner)
@@ -232,3 +273,4 @@ class KubeRayBackend:
             self.kube, NETWORK_POLICY, owner.namespace, network_policy_name(owner.name), owner.uid
         )
         self._logs_failed.pop(owner.uid, None)
+        self._mlflow_asked.pop(owner.uid, None)

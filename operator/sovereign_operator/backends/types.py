@@ -32,6 +32,10 @@ class BackendObservation:
     message: str | None = None
     progress: dict[str, Any] | None = None  # last SOVAI_PROGRESS document
     result: dict[str, Any] | None = None  # the SOVAI_RESULT document
+    # Where the result was read from when not the log: "MLflow run <id>" (evidence's origin).
+    result_from: str | None = None
+    # While there is no result: what the last look in MLflow found instead (kuberay).
+    result_tried: str | None = None
     # Why pods cannot start (unschedulable, image pull errors): evidence for StartupTimeout.
     blockers: tuple[str, ...] = field(default_factory=tuple)
     # resourceVersion of the child observed (kuberay): a later pass sees whether it changed.

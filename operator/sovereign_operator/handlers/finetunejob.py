@@ -390,7 +390,9 @@ def _job_facts(
             audit_facts.child_fact(about, "RayJobSubmission", new.submission_id, new.submission_id)
         )
     found += audit_facts.placement_facts(about, new.placement or ())
-    return found + audit_facts.job_outcome_facts(about, new, observation.result)
+    return found + audit_facts.job_outcome_facts(
+        about, new, observation.result, observation.result_from
+    )
 
 
 def _phase(about: Subject, new: FineTuneJobStatus) -> list[Fact]:

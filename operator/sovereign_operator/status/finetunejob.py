@@ -140,26 +140,29 @@ def _awaiting_result(observed: Observed, now: datetime) -> _Decision:
     """A Ray job that succeeded but whose result (the trainer's SOVAI_RESULT line: the
     registered model, its digest, the inputs and compute) has not been read yet. Succeeded is
     terminal, and a ModelDeployment serves only what the result names, so the job stays
-    Running while the result is read again; it fails with ResultLost only once the result
-    has stayed unreadable for the result deadline."""
+    Running while the result is read again, from the log and from the job's MLflow run (which
+    keeps it too); it fails with ResultLost only once neither gave it within the result
+    deadline. Both messages name what was tried."""
     backend = observed.backend
     finished = backend.end_time or now
     waited = (now - finished).total_seconds()
     limit = observed.result_deadline_seconds
+    where = "the SOVAI_RESULT line of the submitter's log"
+    if backend.result_tried:
+        where += f" or the job's MLflow run ({backend.result_tried})"
     if waited > limit:
         code = "ResultLost"
         message = (
             f"the Ray job {backend.name} succeeded at {finished.isoformat()}, but its result "
-            f"(the SOVAI_RESULT line of the submitter's log) could not be read within {limit} s; "
-            "the model it registered, if any, is in MLflow under the run tagged sovai.job.uid "
-            "with this job's uid"
+            f"could not be read within {limit} s from {where}; the model it registered, if "
+            "any, is in MLflow under the run tagged sovai.job.uid with this job's uid"
         )
         return _Decision(
             FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
         )
     message = (
-        f"the Ray job {backend.name} succeeded; reading its result (the SOVAI_RESULT line of "
-        "the submitter's log) before the job is called Succeeded"
+        f"the Ray job {backend.name} succeeded; reading its result from {where} before the "
+        "job is called Succeeded"
     )
     return _Decision(FineTuneJobPhase.RUNNING, READING_RESULT, message)
 
@@ -199,6 +202,11 @@ def _decide(
     if backend.state == BackendState.SUCCEEDED:
         model = (backend.result or {}).get("modelUri")
         detail = f"; registered {model}" if model else ""
+        if backend.result_from:
+            detail += (
+                f"; its result was read from {backend.result_from}, the submitter's log not "
+                "giving it"
+            )
         return _Decision(
             FineTuneJobPhase.SUCCEEDED, "TrainingSucceeded", f"training finished{detail}"
         )
