@@ -16,7 +16,7 @@ from sovereign_operator.backends.pods import PodFacts
 from sovereign_operator.backends.raycluster import RayClusterBackend
 from sovereign_operator.backends.types import BackendState
 from sovereign_operator.builders.context import BuildConfig, Owner, Residency
-from sovereign_operator.builders.jobconfig import CONFIG_KEY
+from sovereign_operator.builders.jobconfig import job_config_of
 from sovereign_operator.builders.rayjob import SUBMITTER_COMPONENT
 from sovereign_operator.k8s.client import Kube
 
@@ -125,7 +125,7 @@ def kuberay_job_json(chain_head: str | None) -> tuple[dict[str, Any], dict[str, 
     kube = FakeKube()
     observation = KubeRayBackend(cast(Kube, kube)).reconcile(context("kuberay", chain_head))
     assert observation.state == BackendState.SUCCEEDED
-    document: dict[str, Any] = json.loads(kube.created["ConfigMap"]["data"][CONFIG_KEY])
+    document: dict[str, Any] = json.loads(job_config_of(kube.created["RayJob"]) or "{}")
     return document, observation.result
 
 

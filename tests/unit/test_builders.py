@@ -20,6 +20,7 @@ from sovereign_operator.builders.context import (
 from sovereign_operator.builders.jobconfig import (
     build_job_config,
     config_digest,
+    job_config_of,
     job_config_text,
 )
 from sovereign_operator.builders.names import (
@@ -605,15 +606,14 @@ def test_job_config_leaves_out_facts_not_known(policy: SovereigntyPolicySpec) ->
     assert "audit" not in document
 
 
-def test_job_json_travels_in_the_head_pods_annotation_as_stable_json() -> None:
+def test_job_json_travels_in_the_head_pods_annotation_as_compact_stable_json() -> None:
     spec = make_spec()
     text = job_config_text(spec, OWNER, HP, RESIDENCY)
-    assert text == json.dumps(
-        build_job_config(spec, OWNER, HP, RESIDENCY), indent=2, sort_keys=True
-    )
-    head = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=text)["spec"]["rayClusterSpec"][
-        "headGroupSpec"
-    ]["template"]
+    document = build_job_config(spec, OWNER, HP, RESIDENCY)
+    assert text == json.dumps(document, sort_keys=True, separators=(",", ":"))
+    rayjob = build_rayjob(spec, OWNER, CFG, RESIDENCY, job_config=text)
+    assert job_config_of(rayjob) == text
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     assert head["metadata"]["annotations"] == {"sovereign-ai.eu/job-config": text}
     assert head["spec"]["volumes"] == VOLUMES
     assert head["spec"]["containers"][0]["volumeMounts"] == MOUNTS

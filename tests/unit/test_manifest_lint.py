@@ -142,7 +142,7 @@ def rayjob_pods(namespace: str) -> list[dict[str, Any]]:
         }
     )
     owner = Owner(name="ft", namespace=namespace, uid="uid-ft")
-    rayjob = build_rayjob(spec, owner, BUILD, RESIDENCY, config_sha256="ab" * 32)["spec"]
+    rayjob = build_rayjob(spec, owner, BUILD, RESIDENCY, job_config="{}")["spec"]
     cluster = rayjob["rayClusterSpec"]
     pods = [
         ("ft-head", cluster["headGroupSpec"]["template"]),

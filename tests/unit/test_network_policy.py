@@ -124,7 +124,7 @@ def test_serving_pods_reach_dns_and_every_declared_cidr() -> None:
 
 def test_the_policy_selects_every_pod_of_its_job_and_no_other() -> None:
     selector = build_job_network_policy(OWNER, POLICY)["spec"]["podSelector"]["matchLabels"]
-    cluster = build_rayjob(SPEC, OWNER, CFG, RESIDENCY, config_sha256="ab" * 32)["spec"]
+    cluster = build_rayjob(SPEC, OWNER, CFG, RESIDENCY, job_config="{}")["spec"]
     templates = {
         "head": cluster["rayClusterSpec"]["headGroupSpec"]["template"],
         "workers": cluster["rayClusterSpec"]["workerGroupSpecs"][0]["template"],
@@ -133,7 +133,7 @@ def test_the_policy_selects_every_pod_of_its_job_and_no_other() -> None:
     for role, template in templates.items():
         assert selector.items() <= template["metadata"]["labels"].items(), role
     other = Owner(name="ft", namespace="team-a", uid="2222-3333")
-    other_head = build_rayjob(SPEC, other, CFG, RESIDENCY, config_sha256="ab" * 32)["spec"]
+    other_head = build_rayjob(SPEC, other, CFG, RESIDENCY, job_config="{}")["spec"]
     labels = other_head["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]
     assert not selector.items() <= labels.items()
 

@@ -156,7 +156,8 @@ def job_config_text(
     document = build_job_config(
         spec, owner, hyperparameters, residency, policy=policy, chain_head=chain_head
     )
-    return json.dumps(document, indent=2, sort_keys=True)
+    # Compact: it is an annotation's value, where indentation is only escaped newlines.
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 def config_digest(text: str) -> str:
