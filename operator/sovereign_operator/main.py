@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ from .metrics import Metrics
 from .mlflow_rest import MlflowRest
 
 ANNOTATION_PREFIX = "sovereign-ai.eu"
+LIST_CHUNK_SIZE = 100
 log = logging.getLogger(__name__)
 
 
@@ -96,6 +98,11 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.execution.executor = ThreadPoolExecutor(max_workers=settings.max_workers)
     kopf_settings.queueing.worker_limit = settings.worker_limit
     kopf_settings.watching.server_timeout = 300
+    # Kopf lists every watched kind before it watches it, and again when a watch must restart
+    # (410 Gone). Unchunked, the list of 5,000 RayJobs is one response of some 40 MB of JSON,
+    # over 100 MB as Python objects at once (bench/operator_scale.py, docs/benchmarks.md); in
+    # pages of LIST_CHUNK_SIZE, one page at a time.
+    kopf_settings.watching.chunk_size = LIST_CHUNK_SIZE
     # A per-object worker ends after this long without events (Kopf's default: 5 s). Under a
     # burst, thousands of idle workers would otherwise hold their last event (memory).
     kopf_settings.queueing.idle_timeout = 0.5
@@ -250,6 +257,17 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
 
 
+def freeze_startup_objects() -> None:
+    """Keep what start-up loaded (modules, the API models' validators, Kopf's registry) out
+    of every later cyclic collection. A full collection walks every object the process holds;
+    following thousands of jobs, each one paused the event loop and the handler threads
+    together, and those pauses were the tail of create -> RayJob (bench/operator_scale.py:
+    steady p99 0.12-0.26 s before, 0.05 s after, docs/benchmarks.md). Python's thresholds stay:
+    collecting less often kept more garbage alive and raised the resident set."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(settings: Settings | None = None, stop_flag: threading.Event | None = None) -> None:
     """Run the operator until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
     settings = settings or Settings()
@@ -264,6 +282,7 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
     registry = kopf.OperatorRegistry()
     register(registry, settings, load_configuration)
     memo = kopf.Memo(settings=settings)
+    freeze_startup_objects()
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
         registry=registry,
