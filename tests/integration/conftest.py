@@ -47,7 +47,8 @@ def crds(cluster: LocalCluster) -> LocalCluster:
 def admission_configured(cluster: LocalCluster) -> bool:
     """The API server resolves a new paramKind some seconds after its CRD is Established; until
     then every create is refused with "failed to configure policy". A server-side dry run
-    tells when that is over (any other answer, allowed or denied, means it is configured)."""
+    tells when that is over (an answer that allows or denies the probe means it is
+    configured)."""
     probe = {
         "apiVersion": "sovereign-ai.eu/v1alpha1",
         "kind": "FineTuneJob",
@@ -60,7 +61,10 @@ def admission_configured(cluster: LocalCluster) -> bool:
     result = cluster.kubectl(
         "create", "--dry-run=server", "-f", "-", stdin=json.dumps(probe), check=False
     )
-    return "failed to configure policy" not in result.stderr
+    # Just after the CRD is Established, the API server may not serve the kind yet either
+    # (503 ServiceUnavailable "... not found. There can be a delay ...").
+    not_yet = ("failed to configure policy", "ServiceUnavailable", "There can be a delay")
+    return not any(text in result.stderr for text in not_yet)
 
 
 @pytest.fixture(scope="package")

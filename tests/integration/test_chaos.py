@@ -43,7 +43,7 @@ JOBS_PER_WAVE = 10
 DEPLOYMENTS_PER_WAVE = 2
 POLL_SECONDS = 1.0
 OWNER_KINDS = ("FineTuneJob", "ModelDeployment")
-CHILD_KINDS = "rayjobs.ray.io,configmaps,deployments,services,poddisruptionbudgets,networkpolicies"
+CHILD_KINDS = "rayjobs.ray.io,deployments,services,poddisruptionbudgets,networkpolicies"
 SETTLE_TIMEOUT = 240.0
 
 
@@ -150,7 +150,7 @@ class Tally:
             uid, name = job["metadata"]["uid"], job["metadata"]["name"]
             rayjob = rayjob_of.get(uid)
             phase = (job.get("status") or {}).get("phase")
-            if rayjob is None or per_owner[uid]["ConfigMap"] != 1:
+            if rayjob is None or per_owner[uid]["NetworkPolicy"] != 1:
                 mismatched.append(f"{name}: children {dict(per_owner.get(uid, {}))}")
             elif phase != implied_phase(rayjob):
                 mismatched.append(f"{name}: phase {phase}, RayJob implies {implied_phase(rayjob)}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sovereign_operator.builders.jobconfig import CONFIG_ANNOTATION, job_config_of
 from sovereign_operator.devcluster import LocalCluster
 from sovereign_operator.devcluster.nodes import GPU_PRODUCT_LABEL, REGION_LABEL
 from sovereign_operator.devcluster.services import LocalMlflow
@@ -152,11 +153,13 @@ def test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes(
         "KubeRay to create the RayCluster",
     )
     assert get_json(crds, "rayclusters.ray.io", cluster_name, "-n", namespace) is not None
-    configmap = get_json(crds, "configmap", "pinned-config", "-n", namespace)
-    assert (
-        '"regions": [\n      "eu-central-fra",\n      "eu-west-par"\n    ]'
-        in configmap["data"]["job.json"]
-    )
+    # job.json travels in the head pod template's annotation, and KubeRay kept it on the way
+    # to the RayCluster's head (the pod reads it through a downward API volume).
+    job_config = json.loads(job_config_of(rayjob) or "{}")
+    assert job_config["placement"]["regions"] == ["eu-central-fra", "eu-west-par"]
+    ray_cluster = get_json(crds, "rayclusters.ray.io", cluster_name, "-n", namespace)
+    head = ray_cluster["spec"]["headGroupSpec"]["template"]["metadata"]
+    assert head["annotations"][CONFIG_ANNOTATION] == job_config_of(rayjob)
     # The pods' egress NetworkPolicy, made before the RayJob: no pod of the job runs without it.
     netpol = get_json(crds, "networkpolicy", "pinned-egress", "-n", namespace)
     assert netpol["metadata"]["ownerReferences"][0]["uid"] == uid
@@ -476,7 +479,7 @@ def test_a_job_cancelled_before_it_starts_makes_nothing(
     obj = wait_phase(crds, namespace, "never", "Cancelled", log=operator.log_tail)
     assert conditions(obj)["Cancelled"]["status"] == "True"
     assert not rayjobs(crds, namespace)
-    assert get_json(crds, "configmap", "never-config", "-n", namespace) is None
+    assert get_json(crds, "networkpolicy", "never-egress", "-n", namespace) is None
 
 
 def ray_cluster_of(cluster: LocalCluster, namespace: str, name: str) -> str:
@@ -548,7 +551,6 @@ def test_delete_cleans_up_children_and_removes_the_finalizer(
         on_timeout=operator.log_tail,
     )
     wait_for(lambda: not rayjobs(crds, namespace), 60, "the RayJob to be deleted")
-    assert get_json(crds, "configmap", "gone-config", "-n", namespace) is None
     assert get_json(crds, "networkpolicy", "gone-egress", "-n", namespace) is None
 
 
@@ -613,7 +615,6 @@ def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
         assert job is not None, f"crash-{index} is gone"
         uid = job["metadata"]["uid"]
         assert len(owned(crds, "rayjobs.ray.io", namespace, uid)) == 1
-        assert len(owned(crds, "configmaps", namespace, uid)) == 1
         assert len(owned(crds, "networkpolicies", namespace, uid)) == 1
     assert len(rayjobs(crds, namespace)) == 4
 
@@ -636,7 +637,7 @@ def test_a_200_character_name_gets_valid_child_names(
         90,
         "KubeRay to accept the long-named job",
     )
-    assert get_json(crds, "configmap", f"{rayjob_name}-config", "-n", namespace) is not None
+    assert json.loads(job_config_of(rayjob) or "{}")["job"]["name"] == name
 
 
 def test_invalid_input_fails_with_a_condition_and_event_naming_the_field(

@@ -24,6 +24,8 @@ from .chart_identity import (
 )
 from .operator_process import OperatorProcess, setup_namespace
 from .test_finetunejob import (
+    mlflow,
+    mlflow_operator,
     operator,
     test_a_success_whose_result_cannot_be_read_is_not_called_succeeded,
     test_delete_cleans_up_children_and_removes_the_finalizer,
@@ -36,6 +38,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Fixtures and tests imported to be collected here (pytest finds them by name in this module).
 __all__ = [
     "chart_service_account",
+    "mlflow",
+    "mlflow_operator",
     "operator",
     "operator_as_chart_service_account",
     "test_a_success_whose_result_cannot_be_read_is_not_called_succeeded",

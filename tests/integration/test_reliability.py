@@ -106,8 +106,8 @@ def test_deleting_a_namespace_finishes_in_both_watch_modes(
 def test_names_that_differ_only_by_dot_and_dash_keep_their_own_children(
     crds: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
-    """Before: "llama.v2" and "llama-v2" shared one RayJob and one ConfigMap; deleting one
-    deleted the other's."""
+    """Before: "llama.v2" and "llama-v2" shared one RayJob and one ConfigMap (job.json, which
+    the RayJob now carries); deleting one deleted the other's."""
     setup_namespace(crds, namespace)
     with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
         for name in ("llama.v2", "llama-v2"):
@@ -120,17 +120,17 @@ def test_names_that_differ_only_by_dot_and_dash_keep_their_own_children(
         for name, job in jobs.items():
             uid = job["metadata"]["uid"]
             [rayjob] = owned(crds, "rayjobs.ray.io", namespace, uid)
-            [configmap] = owned(crds, "configmaps", namespace, uid)
+            [egress] = owned(crds, "networkpolicies", namespace, uid)
             assert rayjob["metadata"]["ownerReferences"][0]["uid"] == uid
-            assert configmap["metadata"]["ownerReferences"][0]["uid"] == uid
-            assert json.loads(configmap["data"]["job.json"])["job"]["name"] == name
-            children[name] = (rayjob["metadata"]["name"], configmap["metadata"]["name"])
+            assert egress["metadata"]["ownerReferences"][0]["uid"] == uid
+            assert json.loads(job_config_of(rayjob) or "{}")["job"]["name"] == name
+            children[name] = (rayjob["metadata"]["name"], egress["metadata"]["name"])
         assert children["llama.v2"] != children["llama-v2"]
         crds.kubectl("delete", "finetunejob", "llama.v2", "-n", namespace)
         wait_for(lambda: ftj(crds, namespace, "llama.v2") is None, 60, "llama.v2 deleted")
         survivor = jobs["llama-v2"]["metadata"]["uid"]
         assert len(owned(crds, "rayjobs.ray.io", namespace, survivor)) == 1
-        assert len(owned(crds, "configmaps", namespace, survivor)) == 1
+        assert len(owned(crds, "networkpolicies", namespace, survivor)) == 1
         assert phase(crds, namespace, "llama-v2") == "Queued"
 
 
@@ -138,7 +138,14 @@ def test_a_foreign_object_with_a_childs_name_is_left_alone_and_named(
     crds: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
     setup_namespace(crds, namespace)
-    crds.kubectl("create", "configmap", "taken-config", "-n", namespace, "--from-literal=a=b")
+    # Someone else's NetworkPolicy, with the name the job's own would have.
+    foreign = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "taken-egress", "namespace": namespace, "labels": {"a": "b"}},
+        "spec": {"podSelector": {"matchLabels": {"app": "theirs"}}, "policyTypes": ["Egress"]},
+    }
+    crds.apply(foreign)
     with OperatorProcess(crds, tmp_path, namespaces=[namespace]) as operator:
         crds.apply(finetunejob("taken", namespace))
 
@@ -158,17 +165,21 @@ def test_a_foreign_object_with_a_childs_name_is_left_alone_and_named(
             return message if "already exists and belongs to no controller" in message else None
 
         message = wait_for(blocked, 60, "the name conflict in status", on_timeout=operator.log_tail)
-        assert f"ConfigMap {namespace}/taken-config" in message
-    configmap = get_json(crds, "configmap", "taken-config", "-n", namespace)
-    assert configmap["data"] == {"a": "b"}
-    assert "ownerReferences" not in configmap["metadata"]
+        assert f"NetworkPolicy {namespace}/taken-egress" in message
+        # Nothing of the job runs without its own NetworkPolicy: no RayJob was made either.
+        job = ftj(crds, namespace, "taken") or {}
+        assert not owned(crds, "rayjobs.ray.io", namespace, str(job["metadata"]["uid"]))
+    theirs = get_json(crds, "networkpolicy", "taken-egress", "-n", namespace)
+    assert theirs["spec"] == foreign["spec"]
+    assert theirs["metadata"]["labels"] == {"a": "b"}
+    assert "ownerReferences" not in theirs["metadata"]
 
 
-def test_a_spec_change_that_only_touches_job_json_reaches_the_configmap(
+def test_a_spec_change_that_only_touches_job_json_reaches_the_rayjob(
     crds: LocalCluster, namespace: str
 ) -> None:
     """Before: a new epochs changed only job.json, which the RayJob's hash did not cover, so
-    a pass after the change saw "nothing to do" and the ConfigMap kept the old value: the
+    a pass after the change saw "nothing to do" and job.json kept the old value: the
     trainer never saw it. The operator's kuberay backend, run here against the real API server
     twice, as two passes would (the admission rule that freezes a started job's spec is what
     keeps the operator from meeting this later; a pass between creating the RayJob and
