@@ -515,3 +515,23 @@ def test_a_new_job_gets_the_operators_finalizer_at_admission(
                     "the finalizer policy to be in force") is True  # fmt: skip
     assert sorted(created("users", ["example.com/hold"])) == sorted(["example.com/hold", ours])
     assert created("already", [ours]) == [ours]
+
+
+def test_the_finalizer_policy_is_stored_as_written(api: LocalCluster) -> None:
+    """The API server adds no default to the MutatingAdmissionPolicy or its binding: GitOps
+    tools that cannot default the kind themselves (Argo CD 3.3) would otherwise show each
+    default as drift for ever (test_gitops saw it: the Application never Synced)."""
+    written = [
+        doc
+        for doc in yaml.safe_load_all((CRDS / "admission-policies.yaml").read_text())
+        if doc and doc["kind"].startswith("Mutating")
+    ]
+    assert {doc["kind"] for doc in written} == {
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+    }
+    for doc in written:
+        stored = json.loads(
+            api.kubectl("get", doc["kind"].lower(), doc["metadata"]["name"], "-o", "json").stdout
+        )
+        assert stored["spec"] == doc["spec"], doc["kind"]

@@ -525,7 +525,7 @@ def test_finalizer_policy_needs_the_kind_and_binds_only_watched_namespaces() -> 
     (cluster_wide,) = of_kind(
         template(api_versions=(MUTATING_ADMISSION_POLICY,)), "MutatingAdmissionPolicyBinding"
     )
-    assert "namespaceSelector" not in cluster_wide["spec"]["matchResources"]
+    assert cluster_wide["spec"]["matchResources"]["namespaceSelector"] == {}  # every namespace
     (scoped,) = of_kind(
         template(
             {"config": {"namespaces": ["ml-a", "ml-b"]}}, api_versions=(MUTATING_ADMISSION_POLICY,)

@@ -324,14 +324,26 @@ def finalizer_policy() -> list[dict[str, Any]]:
     fails open for the same reason. The chart scopes the binding to the watched namespaces,
     so that no job gets a finalizer that no operator removes.
     """
-    rules = [
-        {
-            "apiGroups": [GROUP],
-            "apiVersions": [VERSION],
-            "operations": ["CREATE"],
-            "resources": [finetunejob.PLURAL],
+
+    def match() -> dict[str, Any]:
+        # Written out with every default the API server fills in (scope, matchPolicy and the
+        # empty selectors): Argo CD 3.3 is built against an older Kubernetes API that lacks
+        # this kind, so it cannot default it, and would show each default as drift for ever.
+        return {
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": {},
+            "objectSelector": {},
+            "resourceRules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": [VERSION],
+                    "operations": ["CREATE"],
+                    "resources": [finetunejob.PLURAL],
+                    "scope": "*",
+                }
+            ],
         }
-    ]
+
     labels = dict(PART_OF_LABELS)
     return [
         {
@@ -341,7 +353,7 @@ def finalizer_policy() -> list[dict[str, Any]]:
             "spec": {
                 "failurePolicy": "Ignore",
                 "reinvocationPolicy": "Never",
-                "matchConstraints": {"resourceRules": rules},
+                "matchConstraints": match(),
                 "mutations": [
                     {
                         # Server-side apply semantics: finalizers is a set, so one the user
@@ -361,7 +373,7 @@ def finalizer_policy() -> list[dict[str, Any]]:
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingAdmissionPolicyBinding",
             "metadata": {"name": FINALIZER_POLICY, "labels": labels},
-            "spec": {"policyName": FINALIZER_POLICY, "matchResources": {"resourceRules": rules}},
+            "spec": {"policyName": FINALIZER_POLICY, "matchResources": match()},
         },
     ]
 
