@@ -8,14 +8,17 @@ Measured by bench/operator_scale.py (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, cast
 
 import aiohttp
 import kopf
+from kopf._cogs.clients import watching as _kopf_watching
 
 from .k8s.client import USER_AGENT
 
@@ -157,18 +160,46 @@ class QuietTimerSuccesses(logging.Filter):
         )
 
 
+# The kinds Kopf watches in each watched namespace (FineTuneJobs, ModelDeployments, RayJobs,
+# pods, Deployments and Kueue's Workloads), and cluster-wide (nodes, namespaces, policies).
+NAMESPACED_WATCHES = 6
+CLUSTER_WATCHES = 3
+# Kopf's own streams: its scanning of CRDs and of namespaces, and peering.
+KOPF_WATCHES = 3
+# Kopf's patches in flight beside the watches (the handlers' own requests use the operator's
+# client, not Kopf's session).
+PATCH_CONNECTIONS = 16
+
+
 def connection_limit(namespaces: int) -> int:
     """How many connections Kopf may hold to the API server at once.
 
     Kopf's own session has no limit: under a burst of events it opens a connection per
-    concurrent patch (about a hundred), and each TLS connection keeps about 256 KiB of
-    buffers for the life of the process. Every watch stream holds a connection for as long as
-    it runs, so the limit leaves room for all of them: four namespaced kinds per watched
-    namespace (FineTuneJobs, ModelDeployments, RayJobs, pods), three cluster-wide ones (nodes,
-    namespaces, policies), Kopf's resource and namespace scanning and peering; then 16 more for
-    Kopf's patches in flight (the handlers' own requests use the operator's client).
+    concurrent patch (about a hundred), and each TLS connection keeps its buffers for the life
+    of the process. Every watch stream holds a connection for as long as it runs, so the limit
+    leaves room for all of them, then PATCH_CONNECTIONS more for Kopf's patches. (A limit below
+    the number of streams would leave a watch waiting for a connection for ever.)
     """
-    return 4 * max(1, namespaces) + 3 + 3 + 16
+    watches = NAMESPACED_WATCHES * max(1, namespaces) + CLUSTER_WATCHES + KOPF_WATCHES
+    return watches + PATCH_CONNECTIONS
+
+
+# Read size of asyncio's TLS transport: each connection keeps a buffer this large (CPython's
+# 256 KiB; see smaller_tls_read_buffers).
+TLS_READ_BUFFER = 64 * 1024
+
+
+def smaller_tls_read_buffers() -> None:
+    """Give each of Kopf's TLS connections a 64 KiB read buffer instead of asyncio's 256 KiB.
+
+    asyncio allocates the buffer, zero-filled and so resident, when a connection opens, and
+    keeps it as long as the connection lives: with Kopf's pool full under a burst (34
+    connections when three namespaces are watched) that was 8.5 MiB of zeros
+    (bench/operator_scale.py with tracemalloc, docs/benchmarks.md). A watch event is a few KB
+    and a list page of 100 objects some hundreds: a smaller buffer costs a few more reads.
+    CPython has no setting for it; the class attribute is what every connection reads.
+    """
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def login_with_bounded_pool(
@@ -195,3 +226,50 @@ def login_with_bounded_pool(
         expiration=info.expiration,
         aiohttp_session=session,
     )
+
+
+def slim_watched_objects(spec_fields: Mapping[tuple[str, str], Iterable[str]]) -> None:
+    """Drop what nobody reads from every object Kopf lists or watches, as it arrives:
+    ``metadata.managedFields`` of every kind, and of the kinds the operator only indexes,
+    every part of the spec but ``spec_fields[(group, plural)]``
+    (handlers/indexes.INDEXED_SPEC_FIELDS).
+
+    Kopf queues each watch event, whole, for its object's worker, and under a burst (thousands
+    of jobs created at once, bench/operator_scale.py) thousands wait at a time. managedFields
+    mirrors every field each writer set, so it is as large as the rest of a RayJob, and neither
+    Kopf nor the operator reads it (``kubectl get --show-managed-fields`` still shows who owns
+    what); a RayJob's three pod templates are read by KubeRay, not by the operator's index.
+    Kopf has no setting for this; its watcher calls ``watching.infinite_watch`` through the
+    module, so it is wrapped there (tests/unit/test_kopf_tuning.py fails if a Kopf upgrade
+    moves it).
+    """
+    original = _kopf_watching.infinite_watch
+    if getattr(original, "slims_objects", False):
+        return  # installed already (a second operator run in the same process)
+    kept = {kind: frozenset(fields) for kind, fields in spec_fields.items()}
+
+    async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
+        resource = kwargs.get("resource")
+        kind = (str(getattr(resource, "group", "")), str(getattr(resource, "plural", "")))
+        spec_kept = kept.get(kind)
+        event: Any
+        async for event in original(**kwargs):
+            obj = event.get("object") if isinstance(event, dict) else None
+            if isinstance(obj, dict):
+                slim(obj, spec_kept)
+            yield event
+
+    setattr(infinite_watch, "slims_objects", True)  # noqa: B010 (mypy: no attributes)
+    _kopf_watching.infinite_watch = infinite_watch
+
+
+def slim(obj: dict[str, Any], spec_kept: Iterable[str] | None) -> None:
+    """Drop ``obj``'s managedFields, and every key of its spec not in ``spec_kept`` (None:
+    the whole spec stays), in place."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    spec = obj.get("spec")
+    if spec_kept is not None and isinstance(spec, dict):
+        keep = frozenset(spec_kept)
+        obj["spec"] = {key: value for key, value in spec.items() if key in keep}

@@ -43,6 +43,8 @@ from .kopf_tuning import (
     ProgressAnnotations,
     QuietTimerSuccesses,
     login_with_bounded_pool,
+    slim_watched_objects,
+    smaller_tls_read_buffers,
 )
 from .metrics import Metrics
 from .mlflow_rest import MlflowRest
@@ -282,6 +284,8 @@ def run(settings: Settings | None = None, stop_flag: threading.Event | None = No
     registry = kopf.OperatorRegistry()
     register(registry, settings, load_configuration)
     memo = kopf.Memo(settings=settings)
+    slim_watched_objects(indexes.INDEXED_SPEC_FIELDS)
+    smaller_tls_read_buffers()
     freeze_startup_objects()
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(

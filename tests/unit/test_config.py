@@ -10,12 +10,20 @@ import kopf
 import pytest
 from pydantic import ValidationError
 
-from sovereign_operator.api.v1alpha1.common import FINALIZER
+from sovereign_operator.api.v1alpha1.common import FINALIZER, GROUP
 from sovereign_operator.builders.context import JOB_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from sovereign_operator.builders.serving import DEPLOYMENT_UID_LABEL
 from sovereign_operator.config import Settings, describe_errors
-from sovereign_operator.kopf_tuning import DigestDiffBase, connection_limit
-from sovereign_operator.main import build_config, configure_kopf
+from sovereign_operator.k8s.client import load_configuration
+from sovereign_operator.kopf_tuning import (
+    CLUSTER_WATCHES,
+    KOPF_WATCHES,
+    NAMESPACED_WATCHES,
+    PATCH_CONNECTIONS,
+    DigestDiffBase,
+    connection_limit,
+)
+from sovereign_operator.main import build_config, configure_kopf, register
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +90,22 @@ def test_kopf_settings(replicas: int, standalone: bool) -> None:
     assert kopf_settings.queueing.idle_timeout < 1
 
 
-def test_kopfs_connections_leave_room_for_every_watch() -> None:
-    # 4 namespaced kinds per namespace + 3 cluster-wide + Kopf's scanning and peering.
-    assert connection_limit(0) == connection_limit(1) == 4 + 6 + 16
-    assert connection_limit(10) == 40 + 6 + 16
+def test_kopfs_connections_leave_room_for_every_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every kind a handler is registered for is one watch stream per watched namespace (or
+    one cluster-wide): the pool leaves room for all of them and for Kopf's patches."""
+    monkeypatch.setenv("SOVAI_RUNTIME_IMAGE", "registry.eu/training:2")
+    registry = kopf.OperatorRegistry()
+    register(registry, Settings(), load_configuration)
+    selectors = [
+        handler.selector
+        for kinds in (registry._indexing, registry._changing)
+        for handler in kinds.get_all_handlers()
+    ]
+    watched = {(s.group, s.plural or s.any_name) for s in selectors if s is not None}
+    cluster_wide = {("", "nodes"), ("", "namespaces"), (GROUP, "sovereigntypolicies")}
+    assert cluster_wide <= watched
+    assert len(watched - cluster_wide) == NAMESPACED_WATCHES
+    assert len(cluster_wide) == CLUSTER_WATCHES
+    for namespaces in (0, 1, 10):
+        streams = NAMESPACED_WATCHES * max(1, namespaces) + CLUSTER_WATCHES + KOPF_WATCHES
+        assert connection_limit(namespaces) == streams + PATCH_CONNECTIONS

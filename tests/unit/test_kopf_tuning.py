@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, cast
 
 import kopf
 import pytest
+from kopf._cogs.clients import watching  # the module whose stream Kopf's watcher reads
 from kopf._cogs.structs import diffs  # what Kopf compares the stored and built essences with
 
 from sovereign_operator.kopf_tuning import (
@@ -15,6 +17,7 @@ from sovereign_operator.kopf_tuning import (
     ProgressAnnotations,
     QuietTimerSuccesses,
     StatusDiffBase,
+    slim_watched_objects,
 )
 
 FIELD = "status.lastHandledConfiguration"
@@ -226,3 +229,37 @@ def log_record(level: int, message: str) -> logging.LogRecord:
 )
 def test_only_successful_timer_ticks_are_quiet(level: int, message: str, kept: bool) -> None:
     assert QuietTimerSuccesses().filter(log_record(level, message)) is kept
+
+
+def test_watched_objects_reach_kopfs_queues_slimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the attribute Kopf's watcher calls: managedFields go from every kind, and the
+    spec of an index-only kind keeps only what its index reads."""
+
+    async def stream(**_: Any) -> Any:
+        rayjob = {
+            "metadata": {"uid": "r", "managedFields": [{}]},
+            "spec": {"suspend": True, "x": 1},
+        }
+        for event in ({"type": None, "object": dict(body())}, "LISTED", {"object": rayjob}):
+            yield event
+
+    # The very attribute Kopf's watcher calls: if a Kopf upgrade moves it, this fails.
+    monkeypatch.setattr(watching, "infinite_watch", stream)
+    slim_watched_objects({("ray.io", "rayjobs"): ("suspend",)})
+    slim_watched_objects({})  # a second install does not wrap twice
+
+    async def drain(group: str, plural: str) -> list[Any]:
+        slimmed: Any = watching.infinite_watch  # the wrapper, around the fake stream
+        resource = kopf.Resource(group, "v1", plural)
+        return [event async for event in slimmed(resource=resource, namespace=None)]
+
+    job, listed, _ = asyncio.run(drain("sovereign-ai.eu", "finetunejobs"))
+    assert listed == "LISTED"  # Kopf's bookmarks pass through untouched
+    assert "managedFields" not in job["object"]["metadata"]
+    assert job["object"]["metadata"]["uid"] == "u-1"
+    assert job["object"]["spec"] == {
+        "baseModel": {"uri": "hf://acme/m"},
+        "resources": {"workers": 2},
+    }
+    *_, rayjob = asyncio.run(drain("ray.io", "rayjobs"))
+    assert rayjob["object"] == {"metadata": {"uid": "r"}, "spec": {"suspend": True}}

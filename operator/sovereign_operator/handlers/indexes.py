@@ -24,6 +24,19 @@ from ..k8s.client import NAMESPACE, Kube
 
 log = logging.getLogger(__name__)
 
+# The kinds the operator only indexes, by (group, plural), and the keys of their spec that the
+# index functions below read. The rest of the spec is dropped as each object arrives
+# (kopf_tuning.slim_watched_objects): a RayJob's pod templates, for one, are KubeRay's to read.
+# An index function that reads another spec key must name it here
+# (tests/unit/test_indexes.py compares each function on whole and slimmed objects).
+INDEXED_SPEC_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("ray.io", "rayjobs"): ("suspend",),
+    ("", "pods"): ("nodeName",),
+    ("apps", "deployments"): ("replicas",),
+    ("", "nodes"): (),
+    ("kueue.x-k8s.io", "workloads"): ("queueName", "priority"),
+}
+
 
 def rayjob_summary(body: Any) -> dict[str, Any]:
     """The parts of a RayJob the operator reads: identity, desired-spec hash, suspend, status."""
