@@ -292,6 +292,92 @@ def create(namespace: str, name: str, timeline: Timeline) -> None:
         timeline.created[name] = time.monotonic()
 
 
+# What a job's pass leaves behind, copied from one the operator handled, to replay without it.
+Children = dict[str, Any]
+
+
+def children_of(namespace: str, name: str) -> Children:
+    """The writes the operator made for one job: its NetworkPolicy, RayJob, status and Events,
+    as the API server holds them (server-set fields dropped), keyed by what they are."""
+    custom, networking, core = k8s.CustomObjectsApi(), k8s.NetworkingV1Api(), k8s.CoreV1Api()
+    job = cast(
+        dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    )
+    uid = job["metadata"]["uid"]
+    selector = f"sovereign-ai.eu/job-uid={uid}"
+    rayjobs = cast(
+        dict[str, Any],
+        custom.list_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayjobs", label_selector=selector
+        ),
+    )["items"]
+    policies = networking.list_namespaced_network_policy(namespace, label_selector=selector)
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid}")
+    client = k8s.ApiClient()
+    return {
+        "name": name,
+        "uid": uid,
+        "rayjobs": [_writable(item) for item in rayjobs],
+        "networkpolicies": [
+            _writable(client.sanitize_for_serialization(item)) for item in policies.items
+        ],
+        "status": job.get("status") or {},
+        "events": [_writable(client.sanitize_for_serialization(item)) for item in events.items],
+    }
+
+
+def _writable(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = {
+        key: value
+        for key, value in obj["metadata"].items()
+        if key not in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation")
+    }
+    return {**{key: value for key, value in obj.items() if key != "status"}, "metadata": metadata}
+
+
+def replay(namespace: str, name: str, children: Children, timeline: Timeline) -> None:
+    """One job's writes made by the client instead of the operator: the job, then its
+    NetworkPolicy, RayJob, status and Events, each renamed for it."""
+    custom, networking, core = k8s.CustomObjectsApi(), k8s.NetworkingV1Api(), k8s.CoreV1Api()
+    job = cast(
+        dict[str, Any],
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, finetunejob(name, namespace)
+        ),
+    )
+
+    def renamed(obj: Any) -> Any:
+        text = json.dumps(obj).replace(children["uid"], job["metadata"]["uid"])
+        moved: Any = json.loads(text.replace(children["name"], name))
+        if isinstance(moved, dict) and "metadata" in moved:
+            moved["metadata"]["namespace"] = namespace
+        return moved
+
+    for policy_ in children["networkpolicies"]:
+        networking.create_namespaced_network_policy(namespace, renamed(policy_))
+    for rayjob in children["rayjobs"]:
+        custom.create_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayjobs", renamed(rayjob)
+        )
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": renamed(children["status"])}
+    )
+    for event in children["events"]:
+        event = renamed(event)
+        event["involvedObject"]["namespace"] = namespace
+        core.create_namespaced_event(namespace, event)
+    with timeline.lock:
+        timeline.created[name] = time.monotonic()
+
+
+def timed(threads: int, names: list[str], call: Any) -> float:
+    """Seconds from the first to the last of ``call(name)`` over ``threads`` client threads."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(call, names))
+    return time.monotonic() - started
+
+
 def wait_all(timeline: Timeline, names: list[str], timeout: float) -> float | None:
     """Seconds from the first create until every RayJob exists and every job is Queued."""
     deadline = time.monotonic() + timeout
@@ -345,6 +431,15 @@ def main() -> int:
         "--apiserver-profile",
         metavar="FILE",
         help="write a 20 s kube-apiserver CPU profile of the burst (go tool pprof FILE)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help=(
+            "at the end, with the operator stopped: the burst's creates again, then the same "
+            "number of jobs with every write the operator made for one of them made by the "
+            "client itself (the least any operator making those writes can take)"
+        ),
     )
     args = parser.parse_args()
 
@@ -401,6 +496,7 @@ def main() -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        children: Children | None = None
         try:
             while True:
                 try:
@@ -541,10 +637,31 @@ def main() -> int:
                 )
             )
             stop.set()
+            children = children_of("burst", names[0]) if args.floor else None
         finally:
             operator.terminate()
             operator.wait(timeout=30)
             log.close()
+        if children is not None:
+            # The operator is stopped: the API server and the client alone, back to back.
+            for namespace in ("floor-base", "floor"):
+                prepare(cluster, namespace)
+            floor_names = [f"floor-{i:05d}" for i in range(args.burst)]
+            alone = timed(args.threads, floor_names, lambda n: create("floor-base", n, Timeline()))
+            floor = timed(
+                args.threads, floor_names, lambda n: replay("floor", n, children, Timeline())
+            )
+            writes = 2 + len(children["rayjobs"]) + len(children["networkpolicies"])
+            writes += len(children["events"])
+            rows += [
+                (f"floor: API server alone again, {args.burst} created in (s)", f"{alone:.1f}"),
+                (
+                    f"floor: {args.burst} jobs with the operator's {writes} writes each, "
+                    "made by the client (s)",
+                    f"{floor:.1f}",
+                ),
+                ("floor: ratio (writes alone / creates alone)", f"{floor / alone:.1f}x"),
+            ]
     width = max(len(k) for k, _ in rows)
     print(
         f"operator_scale on {platform.node()} ({os.cpu_count()} CPUs), "
