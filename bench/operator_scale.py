@@ -335,7 +335,7 @@ def _writable(obj: dict[str, Any]) -> dict[str, Any]:
     return {**{key: value for key, value in obj.items() if key != "status"}, "metadata": metadata}
 
 
-def replay(namespace: str, name: str, children: Children, timeline: Timeline) -> None:
+def replay(namespace: str, name: str, children: Children) -> None:
     """One job's writes made by the client instead of the operator: the job, then its
     NetworkPolicy, RayJob, status and Events, each renamed for it."""
     custom, networking, core = k8s.CustomObjectsApi(), k8s.NetworkingV1Api(), k8s.CoreV1Api()
@@ -366,8 +366,6 @@ def replay(namespace: str, name: str, children: Children, timeline: Timeline) ->
         event = renamed(event)
         event["involvedObject"]["namespace"] = namespace
         core.create_namespaced_event(namespace, event)
-    with timeline.lock:
-        timeline.created[name] = time.monotonic()
 
 
 def timed(threads: int, names: list[str], call: Any) -> float:
@@ -648,9 +646,7 @@ def main() -> int:
                 prepare(cluster, namespace)
             floor_names = [f"floor-{i:05d}" for i in range(args.burst)]
             alone = timed(args.threads, floor_names, lambda n: create("floor-base", n, Timeline()))
-            floor = timed(
-                args.threads, floor_names, lambda n: replay("floor", n, children, Timeline())
-            )
+            floor = timed(args.threads, floor_names, lambda n: replay("floor", n, children))
             writes = 2 + len(children["rayjobs"]) + len(children["networkpolicies"])
             writes += len(children["events"])
             rows += [

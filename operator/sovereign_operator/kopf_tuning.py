@@ -13,7 +13,7 @@ import asyncio.sslproto
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import Any, cast
 
 import aiohttp
@@ -244,7 +244,7 @@ def slim_watched_objects(spec_fields: Mapping[tuple[str, str], Iterable[str]]) -
     moves it).
     """
     original = _kopf_watching.infinite_watch
-    if getattr(original, "slims_objects", False):
+    if original in _SLIMMING_WATCHES:
         return  # installed already (a second operator run in the same process)
     kept = {kind: frozenset(fields) for kind, fields in spec_fields.items()}
 
@@ -259,11 +259,15 @@ def slim_watched_objects(spec_fields: Mapping[tuple[str, str], Iterable[str]]) -
                 slim(obj, spec_kept)
             yield event
 
-    setattr(infinite_watch, "slims_objects", True)  # noqa: B010 (mypy: no attributes)
+    _SLIMMING_WATCHES.add(infinite_watch)
     _kopf_watching.infinite_watch = infinite_watch
 
 
-def slim(obj: dict[str, Any], spec_kept: Iterable[str] | None) -> None:
+# The wrappers slim_watched_objects installed, so that it never wraps one of its own.
+_SLIMMING_WATCHES: set[Callable[..., AsyncIterator[Any]]] = set()
+
+
+def slim(obj: dict[str, Any], spec_kept: Collection[str] | None) -> None:
     """Drop ``obj``'s managedFields, and every key of its spec not in ``spec_kept`` (None:
     the whole spec stays), in place."""
     metadata = obj.get("metadata")
@@ -271,5 +275,4 @@ def slim(obj: dict[str, Any], spec_kept: Iterable[str] | None) -> None:
         metadata.pop("managedFields", None)
     spec = obj.get("spec")
     if spec_kept is not None and isinstance(spec, dict):
-        keep = frozenset(spec_kept)
-        obj["spec"] = {key: value for key, value in spec.items() if key in keep}
+        obj["spec"] = {key: value for key, value in spec.items() if key in spec_kept}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -56,6 +56,11 @@ def rayjob() -> dict[str, Any]:
     return served(built, "rj-uid", jobDeploymentStatus="Suspended")
 
 
+def head_template() -> dict[str, Any]:
+    template: dict[str, Any] = rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    return template
+
+
 def deployment() -> dict[str, Any]:
     spec = ModelDeploymentSpec.model_validate({"model": {"uri": "models:/chat/3"}})
     built = build_deployment(spec, SERVED, RESIDENCY, ServedModel("models:/chat/3"), BUILD, SERVING)
@@ -87,7 +92,6 @@ def pod_of(template: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def workload() -> dict[str, Any]:
-    head = rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     return served(
         {
             "apiVersion": "kueue.x-k8s.io/v1beta2",
@@ -100,7 +104,7 @@ def workload() -> dict[str, Any]:
             "spec": {
                 "queueName": "eu-gpus",
                 "priority": 5,
-                "podSets": [{"name": "head", "count": 1, "template": head}],
+                "podSets": [{"name": "head", "count": 1, "template": head_template()}],
             },
         },
         "wl-uid",
@@ -127,11 +131,7 @@ IndexFunction = Callable[..., Coroutine[Any, Any, Any]]
 CASES: list[tuple[tuple[str, str], Callable[[], dict[str, Any]], IndexFunction]] = [
     (("ray.io", "rayjobs"), rayjob, indexes.rayjobs_by_owner),
     (("apps", "deployments"), deployment, indexes.deployments_by_owner),
-    (
-        ("", "pods"),
-        lambda: pod_of(rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"], "head"),
-        indexes.pods_by_owner,
-    ),
+    (("", "pods"), lambda: pod_of(head_template(), "head"), indexes.pods_by_owner),
     (
         ("", "pods"),
         lambda: pod_of(deployment()["spec"]["template"], "serving"),
@@ -143,7 +143,7 @@ CASES: list[tuple[tuple[str, str], Callable[[], dict[str, Any]], IndexFunction]]
 
 
 def indexed(function: IndexFunction, obj: dict[str, Any]) -> Any:
-    body = kopf.Body(copy.deepcopy(obj))  # type: ignore[arg-type]
+    body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(obj)))
     return asyncio.run(function(body=body, labels=body.metadata.labels, name=body.metadata.name))
 
 
