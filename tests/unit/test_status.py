@@ -687,3 +687,46 @@ def test_the_startup_deadline_counts_from_the_start_of_the_current_attempt() -> 
     assert late.phase == FineTuneJobPhase.FAILED
     assert late.error is not None
     assert late.error.code == "StartupTimeout"
+
+
+def test_a_kuberay_retry_says_which_attempt_runs_and_the_last_failure_how_many_ran() -> None:
+    spec = SPEC.model_copy(
+        update={"execution": SPEC.execution.model_copy(update={"backoff_limit": 2})}
+    )
+    first = compute_status(spec, observed(BackendState.RUNNING), None, T0)
+    assert conditions_by_type(first)["Running"].message == "the Ray job ft is running"
+    rayjob = {
+        "metadata": {"name": "ft", "creationTimestamp": "2026-11-27T08:00:00Z"},
+        "status": {"jobDeploymentStatus": "Initializing", "failed": 1},
+    }
+    retrying = compute_status(spec, _observed_rayjob(rayjob), first, T0)
+    assert retrying.phase == FineTuneJobPhase.QUEUED
+    assert conditions_by_type(retrying)["Running"].message == (
+        "RayJob ft is starting, attempt 2 of 3"
+    )
+    rayjob["status"] = {"jobDeploymentStatus": "Running", "failed": 1}
+    second = compute_status(spec, _observed_rayjob(rayjob), retrying, T0)
+    assert conditions_by_type(second)["Running"].message == (
+        "the Ray job ft is running, attempt 2 of 3"
+    )
+    rayjob["status"] = {
+        "jobDeploymentStatus": "Failed",
+        "failed": 3,
+        "reason": "AppFailed",
+        "message": "the trainer exited with 1",
+    }
+    failed = compute_status(spec, _observed_rayjob(rayjob), second, T0)
+    assert failed.error is not None
+    assert (failed.error.code, failed.error.message) == (
+        "AppFailed",
+        "the trainer exited with 1 (after 3 attempts, spec.execution.backoffLimit 2)",
+    )
+
+
+def _observed_rayjob(rayjob: dict[str, Any]) -> Observed:
+    return Observed(
+        generation=1,
+        validation=VALID,
+        backend=observe_rayjob(rayjob),
+        startup_deadline_seconds=60,
+    )

@@ -104,7 +104,12 @@ def observe_rayjob(
         blockers=blockers,
         version=metadata.get("resourceVersion"),
         uid=metadata.get("uid"),
+        failed_attempts=_count(status.get("failed")),
     )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def outcome(rayjob: dict[str, Any] | None) -> bool | None:

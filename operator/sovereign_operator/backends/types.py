@@ -41,3 +41,6 @@ class BackendObservation:
     # resourceVersion of the child observed (kuberay): a later pass sees whether it changed.
     version: str | None = None
     uid: str | None = None  # the child's uid (kuberay): which RayJob the audit log records
+    # Attempts that failed so far (KubeRay's status.failed): each retry under backoffLimit is a
+    # new RayCluster, and users should see which attempt runs.
+    failed_attempts: int = 0

@@ -120,6 +120,11 @@ class ManagedProcess:
         # left behind) would outlive the cluster, so what is left of the group goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
+            # A SIGKILL lands when the kernel next runs each member, later on a busy machine:
+            # wait for that, so that nothing of the group is left once stop returns.
+            deadline = time.monotonic() + 5.0
+            while self.group_members() and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def group_members(self) -> list[int]:
         """PIDs of this component's process group still alive (zombies aside): none once it is

@@ -194,6 +194,9 @@ def _decide(
     if backend.state == BackendState.FAILED:
         code = _reason(backend.reason or "TrainingFailed")
         message = backend.message or "the Ray job failed"
+        if backend.failed_attempts > 1:
+            limit = f", spec.execution.backoffLimit {spec.execution.backoff_limit}" if spec else ""
+            message += f" (after {backend.failed_attempts} attempts{limit})"
         return _Decision(
             FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
         )
@@ -233,9 +236,10 @@ def _decide(
             return _Decision(
                 FineTuneJobPhase.FAILED, code, message, ErrorInfo(code=code, message=message)
             )
+    attempt = _attempt(spec, backend)
     if backend.state == BackendState.RUNNING:
         return _Decision(
-            FineTuneJobPhase.RUNNING, "Running", f"the Ray job {backend.name} is running"
+            FineTuneJobPhase.RUNNING, "Running", f"the Ray job {backend.name} is running{attempt}"
         )
     where = (
         f"RayJob {backend.name}"
@@ -243,8 +247,16 @@ def _decide(
         else f"submission {backend.name}"
     )
     blockers = "; ".join(dict.fromkeys(backend.blockers))
-    message = f"{where} is starting" + (f" (waiting: {blockers})" if blockers else "")
+    message = f"{where} is starting{attempt}" + (f" (waiting: {blockers})" if blockers else "")
     return _Decision(FineTuneJobPhase.QUEUED, "Queued", message)
+
+
+def _attempt(spec: FineTuneJobSpec | None, backend: BackendObservation) -> str:
+    """The words ", attempt 2 of 3" once KubeRay has retried under backoffLimit; none before."""
+    if not backend.failed_attempts:
+        return ""
+    of = f" of {spec.execution.backoff_limit + 1}" if spec is not None else ""
+    return f", attempt {backend.failed_attempts + 1}{of}"
 
 
 def _condition(
