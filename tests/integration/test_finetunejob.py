@@ -11,6 +11,7 @@ real Ray jobs on the real node.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -561,14 +562,43 @@ def test_unschedulable_job_fails_after_its_startup_deadline(
     wait_for(lambda: not rayjobs(crds, namespace), 60, "the stuck RayJob to be deleted")
 
 
+@contextmanager
+def kuberay_nudged(cluster: LocalCluster, namespace: str, name: str) -> Iterator[None]:
+    """Touch the RayJob's annotations every few seconds, which makes KubeRay look at it again.
+
+    On kwok, KubeRay's dashboard calls fail (no Ray runs in the fake pods), so its passes over
+    a running RayJob back off, doubling up to minutes apart, and it notices an attempt whose
+    submitter has finished only at the next one: 1.5 to 4 minutes per attempt here. A change
+    of the RayJob is a new pass at once. The touches change no status and nothing the
+    operator owns."""
+    stop = threading.Event()
+
+    def touch() -> None:
+        count = 0
+        while not stop.wait(5):
+            count += 1
+            cluster.kubectl(
+                "annotate", "rayjobs.ray.io", name, "-n", namespace, "--overwrite",
+                f"test.sovereign-ai.eu/nudge={count}", check=False,
+            )  # fmt: skip
+
+    thread = threading.Thread(target=touch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def test_a_kuberay_retry_gets_the_whole_startup_deadline_again(
     crds: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    """The first attempt fails by itself, in KubeRay: kwok completes the submitter pod, the fake
+    """Each attempt fails by itself, in KubeRay: kwok completes the submitter pod, the fake
     cluster has no Ray job, and KubeRay fails the attempt once the submitter has been done for
-    30 s (on this control plane, one to two minutes after it began, as its dashboard polls back
-    off). Under backoffLimit it then starts another with a new RayCluster, past the start-up
-    deadline counted from the RayJob's creation: the retry must get the whole deadline again."""
+    30 s. Under backoffLimit it then starts another with a new RayCluster, past the start-up
+    deadline counted from the RayJob's creation: the retry must get the whole deadline again.
+    Then the second attempt fails the same way, and that is the last."""
     deadline = 30
     crds.apply(
         finetunejob(
@@ -578,38 +608,46 @@ def test_a_kuberay_retry_gets_the_whole_startup_deadline_again(
         )
     )
     created = time.monotonic()
-    obj = wait_phase(crds, namespace, "retried", "Running", timeout=90, log=operator.log_tail)
-    assert conditions(obj)["Running"]["message"] == "the Ray job retried is running"
+    with kuberay_nudged(crds, namespace, "retried"):
+        obj = wait_phase(crds, namespace, "retried", "Running", timeout=90, log=operator.log_tail)
+        assert conditions(obj)["Running"]["message"] == "the Ray job retried is running"
 
-    def second_attempt_running() -> dict[str, Any] | None:
-        obj = ftj(crds, namespace, "retried") or {}
-        phase = (obj.get("status") or {}).get("phase")
-        assert phase != "Failed", (obj.get("status") or {}).get("error")
-        message = conditions(obj).get("Running", {}).get("message", "")
-        return obj if phase == "Running" and message.endswith(", attempt 2 of 2") else None
+        def second_attempt_running() -> dict[str, Any] | None:
+            obj = ftj(crds, namespace, "retried") or {}
+            phase = (obj.get("status") or {}).get("phase")
+            assert phase != "Failed", (obj.get("status") or {}).get("error")
+            message = conditions(obj).get("Running", {}).get("message", "")
+            return obj if phase == "Running" and message.endswith(", attempt 2 of 2") else None
 
-    obj = wait_for(
-        second_attempt_running, 300, "the second attempt to run", on_timeout=operator.log_tail
-    )
-    # It started (and waited for its pods) well past the deadline counted from the creation.
-    assert time.monotonic() - created > 2 * deadline
-    [rayjob] = rayjobs(crds, namespace)
-    assert rayjob["status"]["failed"] == 1
-    # Both attempts' pods are in the placement evidence: the first attempt's are gone.
-    heads = {p["pod"] for p in obj["status"]["placement"] if "-head-" in p["pod"]}
-    assert len(heads) == 2, obj["status"]["placement"]
+        obj = wait_for(
+            second_attempt_running, 180, "the second attempt to run", on_timeout=operator.log_tail
+        )
+        # It started, and waited for its pods, past the deadline counted from the creation.
+        assert time.monotonic() - created > deadline
+        [rayjob] = rayjobs(crds, namespace)
+        assert rayjob["status"]["failed"] == 1
+        # The way back to Queued was a Warning that named the attempt. (Why the first failed is in
+        # it only when a pass saw the RayJob while KubeRay still showed it: on kwok the next
+        # attempt begins at once, as there are no real pods to wait for.)
+        back = "Running -> Queued: "
+        [retried] = [e for e in events(crds, namespace, "retried") if e["message"].startswith(back)]
+        assert (retried["type"], retried["reason"]) == ("Warning", "Queued")
+        assert retried["message"].startswith(f"{back}RayJob retried is starting, attempt 2 of 2")
+        # Both attempts' pods are in the placement evidence: the first attempt's are gone.
+        heads = {p["pod"] for p in obj["status"]["placement"] if "-head-" in p["pod"]}
+        assert len(heads) == 2, obj["status"]["placement"]
 
-    # The second attempt fails the same way, and that is the last: KubeRay's reason and
-    # message, with how many attempts ran, in the condition, the error and a Warning Event.
-    obj = wait_phase(crds, namespace, "retried", "Failed", timeout=300, log=operator.log_tail)
-    failed = conditions(obj)["Failed"]
-    assert failed["status"] == "True"
-    assert failed["reason"] == "JobDeploymentStatusTransitionGracePeriodExceeded"
-    assert "did not reach terminal state" in failed["message"]
-    assert failed["message"].endswith("(after 2 attempts, spec.execution.backoffLimit 1)")
-    assert obj["status"]["error"] == {"code": failed["reason"], "message": failed["message"]}
-    warnings = [e for e in events(crds, namespace, "retried") if e["type"] == "Warning"]
-    assert any("(after 2 attempts" in e["message"] for e in warnings), warnings
+        # The second attempt fails the same way, and that is the last: KubeRay's reason and
+        # message, with how many attempts ran, in the condition, the error and a Warning Event.
+        obj = wait_phase(crds, namespace, "retried", "Failed", timeout=180, log=operator.log_tail)
+        failed = conditions(obj)["Failed"]
+        assert failed["status"] == "True"
+        assert failed["reason"] == "JobDeploymentStatusTransitionGracePeriodExceeded"
+        assert "did not reach terminal state" in failed["message"]
+        assert failed["message"].endswith("(after 2 attempts, spec.execution.backoffLimit 1)")
+        assert obj["status"]["error"] == {"code": failed["reason"], "message": failed["message"]}
+        warnings = [e for e in events(crds, namespace, "retried") if e["type"] == "Warning"]
+        assert any("(after 2 attempts" in e["message"] for e in warnings), warnings
 
 
 def test_operator_killed_mid_lifecycle_resumes_without_duplicates(

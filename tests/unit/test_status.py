@@ -695,17 +695,30 @@ def test_a_kuberay_retry_says_which_attempt_runs_and_the_last_failure_how_many_r
     )
     first = compute_status(spec, observed(BackendState.RUNNING), None, T0)
     assert conditions_by_type(first)["Running"].message == "the Ray job ft is running"
+    # KubeRay says why the attempt failed while it tears its cluster down, and no longer once
+    # the next attempt begins.
     rayjob = {
         "metadata": {"name": "ft", "creationTimestamp": "2026-11-27T08:00:00Z"},
-        "status": {"jobDeploymentStatus": "Initializing", "failed": 1},
+        "status": {
+            "jobDeploymentStatus": "Retrying",
+            "failed": 1,
+            "reason": "AppFailed",
+            "message": "the trainer exited with 1",
+        },
     }
     retrying = compute_status(spec, _observed_rayjob(rayjob), first, T0)
     assert retrying.phase == FineTuneJobPhase.QUEUED
     assert conditions_by_type(retrying)["Running"].message == (
+        "RayJob ft is starting, attempt 2 of 3; attempt 1 failed: AppFailed: the trainer "
+        "exited with 1"
+    )
+    rayjob["status"] = {"jobDeploymentStatus": "Initializing", "failed": 1}
+    starting = compute_status(spec, _observed_rayjob(rayjob), retrying, T0)
+    assert conditions_by_type(starting)["Running"].message == (
         "RayJob ft is starting, attempt 2 of 3"
     )
     rayjob["status"] = {"jobDeploymentStatus": "Running", "failed": 1}
-    second = compute_status(spec, _observed_rayjob(rayjob), retrying, T0)
+    second = compute_status(spec, _observed_rayjob(rayjob), starting, T0)
     assert conditions_by_type(second)["Running"].message == (
         "the Ray job ft is running, attempt 2 of 3"
     )

@@ -94,10 +94,18 @@ def _announce(
     if previous is not None and previous.phase == new.phase:
         return
     message = new.error.message if new.error else ""
+    # Back from Running to Queued is a retry under backoffLimit: the Running condition says
+    # which attempt starts, and why the last one failed.
+    retry = (
+        previous is not None
+        and previous.phase == FineTuneJobPhase.RUNNING
+        and new.phase == FineTuneJobPhase.QUEUED
+    )
+    wanted = "Running" if retry else "Admitted"
     if not message:
         for condition in new.conditions:
             if condition.type == new.phase_name or (
-                new.phase == FineTuneJobPhase.QUEUED and condition.type == "Admitted"
+                new.phase == FineTuneJobPhase.QUEUED and condition.type == wanted
             ):
                 message = condition.message
     if new.phase == FineTuneJobPhase.QUEUED:
@@ -105,7 +113,7 @@ def _announce(
         for condition in new.conditions:
             if condition.type == "ResidencyVerified" and condition.status.value == "True":
                 message = f"{message}; {condition.message}"
-    kind = "Warning" if new.phase == FineTuneJobPhase.FAILED else "Normal"
+    kind = "Warning" if new.phase == FineTuneJobPhase.FAILED or retry else "Normal"
     before = previous.phase_name if previous else "New"
     changed = last_change(previous.conditions) if previous else None
     state.event(

@@ -248,6 +248,10 @@ def _decide(
     )
     blockers = "; ".join(dict.fromkeys(backend.blockers))
     message = f"{where} is starting{attempt}" + (f" (waiting: {blockers})" if blockers else "")
+    if backend.failed_attempts and backend.message:
+        # KubeRay keeps why the last attempt failed only until the next one begins.
+        failure = f"{backend.reason}: {backend.message}" if backend.reason else backend.message
+        message += f"; attempt {backend.failed_attempts} failed: {failure}"
     return _Decision(FineTuneJobPhase.QUEUED, "Queued", message)
 
 
