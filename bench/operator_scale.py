@@ -349,12 +349,7 @@ FLOOR_STEPS = (
 )
 
 
-def replay(
-    namespace: str,
-    name: str,
-    children: Children,
-    steps: Collection[str] = tuple(key for key, _ in FLOOR_STEPS),
-) -> None:
+def replay(namespace: str, name: str, children: Children, steps: Collection[str]) -> None:
     """One job's writes made by the client instead of the operator: the job, then those of its
     NetworkPolicy, RayJob, status and Events that ``steps`` names, each renamed for it."""
     custom, networking, core = k8s.CustomObjectsApi(), k8s.NetworkingV1Api(), k8s.CoreV1Api()

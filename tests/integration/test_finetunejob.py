@@ -146,16 +146,7 @@ def test_ftj_becomes_a_rayjob_whose_pods_bind_only_to_allowed_gpu_nodes(
     [rayjob] = rayjobs(crds, namespace)
     assert rayjob["metadata"]["ownerReferences"][0]["uid"] == uid
     # KubeRay accepted it and made the RayCluster.
-    cluster_name = wait_for(
-        lambda: (
-            get_json(crds, "rayjobs.ray.io", rayjob["metadata"]["name"], "-n", namespace).get(
-                "status"
-            )
-            or {}
-        ).get("rayClusterName"),
-        90,
-        "KubeRay to create the RayCluster",
-    )
+    cluster_name = ray_cluster_of(crds, namespace, rayjob["metadata"]["name"])
     assert get_json(crds, "rayclusters.ray.io", cluster_name, "-n", namespace) is not None
     # job.json travels in the head pod template's annotation, and KubeRay kept it on the way
     # to the RayCluster's head (the pod reads it through a downward API volume).
@@ -215,8 +206,15 @@ def run_as_kuberay_reports(
     """Wait until KubeRay reports the job's Ray job running (it does once the submitter pod
     runs, which kwok fakes) and the job says Running."""
     wait_phase(cluster, namespace, name, "Running", timeout=120, log=operator.log_tail)
-    rayjob = get_json(cluster, "rayjobs.ray.io", name, "-n", namespace)
-    assert rayjob["status"]["jobDeploymentStatus"] == "Running", rayjob["status"]
+    status = rayjob_status(cluster, namespace, name)
+    assert status.get("jobDeploymentStatus") == "Running", status
+
+
+def rayjob_status(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
+    """The RayJob's status as KubeRay last wrote it; empty while there is none."""
+    rayjob = get_json(cluster, "rayjobs.ray.io", name, "-n", namespace) or {}
+    status: dict[str, Any] = rayjob.get("status") or {}
+    return status
 
 
 def reading_result(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any] | None:
@@ -461,10 +459,7 @@ def test_a_job_cancelled_before_it_starts_makes_nothing(
 def ray_cluster_of(cluster: LocalCluster, namespace: str, name: str) -> str:
     return str(
         wait_for(
-            lambda: (
-                (get_json(cluster, "rayjobs.ray.io", name, "-n", namespace) or {}).get("status")
-                or {}
-            ).get("rayClusterName"),
+            lambda: rayjob_status(cluster, namespace, name).get("rayClusterName"),
             90,
             "KubeRay to create the RayCluster",
         )
@@ -568,9 +563,9 @@ def kuberay_nudged(cluster: LocalCluster, namespace: str, name: str) -> Iterator
 
     On kwok, KubeRay's dashboard calls fail (no Ray runs in the fake pods), so its passes over
     a running RayJob back off, doubling up to minutes apart, and it notices an attempt whose
-    submitter has finished only at the next one: 1.5 to 4 minutes per attempt here. A change
-    of the RayJob is a new pass at once. The touches change no status and nothing the
-    operator owns."""
+    submitter has finished only at the next one: 1.5 to 3.5 minutes per attempt here. A change
+    of the RayJob is a new pass at once. The touches write no status, and no field the
+    operator sets."""
     stop = threading.Event()
 
     def touch() -> None:
@@ -660,12 +655,7 @@ def test_operator_killed_mid_lifecycle_resumes_without_duplicates(
     operator.kill()
     # While it is down, KubeRay runs one job (kwok runs its submitter pod), and one finishes.
     wait_for(
-        lambda: (
-            (get_json(crds, "rayjobs.ray.io", "crash-1", "-n", namespace).get("status") or {}).get(
-                "jobDeploymentStatus"
-            )
-            == "Running"
-        ),
+        lambda: rayjob_status(crds, namespace, "crash-1").get("jobDeploymentStatus") == "Running",
         90,
         "KubeRay to run crash-1",
     )

@@ -182,6 +182,7 @@ class RayClusterBackend:
                 text = api.logs(sid)
             progress, result = last_progress(text), parse_result(text)
         reason = message = None
+        failed_attempts = 0
         started, ended = _ms(info.get("start_time")), _ms(info.get("end_time"))
         deadline = ctx.spec.execution.active_deadline_seconds
         now = datetime.now(UTC)
@@ -206,16 +207,14 @@ class RayClusterBackend:
                 return BackendObservation(
                     BackendState.PENDING, name=retry, created_at=now, blockers=(why,)
                 )
-            if limit:
-                message = (
-                    f"{message} (after {attempt + 1} attempts, spec.execution.backoffLimit {limit})"
-                )
+            # compute_status says how many attempts ran, for both backends.
+            failed_attempts = attempt + 1
         unverified = nodes_outside(result, ctx.residency.regions)
         if unverified:
             # The result is not recorded: what came out of an unproven place is no model of
             # this job's (its MLflow run and version say where the nodes were).
             state, result = BackendState.FAILED, None
-            reason = "RegionNotVerified"
+            reason, failed_attempts = "RegionNotVerified", 0
             message = (
                 f"Ray cluster {endpoint.name}: {'; '.join(unverified)}; allowed: "
                 f"[{', '.join(ctx.residency.regions)}]. Each node must carry its region as the "
@@ -234,6 +233,7 @@ class RayClusterBackend:
             message=message,
             progress=progress,
             result=result,
+            failed_attempts=failed_attempts,
         )
 
     def _submit(
