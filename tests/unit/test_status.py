@@ -737,9 +737,31 @@ def test_a_kuberay_retry_says_which_attempt_runs_and_the_last_failure_how_many_r
 
 
 def _observed_rayjob(rayjob: dict[str, Any]) -> Observed:
-    return Observed(
-        generation=1,
-        validation=VALID,
-        backend=observe_rayjob(rayjob),
-        startup_deadline_seconds=60,
-    )
+    """What ``observed`` gives, with the backend read from a RayJob as KubeRay wrote it."""
+    return replace(observed(BackendState.ABSENT), backend=observe_rayjob(rayjob))
+
+
+def test_no_startup_deadline_runs_while_kuberay_is_between_two_attempts() -> None:
+    # Until KubeRay has deleted the failed attempt's cluster (Retrying, then New), the RayJob's
+    # status.startTime is still the failed attempt's: counted from it, a retry would be failed
+    # before it began.
+    for deployment in ("Retrying", "New"):
+        rayjob = {
+            "metadata": {"name": "ft", "creationTimestamp": "2026-11-27T08:00:00Z"},
+            "status": {
+                "jobDeploymentStatus": deployment,
+                "failed": 1,
+                "startTime": "2026-11-27T08:00:00Z",
+            },
+        }
+        later = compute_status(SPEC, _observed_rayjob(rayjob), None, T0 + timedelta(hours=2))
+        assert later.phase == FineTuneJobPhase.QUEUED, deployment
+    # Once it starts the next attempt (Initializing, a new startTime), the deadline runs again.
+    rayjob["status"] = {
+        "jobDeploymentStatus": "Initializing",
+        "failed": 1,
+        "startTime": "2026-11-27T09:00:00Z",
+    }
+    late = compute_status(SPEC, _observed_rayjob(rayjob), None, T0 + timedelta(hours=2))
+    assert late.error is not None
+    assert late.error.code == "StartupTimeout"

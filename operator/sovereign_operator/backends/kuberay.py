@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 _PENDING = frozenset({"", "New", "Initializing", "Waiting", "Retrying"})
 _FAILED = frozenset({"Failed", "ValidationFailed"})
 _SUSPENDED = frozenset({"Suspended", "Suspending"})
+# After a failed attempt, until KubeRay starts the next (Initializing, a new status.startTime).
+_BETWEEN_ATTEMPTS = frozenset({"Retrying", "New"})
 NO_TRACKING_SERVER = (
     "no MLflow tracking server that the operator can read over HTTP is configured "
     "(SOVAI_MLFLOW_TRACKING_URI), so the job's run was not looked up"
@@ -90,6 +92,7 @@ def observe_rayjob(
         state = BackendState.RUNNING
     else:
         state = BackendState.PENDING
+    failed = _count(status.get("failed"))
     blockers = replica_failures(status) + tuple(blocker for pod in pods for blocker in pod.blockers)
     return BackendObservation(
         state=state,
@@ -104,7 +107,8 @@ def observe_rayjob(
         blockers=blockers,
         version=metadata.get("resourceVersion"),
         uid=metadata.get("uid"),
-        failed_attempts=_count(status.get("failed")),
+        failed_attempts=failed,
+        between_attempts=failed > 0 and deployment in _BETWEEN_ATTEMPTS,
     )
 
 

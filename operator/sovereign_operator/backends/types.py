@@ -41,6 +41,9 @@ class BackendObservation:
     # resourceVersion of the child observed (kuberay): a later pass sees whether it changed.
     version: str | None = None
     uid: str | None = None  # the child's uid (kuberay): which RayJob the audit log records
-    # Attempts that failed so far (KubeRay's status.failed): each retry under backoffLimit is a
-    # new RayCluster, and users should see which attempt runs.
+    # Attempts that failed so far (KubeRay's status.failed; the rayCluster backend's count once
+    # its last attempt failed): compute_status says which attempt runs and how many ran.
     failed_attempts: int = 0
+    # KubeRay is between two attempts: it deletes the failed one's cluster, and sets the next
+    # one's start time only once that is done (status Retrying, then New).
+    between_attempts: bool = False

@@ -115,8 +115,11 @@ def waiting_since(
     last resume, or KubeRay's start of this attempt (it sets status.startTime again when a
     retry begins and when its queue admits the job), whichever is latest. So a retry under
     backoffLimit gets the whole deadline, and time spent waiting in a queue is not start-up
-    time."""
+    time. None (no deadline runs) while KubeRay is between two attempts: until it has deleted
+    the failed attempt's cluster, status.startTime is still that attempt's."""
     backend = observed.backend
+    if backend.between_attempts:
+        return None
     moments = [m for m in (backend.created_at, backend.start_time) if m is not None]
     if previous is not None and previous.phase == FineTuneJobPhase.SUSPENDED:
         moments.append(now)  # resuming in this very pass
